@@ -1,0 +1,1 @@
+"""The imperative shell: the periodic control loop over the ports in :mod:`autoscaler.controller.ports`."""

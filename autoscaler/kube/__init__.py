@@ -1,0 +1,1 @@
+"""Kubernetes adapter: the VariantAutoscaling API, listing variants, patching scale subresources."""

@@ -1,0 +1,1 @@
+"""Saturation signals: PromQL building and result parsing (pure) and the Prometheus adapter (I/O)."""

@@ -1,0 +1,83 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoscaler.config import load_settings
+from autoscaler.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _no_vas_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("VAS_"):
+            monkeypatch.delenv(key)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_file_then_environment_then_flags_take_precedence(tmp_path, monkeypatch):
+    cfg = write(tmp_path, "prometheus:\n  url: http://file:9090\n  timeout_s: 3\ncontroller:\n  interval_s: 7\n")
+    monkeypatch.setenv("VAS_PROMETHEUS__TIMEOUT_S", "4")
+    settings = load_settings(cfg, {"controller": {"interval_s": 2}})
+    assert settings.prometheus.url == "http://file:9090"  # only in the file
+    assert settings.prometheus.timeout_s == 4  # env beats file
+    assert settings.controller.interval_s == 2  # flag beats file
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        pytest.param("prometheus:\n  timeout_s: -1\n", "prometheus.timeout_s", id="negative-timeout"),
+        pytest.param("controller:\n  interval_s: soon\n", "controller.interval_s", id="not-a-number"),
+        pytest.param("saturation:\n  kv_low: 0.9\n  kv_high: 0.8\n", "saturation", id="inverted-thresholds"),
+        pytest.param("prometheus:\n  url: ftp://x\n", "prometheus.url", id="bad-scheme"),
+        pytest.param("promethus:\n  url: http://x\n", "promethus", id="misspelt-section"),
+        pytest.param("log_format: fancy\n", "log_format", id="unknown-enum"),
+    ],
+)
+def test_invalid_file_value_names_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.field.startswith(field)
+    assert field in str(info.value)
+    assert str(tmp_path / "config.yaml") in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("a: [", "not valid YAML", id="broken-yaml"),
+        pytest.param("- 1\n- 2\n", "mapping", id="list-at-top"),
+    ],
+)
+def test_unreadable_file_is_a_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "absent.yaml")
+
+
+def test_environment_value_is_validated(monkeypatch):
+    monkeypatch.setenv("VAS_BEHAVIOR__MAX_STEP_DOWN", "-2")
+    with pytest.raises(ConfigError, match="behavior.max_step_down"):
+        load_settings()
+
+
+def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
+    cfg = write(tmp_path, "controller:\n  interval_s: 0\n")
+    proc = subprocess.run([sys.executable, "-m", "autoscaler.cli", "recommend", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "controller.interval_s" in lines[0] and "greater than 0" in lines[0]
