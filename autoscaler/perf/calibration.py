@@ -1,0 +1,205 @@
+"""Online calibration: fit a profile's latency coefficients to what the replicas are observed to do.
+
+Pure apart from scikit-learn. Decode observations (ITL against running batch and mean context) fit
+``alpha, beta, gamma``; prefill observations (prefill seconds against prompt tokens) fit ``a, b, c``.
+
+How, and why:
+
+- **Relative to the prior.** Each feature column is scaled by its prior coefficient, so the regression
+  estimates *multipliers* ``theta`` (1 = the profile is right) on comparable scales; the fit is of the
+  residual ``observed - prior prediction``, and the (small) L2 penalty pulls the correction toward zero,
+  i.e. toward the prior, where the data say little (collinear batch and context, narrow operating range).
+- **Robust.** :class:`sklearn.linear_model.HuberRegressor` down-weights outliers (preemption storms, GC
+  pauses, scrape glitches) instead of chasing them.
+- **Bounded and blended.** Each multiplier is clipped to ``[1/3, 3]`` (a profile off by more than 3x is a
+  wrong profile, not a calibration job), then blended with the prior by sample count:
+  ``theta = w*fit + (1-w)*1`` with ``w = n / (n + prior_samples)``.
+- **Warm-up excluded.** Samples flagged ``warming_up`` (first requests after start: CUDA graph capture,
+  torch.compile, cold caches) are dropped, as Dynamo's planner learned the hard way (ai-dynamo/dynamo#12430).
+
+The :class:`Calibration` also carries the correction factor at the operating point (the median of
+observed / prior-predicted latency), which a caller can use directly when it does not want new coefficients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import HuberRegressor
+
+from autoscaler.perf.profile import PerformanceProfile
+
+__all__ = [
+    "Calibration",
+    "CalibrationSettings",
+    "DecodeObservation",
+    "PrefillObservation",
+    "Stage",
+    "calibrate_decode",
+    "calibrate_prefill",
+]
+
+
+class Stage(StrEnum):
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+def _finite(name: str, value: float, *, low: float, strict: bool) -> None:
+    if not (math.isfinite(value) and (value > low if strict else value >= low)):
+        raise ValueError(f"{name} must be finite and {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeObservation:
+    """One window of decode: ``itl_s`` observed with ``batch`` running sequences of ``mean_context`` tokens."""
+
+    batch: float
+    mean_context: float
+    itl_s: float
+    warming_up: bool = False
+
+    def __post_init__(self) -> None:
+        _finite("batch", self.batch, low=0, strict=True)
+        _finite("mean_context", self.mean_context, low=0, strict=False)
+        _finite("itl_s", self.itl_s, low=0, strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillObservation:
+    """One prefill: ``prefill_s`` for ``prompt_tokens`` tokens (sum over the batch's prompts).
+
+    ``sum_squared_tokens`` is the sum of squared prompt lengths of the batch; a single prompt (the default)
+    has ``prompt_tokens**2``.
+    """
+
+    prompt_tokens: float
+    prefill_s: float
+    sum_squared_tokens: float | None = None
+    warming_up: bool = False
+
+    def __post_init__(self) -> None:
+        _finite("prompt_tokens", self.prompt_tokens, low=0, strict=True)
+        _finite("prefill_s", self.prefill_s, low=0, strict=True)
+        if self.sum_squared_tokens is not None:
+            _finite("sum_squared_tokens", self.sum_squared_tokens, low=0, strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationSettings:
+    prior_samples: float = 20.0
+    """Weight of the prior, in samples: with n samples the fit counts n / (n + prior_samples)."""
+    min_samples: int = 10
+    """Below this many usable samples the prior is kept (a fit would be noise)."""
+    bound: float = 3.0
+    """Each coefficient stays within [prior / bound, prior * bound]."""
+    huber_epsilon: float = 1.35
+    """Residuals beyond epsilon * scale count linearly, not quadratically (sklearn's default, 95% efficiency)."""
+    shrinkage: float = 1e-4
+    """L2 penalty on the correction to the prior multipliers (HuberRegressor's alpha)."""
+
+    def __post_init__(self) -> None:
+        _finite("prior_samples", self.prior_samples, low=0, strict=False)
+        if self.min_samples < 4:
+            raise ValueError(f"min_samples must be >= 4 (three coefficients and a scale), got {self.min_samples}")
+        _finite("bound", self.bound, low=1, strict=True)
+        _finite("huber_epsilon", self.huber_epsilon, low=1, strict=True)
+        _finite("shrinkage", self.shrinkage, low=0, strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Coefficients fitted for one stage of one profile, named as :class:`PerformanceProfile` fields.
+
+    ``correction`` is observed / prior-predicted latency at the operating point (median over the samples);
+    ``residual_s`` is the median absolute error of the calibrated model (``None`` without samples).
+    """
+
+    stage: Stage
+    names: tuple[str, ...]
+    prior: tuple[float, ...]
+    fitted: tuple[float, ...]
+    correction: float
+    samples: int
+    excluded: int
+    residual_s: float | None
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        return dict(zip(self.names, self.fitted, strict=True))
+
+    def apply(self, profile: PerformanceProfile) -> PerformanceProfile:
+        """``profile`` with the calibrated coefficients."""
+        changes: dict[str, Any] = self.coefficients
+        return dataclasses.replace(profile, **changes)
+
+
+_DECODE_NAMES = ("decode_alpha", "decode_beta", "decode_gamma")
+_PREFILL_NAMES = ("prefill_a", "prefill_b", "prefill_c")
+
+
+def calibrate_decode(*, profile: PerformanceProfile, observations: Sequence[DecodeObservation],
+                     settings: CalibrationSettings = CalibrationSettings()) -> Calibration:
+    """Fit ``decode_alpha/beta/gamma`` to ITL observations (step time = ITL)."""
+    used = [o for o in observations if not o.warming_up]
+    features = np.array([[1.0, o.batch, o.batch * o.mean_context] for o in used]).reshape(-1, 3)
+    observed = np.array([o.itl_s for o in used])
+    prior = tuple(getattr(profile, n) for n in _DECODE_NAMES)
+    return _calibrate(Stage.DECODE, _DECODE_NAMES, prior, features, observed,
+                      excluded=len(observations) - len(used), settings=settings)
+
+
+def calibrate_prefill(*, profile: PerformanceProfile, observations: Sequence[PrefillObservation],
+                      settings: CalibrationSettings = CalibrationSettings()) -> Calibration:
+    """Fit ``prefill_a/b/c`` to prefill-time observations (a batch over the token budget pays ``a`` per chunk)."""
+    used = [o for o in observations if not o.warming_up]
+    rows = []
+    for o in used:
+        chunks = max(1, math.ceil(o.prompt_tokens / profile.max_num_batched_tokens))
+        squares = o.prompt_tokens**2 if o.sum_squared_tokens is None else o.sum_squared_tokens
+        rows.append([float(chunks), o.prompt_tokens, squares])
+    features = np.array(rows).reshape(-1, 3)
+    observed = np.array([o.prefill_s for o in used])
+    prior = tuple(getattr(profile, n) for n in _PREFILL_NAMES)
+    return _calibrate(Stage.PREFILL, _PREFILL_NAMES, prior, features, observed,
+                      excluded=len(observations) - len(used), settings=settings)
+
+
+def _calibrate(stage: Stage, names: tuple[str, ...], prior: tuple[float, ...], features: np.ndarray,
+               observed: np.ndarray, *, excluded: int, settings: CalibrationSettings) -> Calibration:
+    n = len(observed)
+    if n == 0:
+        return Calibration(stage, names, prior, prior, 1.0, 0, excluded, None)
+    prior_arr = np.asarray(prior, dtype=float)
+    # Column j holds the prior's contribution of term j, so the coefficient on it is a multiplier of the prior.
+    contributions = features * prior_arr
+    predicted = contributions.sum(axis=1)
+    correction = float(np.median(observed / predicted))
+    if n < settings.min_samples:
+        residual = float(np.median(np.abs(observed - predicted)))
+        return Calibration(stage, names, prior, prior, correction, n, excluded, residual)
+
+    scale = float(np.median(observed))  # fit in units of a typical latency: well conditioned for any model
+    usable = prior_arr > 0  # a zero prior term (e.g. c = 0) carries no scale to fit a multiplier on
+    model = HuberRegressor(epsilon=settings.huber_epsilon, alpha=settings.shrinkage, fit_intercept=False,
+                           max_iter=1000)
+    with warnings.catch_warnings():
+        # Not converging in 1000 L-BFGS steps still leaves a usable estimate, which is bounded and blended below.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(contributions[:, usable] / scale, (observed - predicted) / scale)
+    theta = np.ones_like(prior_arr)
+    theta[usable] += model.coef_
+    theta = np.clip(theta, 1.0 / settings.bound, settings.bound)
+    weight = n / (n + settings.prior_samples)
+    theta = weight * theta + (1.0 - weight)
+    fitted = prior_arr * theta
+    residual = float(np.median(np.abs(observed - features @ fitted)))
+    return Calibration(stage, names, prior, tuple(float(x) for x in fitted), correction, n, excluded, residual)
