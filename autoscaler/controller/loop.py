@@ -17,7 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from autoscaler.controller.ports import Clock, Scaler, SignalSource, VariantSource
 from autoscaler.core.behavior import Recommendation
 from autoscaler.core.decide import ScalingPolicy, decide
-from autoscaler.core.types import Decision, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import Decision, Freshness, VariantRef, VariantSignals, VariantSpec
 from autoscaler.errors import AutoscalerError
 from autoscaler.logs import get_logger
 
@@ -108,6 +108,8 @@ class Controller:
             vlog.error("read_replicas_failed", error=str(exc))
             return VariantOutcome(spec, sig, None, False, str(exc))
 
+        if sig.freshness is not Freshness.FRESH:
+            vlog.warning("signals_unavailable", freshness=sig.freshness.value, note=sig.note, replicas=current)
         decision, self._history[spec.ref] = decide(
             spec=spec, signals=sig, current=current, history=self._history.get(spec.ref, ()),
             policy=self.policy, now=now,
