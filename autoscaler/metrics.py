@@ -1,0 +1,179 @@
+"""The controller's own Prometheus metrics, on a registry of their own, served by :func:`serve_metrics`.
+
+Every name starts with ``variant_autoscaler_`` and follows the Prometheus conventions (base units, ``_total``
+on counters, ``_seconds`` for durations, a state-set gauge for an enumeration). Per-variant series carry
+``namespace`` and ``variant`` and disappear when the variant does.
+
+    metrics = ControllerMetrics()
+    controller = Controller(..., on_cycle=metrics.record_cycle)
+    server, thread = serve_metrics(9100, metrics=metrics)
+
+The Grafana dashboard in manifests/grafana/ plots these names (tests/core/test_metrics.py checks it uses
+only names defined here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from threading import Lock, Thread
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from autoscaler.controller.loop import CycleReport, VariantOutcome
+from autoscaler.core.types import Freshness, VariantRef
+
+__all__ = ["DEFAULT_METRICS", "PREFIX", "ControllerMetrics", "error_kind", "record_cycle", "serve_metrics"]
+
+PREFIX = "variant_autoscaler_"
+
+# Cycle durations: one Prometheus query per signal plus one scale read per variant; 5 ms .. 60 s.
+_CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Adapter requests are answered from memory: sub-millisecond to a SubjectAccessReview round trip.
+_REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_VARIANT = ("namespace", "variant")
+_VARIANT_DESCRIBED = ("namespace", "variant", "model", "role", "accelerator")
+
+
+def error_kind(outcome: VariantOutcome) -> str:
+    """The kind of a variant's error: its replicas could not be read (no decision), or the scale failed."""
+    return "read_replicas" if outcome.decision is None else "actuation"
+
+
+def _cycle_error_kind(message: str) -> str:
+    # CycleReport keeps cycle-level errors as text: spec problems are prefixed by the object they are about
+    # (autoscaler.kube.api.to_variant_spec); the only other cycle-level error is a failed listing.
+    return "variant_spec" if message.startswith("VariantAutoscaling ") else "list_variants"
+
+
+class ControllerMetrics:
+    """The metric families and the code that updates them from a cycle report. Thread-safe."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cycle_duration = Histogram(
+            f"{PREFIX}cycle_duration_seconds", "Wall time of one control cycle.", buckets=_CYCLE_BUCKETS,
+            registry=r)
+        self.cycles = Counter(f"{PREFIX}cycles_total", "Control cycles run.", registry=r)
+        self.cycle_errors = Counter(
+            f"{PREFIX}cycle_errors_total",
+            "Errors met in control cycles, by kind: list_variants, variant_spec, read_replicas, actuation.",
+            ["kind"], registry=r)
+        self.last_cycle = Gauge(f"{PREFIX}last_cycle_timestamp_seconds",
+                                "Unix time at which the last control cycle started.", registry=r)
+        self.variants = Gauge(f"{PREFIX}variants", "Variants managed in the last cycle.", registry=r)
+        self.desired = Gauge(f"{PREFIX}desired_replicas", "Replicas decided for the variant in the last cycle.",
+                             _VARIANT_DESCRIBED, registry=r)
+        self.current = Gauge(f"{PREFIX}current_replicas",
+                             "Replicas of the variant's scale target when the last decision was made.",
+                             _VARIANT_DESCRIBED, registry=r)
+        self.freshness = Gauge(f"{PREFIX}signal_freshness",
+                               "1 for the freshness state of the variant's signals in the last cycle, 0 for "
+                               "the others (fresh, stale, missing).", (*_VARIANT, "state"), registry=r)
+        self.decisions = Counter(f"{PREFIX}decisions_total", "Decisions, by the reason that set the value.",
+                                 (*_VARIANT, "reason"), registry=r)
+        self.scale_actions = Counter(
+            f"{PREFIX}scale_actions_total",
+            "Replica changes decided, by direction (up, down) and result (applied, dry_run, failed).",
+            (*_VARIANT, "direction", "result"), registry=r)
+        self.adapter_requests = Counter(
+            f"{PREFIX}adapter_requests_total", "Requests to the external metrics adapter, by endpoint and code.",
+            ["endpoint", "code"], registry=r)
+        self.adapter_request_duration = Histogram(
+            f"{PREFIX}adapter_request_duration_seconds", "Time to answer an external metrics adapter request.",
+            ["endpoint"], buckets=_REQUEST_BUCKETS, registry=r)
+        self._labels: dict[VariantRef, tuple[str, ...]] = {}
+        # Every per-variant child created, so that a variant's series can be removed when it goes away.
+        self._children: dict[VariantRef, set[tuple[Any, tuple[str, ...]]]] = {}
+        self._lock = Lock()
+
+    def record_cycle(self, report: CycleReport) -> None:
+        """Update every metric from one cycle's report (use as the controller's ``on_cycle``)."""
+        with self._lock:
+            self._record_cycle(report)
+
+    def _record_cycle(self, report: CycleReport) -> None:
+        self.cycles.inc()
+        self.cycle_duration.observe(report.duration_s)
+        self.last_cycle.set(report.started_at)
+        outcome_errors = {o.error for o in report.outcomes if o.error}
+        for message in report.errors:
+            if message not in outcome_errors:
+                self.cycle_errors.labels(kind=_cycle_error_kind(message)).inc()
+        listing_failed = not report.outcomes and bool(report.errors)
+        if not listing_failed:
+            self.variants.set(len(report.outcomes))
+            self._forget({o.spec.ref for o in report.outcomes})
+        for outcome in report.outcomes:
+            self._record_variant(outcome)
+
+    def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
+        """An :data:`autoscaler.adapter.server.RequestObserver`."""
+        self.adapter_requests.labels(endpoint=endpoint, code=str(code)).inc()
+        self.adapter_request_duration.labels(endpoint=endpoint).observe(seconds)
+
+    def _record_variant(self, outcome: VariantOutcome) -> None:
+        spec, decision = outcome.spec, outcome.decision
+        ref = (spec.ref.namespace, spec.ref.name)
+        described = (*ref, spec.model, spec.role.value, spec.accelerator)
+        previous = self._labels.get(spec.ref)
+        if previous is not None and previous != described:  # the spec changed model/role/accelerator
+            self._remove_described(previous)
+        self._labels[spec.ref] = described
+        if outcome.error:
+            self.cycle_errors.labels(kind=error_kind(outcome)).inc()
+        children = self._children.setdefault(spec.ref, set())
+
+        def child(family: Any, *labels: str) -> Any:
+            children.add((family, labels))
+            return family.labels(*labels)
+
+        if outcome.signals is not None:
+            for state in Freshness:
+                child(self.freshness, *ref, state.value).set(1.0 if outcome.signals.freshness is state else 0.0)
+        if decision is None:
+            return
+        child(self.desired, *described).set(decision.desired)
+        child(self.current, *described).set(decision.current)
+        child(self.decisions, *ref, decision.reason.value).inc()
+        if decision.changed:
+            direction = "up" if decision.desired > decision.current else "down"
+            result = "applied" if outcome.applied else ("failed" if outcome.error else "dry_run")
+            child(self.scale_actions, *ref, direction, result).inc()
+
+    def _forget(self, live: Iterable[VariantRef]) -> None:
+        keep = set(live)
+        for ref in [r for r in self._labels if r not in keep]:
+            del self._labels[ref]
+            for family, labels in self._children.pop(ref, set()):
+                _remove(family, labels)
+
+    def _remove_described(self, described: tuple[str, ...]) -> None:
+        ref = VariantRef(namespace=described[0], name=described[1])
+        children = self._children.get(ref, set())
+        for gauge in (self.desired, self.current):
+            _remove(gauge, described)
+            children.discard((gauge, described))
+
+
+def _remove(family: Any, labels: tuple[str, ...]) -> None:
+    try:
+        family.remove(*labels)
+    except KeyError:
+        pass
+
+
+DEFAULT_METRICS = ControllerMetrics()
+"""The process's metrics; tests make their own :class:`ControllerMetrics` instead."""
+
+
+def record_cycle(report: CycleReport, *, metrics: ControllerMetrics = DEFAULT_METRICS) -> None:
+    metrics.record_cycle(report)
+
+
+def serve_metrics(port: int, *, addr: str = "0.0.0.0", metrics: ControllerMetrics = DEFAULT_METRICS
+                  ) -> tuple[WSGIServer, Thread]:
+    """Serve ``/metrics`` on ``addr:port`` in a daemon thread; ``server.shutdown()`` stops it."""
+    return start_http_server(port, addr=addr, registry=metrics.registry)

@@ -1,0 +1,144 @@
+"""The controller's own /metrics: what one cycle report turns into."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from autoscaler.core.types import Freshness, Reason, VariantSignals
+from autoscaler.metrics import PREFIX, ControllerMetrics
+from tests.core.test_adapter_store import DECODE, PREFILL, T0, outcome, report
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "manifests" / "grafana" / "variant-autoscaler.json"
+DESCRIBED = {"namespace": "llm", "variant": "llama-decode", "model": "meta-llama/Llama-3.1-8B", "role": "decode",
+             "accelerator": "H100"}
+DECODE_REF = {"namespace": "llm", "variant": "llama-decode"}
+
+
+def value(metrics: ControllerMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_records_desired_and_current_replicas_per_variant():
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=5, current=2)))
+    assert value(m, f"{PREFIX}desired_replicas", **DESCRIBED) == 5
+    assert value(m, f"{PREFIX}current_replicas", **DESCRIBED) == 2
+
+
+def test_records_cycle_duration_count_and_start_time():
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=2), at=T0))
+    m.record_cycle(report(outcome(DECODE, desired=2), at=T0 + 15))
+    assert value(m, f"{PREFIX}cycles_total") == 2
+    assert value(m, f"{PREFIX}cycle_duration_seconds_count") == 2
+    assert value(m, f"{PREFIX}cycle_duration_seconds_sum") == pytest.approx(0.1)
+    assert value(m, f"{PREFIX}last_cycle_timestamp_seconds") == T0 + 15
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "errors", "kind"),
+    [
+        pytest.param((), ("listing VariantAutoscalings: HTTP 503: down",), "list_variants", id="listing"),
+        pytest.param((), ("VariantAutoscaling llm/x: spec: role: Input should be ...",), "variant_spec",
+                     id="spec"),
+        pytest.param((outcome(DECODE, desired=None, error="reading scale: HTTP 404"),), (), "read_replicas",
+                     id="read-replicas"),
+        pytest.param((outcome(DECODE, desired=5, error="patching scale: HTTP 409"),), (), "actuation",
+                     id="actuation"),
+    ],
+)
+def test_counts_cycle_errors_by_kind(outcomes, errors, kind):
+    m = ControllerMetrics()
+    m.record_cycle(report(*outcomes, errors=errors))
+    assert value(m, f"{PREFIX}cycle_errors_total", kind=kind) == 1
+    total = sum(s.value for f in m.registry.collect() if f.name == f"{PREFIX}cycle_errors"
+                for s in f.samples if s.name.endswith("_total"))
+    assert total == 1
+
+
+@pytest.mark.parametrize("freshness", list(Freshness))
+def test_signal_freshness_is_a_state_set(freshness):
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=2, signals=VariantSignals(freshness=freshness))))
+    states = {s.value: value(m, f"{PREFIX}signal_freshness", **DECODE_REF, state=s.value) for s in Freshness}
+    assert states == {s.value: (1.0 if s is freshness else 0.0) for s in Freshness}
+
+
+@pytest.mark.parametrize(
+    ("desired", "applied", "error", "direction", "result"),
+    [
+        pytest.param(5, True, "", "up", "applied", id="up-applied"),
+        pytest.param(1, True, "", "down", "applied", id="down-applied"),
+        pytest.param(5, False, "", "up", "dry_run", id="up-dry-run"),
+        pytest.param(5, False, "patching scale: HTTP 403", "up", "failed", id="up-failed"),
+    ],
+)
+def test_counts_scale_actions_by_direction_and_result(desired, applied, error, direction, result):
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=desired, current=2, applied=applied, error=error)))
+    assert value(m, f"{PREFIX}scale_actions_total", **DECODE_REF, direction=direction, result=result) == 1
+
+
+def test_an_unchanged_decision_is_no_scale_action_but_a_decision_with_its_reason():
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=2, current=2, reason=Reason.WITHIN_TOLERANCE)))
+    assert f"{PREFIX}scale_actions_total{{" not in generate_latest(m.registry).decode()
+    assert value(m, f"{PREFIX}decisions_total", **DECODE_REF, reason="WithinTolerance") == 1
+
+
+def test_a_variant_that_goes_away_takes_its_series_with_it():
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=5, current=2, applied=True), outcome(PREFILL, desired=3)))
+    m.record_cycle(report(outcome(PREFILL, desired=3), at=T0 + 15))
+    text = generate_latest(m.registry).decode()
+    assert 'variant="llama-decode"' not in text
+    assert 'variant="llama-prefill"' in text
+    assert value(m, f"{PREFIX}variants") == 1
+
+
+def test_a_failed_listing_keeps_the_last_known_series():
+    m = ControllerMetrics()
+    m.record_cycle(report(outcome(DECODE, desired=5)))
+    m.record_cycle(report(at=T0 + 15, errors=("listing VariantAutoscalings: HTTP 503",)))
+    assert value(m, f"{PREFIX}desired_replicas", **DESCRIBED) == 5
+
+
+def test_records_adapter_requests():
+    m = ControllerMetrics()
+    m.observe_request("metric", 200, 0.002)
+    m.observe_request("metric", 503, 0.001)
+    assert value(m, f"{PREFIX}adapter_requests_total", endpoint="metric", code="200") == 1
+    assert value(m, f"{PREFIX}adapter_request_duration_seconds_count", endpoint="metric") == 2
+
+
+def metric_families(m: ControllerMetrics):
+    return [f for f in m.registry.collect()]
+
+
+def test_names_follow_prometheus_conventions():
+    for family in metric_families(ControllerMetrics()):
+        assert family.name.startswith(PREFIX), family.name
+        assert re.fullmatch(r"[a-z_][a-z0-9_]*", family.name), family.name
+        if family.type == "counter":
+            assert not family.name.endswith("_total"), "prometheus-client appends _total itself"
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
+        assert family.documentation, family.name
+
+
+def test_the_grafana_dashboard_uses_only_metrics_that_exist():
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    assert exprs, "the dashboard has no queries"
+    used = set(re.findall(rf"\b{PREFIX}[a-z0-9_]+", " ".join(exprs)))
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+    families = metric_families(ControllerMetrics())
+    exposed = {f.name + suffix for f in families for suffix in suffixes[f.type]}
+    assert used <= exposed, f"dashboard queries unknown series: {sorted(used - exposed)}"
+    plotted = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in used}
+    assert {f.name for f in families} <= plotted, "a metric is not on the dashboard"
