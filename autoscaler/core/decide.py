@@ -1,12 +1,38 @@
-"""The one entry to the decision core. The controller and the simulator both call :func:`decide`."""
+"""The one entry to the per-variant decision. The controller and the simulator both call :func:`decide`.
+
+Stages, each leaving a :class:`DecisionStep` with its reason (HPA's pipeline with two more sources and guards):
+
+1. ``saturation``: the reactive recommendation from queue and KV-cache headroom;
+2. ``predictive``: the SLO-driven target (from :mod:`autoscaler.core.slo_policy` or the cost-optimal
+   allocation), when the caller has one; changes within the tolerance are ignored;
+3. ``starting-guard``: no reactive step on top of replicas still starting or Pending for GPUs;
+4. ``combine``: the larger of the two for scale-up; for scale-down both must agree, down to the consolidation
+   floor at most;
+5. ``stabilise``: HPA windows over the history (scale-down takes the highest recommendation in its window);
+6. ``scale-to-zero``: zero after an unbroken idle window, when the policy allows it;
+7. ``cooldown``, 8. ``rate-limit``: per-direction cooldown and step limits (absolute and percent);
+9. ``clamp``: min/max of the VariantAutoscaling, the policy and its schedule.
+
+Missing or stale signals never scale down; only a predictive target may still scale up.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autoscaler.core.behavior import Behavior, Recommendation, clamp, rate_limit, stabilise
-from autoscaler.core.saturation import SaturationThresholds, recommend_saturation
-from autoscaler.core.types import Decision, Freshness, VariantSignals, VariantSpec
+from autoscaler.core import combine as combining
+from autoscaler.core.behavior import Behavior, Recommendation, clamp, cooldown, rate_limit, stabilise
+from autoscaler.core.policyset import VariantPolicy, variant_bounds
+from autoscaler.core.saturation import SaturationThresholds, consolidation_floor, recommend_saturation
+from autoscaler.core.slo_policy import Prediction
+from autoscaler.core.types import (
+    Decision,
+    DecisionStep,
+    Freshness,
+    ReplicaCounts,
+    VariantSignals,
+    VariantSpec,
+)
 
 __all__ = ["ScalingPolicy", "decide"]
 
@@ -25,22 +51,68 @@ def decide(
     history: tuple[Recommendation, ...],
     policy: ScalingPolicy,
     now: float,
+    prediction: Prediction | None = None,
+    replicas: ReplicaCounts | None = None,
+    last_scaled_at: float | None = None,
+    variant_policy: VariantPolicy | None = None,
 ) -> tuple[Decision, tuple[Recommendation, ...]]:
     """Decide the replicas of one variant. Pure: same inputs, same output.
 
-    Missing or stale signals hold the variant where it is (never a scale-down), apart from the min/max clamp.
+    ``prediction``: the predictive target (None = reactive only). ``replicas``: ready/starting/unschedulable
+    pods (None = unknown: no starting guard). ``last_scaled_at``: time of the last scale event (None = no
+    cooldown). ``variant_policy``: bounds, schedule and scale-to-zero from the policy file.
     """
-    recommended = recommend_saturation(signals=signals, current=current, thresholds=policy.saturation)
-    steps = [recommended]
-    if signals.freshness is Freshness.FRESH:
-        stabilised, history = stabilise(
-            recommended=recommended.replicas, current=current, history=history, now=now, behavior=policy.behavior
-        )
-        limited = rate_limit(desired=stabilised.replicas, current=current, behavior=policy.behavior)
-        steps += [stabilised, limited]
+    behavior = policy.behavior
+    fresh = signals.freshness is Freshness.FRESH
+    bounds = variant_bounds(spec=spec, policy=variant_policy, now=now)
+
+    reactive = recommend_saturation(signals=signals, current=current, thresholds=policy.saturation)
+    steps: list[DecisionStep] = [reactive]
+    predictive = None
+    if prediction is not None:
+        predictive = combining.predictive_step(prediction=prediction, current=current, tolerance=behavior.tolerance)
+        steps.append(predictive)
+    guard = combining.guard_reactive(reactive=reactive, current=current, replicas=replicas)
+    if guard is not None:
+        steps.append(guard)
+    serving = replicas.ready if replicas is not None else current
+    floor = consolidation_floor(signals=signals, serving=serving, thresholds=policy.saturation)
+    if prediction is not None and prediction.stage_holds_load and floor is not None:
+        floor = 0  # the stage as a whole was checked: this variant's load can move to its peers
+    combined = combining.combine(reactive=guard or reactive, predictive=predictive, current=current, fresh=fresh,
+                                 floor=floor)
+    if predictive is not None:
+        steps.append(combined)
+    value = combined.replicas
+
+    if fresh:
+        idle = combining.is_idle(signals=signals, prediction=prediction)
+        stabilised, history = stabilise(recommended=value, current=current, history=history, now=now,
+                                        behavior=behavior, idle=idle,
+                                        retain_s=bounds.idle_window_s if bounds.scale_to_zero else 0.0)
+        steps.append(stabilised)
+        value = stabilised.replicas
+        if bounds.scale_to_zero:
+            to_zero = combining.scale_to_zero(value=value, idle_s=combining.idle_for(history=history, now=now),
+                                              window_s=bounds.idle_window_s)
+            if to_zero is not None:
+                steps.append(to_zero)
+                value = to_zero.replicas
+    # else: no history entry: an unknown cycle is not evidence of low load.
+
+    if value != current:
+        held = cooldown(desired=value, current=current, last_scaled_at=last_scaled_at, now=now, behavior=behavior)
+        limited = rate_limit(desired=held.replicas, current=current, behavior=behavior)
+        steps += [held, limited]
         value = limited.replicas
-    else:
-        value = current  # no history entry either: an unknown cycle is not evidence of low load
-    bounded = clamp(desired=value, min_replicas=spec.min_replicas, max_replicas=spec.max_replicas)
+
+    low = 0 if value == 0 and bounds.scale_to_zero else bounds.min_replicas
+    bounded = clamp(desired=value, min_replicas=low, max_replicas=bounds.max_replicas)
+    if bounded.constrained:
+        reason = bounds.min_reason if bounded.replicas == low else bounds.max_reason
+        if reason is not bounded.reason:
+            where = ", ".join(bounds.windows)
+            bounded = DecisionStep("clamp", bounded.replicas, reason, f"{bounded.message} (schedule: {where})",
+                                   constrained=True)
     steps.append(bounded)
     return Decision(variant=spec.ref, current=current, desired=bounded.replicas, steps=tuple(steps)), history

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from autoscaler.core.types import DecisionStep, Freshness, Reason, VariantSignals
 
-__all__ = ["SaturationThresholds", "recommend_saturation"]
+__all__ = ["SaturationThresholds", "consolidation_floor", "recommend_saturation", "saturation_load"]
 
 STAGE = "saturation"
 
@@ -77,3 +77,23 @@ def recommend_saturation(
         return DecisionStep(STAGE, current, Reason.WITHIN_TOLERANCE,
                             f"{shown} low, but {remaining} replicas would saturate (kv->{kv_after:.2f})")
     return DecisionStep(STAGE, current, Reason.WITHIN_TOLERANCE, f"{shown} within thresholds")
+
+
+def saturation_load(*, signals: VariantSignals, serving: int, thresholds: SaturationThresholds) -> float | None:
+    """Today's load in replicas' worth at the high thresholds (2.5 = two and a half replicas exactly at the
+    threshold), or None when unknown: the larger of the queue and the KV-cache view."""
+    if signals.freshness is not Freshness.FRESH or signals.waiting is None or signals.kv_usage_mean is None:
+        return None
+    return max(signals.waiting / thresholds.queue_per_replica_high,
+               signals.kv_usage_mean * max(serving, 1) / thresholds.kv_high)
+
+
+def consolidation_floor(*, signals: VariantSignals, serving: int, thresholds: SaturationThresholds) -> int | None:
+    """Fewest replicas that would carry today's load under the high thresholds, or None when unknown.
+
+    The multi-step form of the consolidation check: the ``serving`` replicas' total queue and KV-cache load,
+    spread over N replicas, must stay below the high thresholds (load*serving/N < threshold). Never below 1;
+    scale-to-zero is a separate, explicit decision.
+    """
+    load = saturation_load(signals=signals, serving=serving, thresholds=thresholds)
+    return None if load is None else max(1, math.floor(load) + 1)

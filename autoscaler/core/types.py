@@ -11,15 +11,17 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 __all__ = [
-    "Role",
-    "VariantRef",
-    "ScaleTarget",
-    "VariantSpec",
-    "Freshness",
-    "VariantSignals",
-    "Reason",
-    "DecisionStep",
+    "Condition",
     "Decision",
+    "DecisionStep",
+    "Freshness",
+    "Reason",
+    "ReplicaCounts",
+    "Role",
+    "ScaleTarget",
+    "VariantRef",
+    "VariantSignals",
+    "VariantSpec",
     "finite_or_none",
 ]
 
@@ -97,10 +99,73 @@ class VariantSignals:
     itl_p90_s: float | None = None
     missing: tuple[str, ...] = ()
     note: str = ""
+    # The traffic mix, per finished request. In an idle window (no request finished) means and p90s are 0:
+    # zero demand, not unknown (Dynamo #6985); learners of the mix should skip ``idle`` windows.
+    prompt_tokens_mean: float | None = None
+    prompt_tokens_p90: float | None = None
+    generation_tokens_mean: float | None = None
+    generation_tokens_p90: float | None = None
+    preemptions_per_s: float | None = None
+    # Prefix-cache hits / queries (in tokens), 0..1: the share of prompt tokens whose prefill is skipped.
+    prefix_cache_hit_ratio: float | None = None
+    # (quantile, seconds) pairs, e.g. ((0.5, 0.08), (0.9, 0.2), (0.99, 0.6)).
+    ttft_quantiles_s: tuple[tuple[float, float], ...] = ()
+    itl_quantiles_s: tuple[tuple[float, float], ...] = ()
+    # Pods past their warm-up, and pods still warming (kept out of calibration, Dynamo #12430).
+    warm_pods: tuple[str, ...] = ()
+    warming_pods: tuple[str, ...] = ()
 
     @classmethod
-    def unknown(cls, note: str) -> "VariantSignals":
+    def unknown(cls, note: str) -> VariantSignals:
         return cls(freshness=Freshness.MISSING, note=note)
+
+    @property
+    def waiting_per_replica(self) -> float | None:
+        return None if self.waiting is None or not self.pods else self.waiting / self.pods
+
+    @property
+    def running_per_replica(self) -> float | None:
+        return None if self.running is None or not self.pods else self.running / self.pods
+
+    @property
+    def idle(self) -> bool:
+        """Confirmed zero demand: nothing finished, running or waiting. Unknown is never idle."""
+        return self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+
+    @property
+    def calibration_ready(self) -> bool:
+        """Fresh, every reporting pod known to be past its warm-up, and traffic to learn from."""
+        return (self.freshness is Freshness.FRESH and bool(self.warm_pods) and not self.warming_pods
+                and "pod_ages" not in self.missing and not self.idle)
+
+    def ttft_quantile_s(self, q: float) -> float | None:
+        return dict(self.ttft_quantiles_s).get(q)
+
+    def itl_quantile_s(self, q: float) -> float | None:
+        return dict(self.itl_quantiles_s).get(q)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaCounts:
+    """Where the replicas of a variant stand, as Kubernetes reports them (not Prometheus).
+
+    ``starting`` are scheduled pods not ready yet (pulling, loading weights); ``unschedulable`` are pods
+    Pending because no node has a free GPU (PodScheduled=False, reason Unschedulable). A pod is in at most
+    one of the three counts.
+    """
+
+    ready: int
+    starting: int = 0
+    unschedulable: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("ready", "starting", "unschedulable"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def not_ready(self) -> int:
+        return self.starting + self.unschedulable
 
 
 class Reason(StrEnum):
@@ -121,6 +186,22 @@ class Reason(StrEnum):
     FORECAST = "Forecast"
     BUDGET_LIMITED = "BudgetLimited"
     QUOTA_LIMITED = "QuotaLimited"
+    TOTAL_GPUS_LIMITED = "TotalGPUsLimited"
+    MINIMUM_EXCEEDS_BOUND = "MinimumExceedsBound"  # the min replicas alone break a quota, budget or GPU cap
+    COST_OPTIMAL = "CostOptimal"  # the cheapest allocation across a model's variants that meets the demand
+    DEMAND_UNSERVED = "DemandUnserved"  # cost bounds leave part of the demand to early rejection
+    COOLDOWN = "Cooldown"
+    REPLICAS_STARTING = "ReplicasStarting"  # earlier replicas not ready yet: no reactive step on top
+    PENDING_CAPACITY = "PendingCapacity"  # pods Pending for lack of GPUs: no reactive step on top
+    SCALED_TO_ZERO = "ScaledToZero"
+    SCHEDULE_MINIMUM = "ScheduleMinimum"
+    SCHEDULE_MAXIMUM = "ScheduleMaximum"
+    CAPACITY_UNKNOWN = "CapacityUnknown"  # no capacity estimate for a variant: decided reactively
+    SLO_UNATTAINABLE = "SLOUnattainable"  # no replica count of this variant meets the SLO for the mix
+    NODES_ADDED = "NodesAdded"
+    NODES_REMOVED = "NodesRemoved"
+    NODE_BUSY = "NodeBusy"  # a node to remove still runs a serving pod of ours
+    NODES_LIMITED = "NodesLimited"  # the MachineSets' max replicas cannot hold the pods
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +237,13 @@ class Decision:
     @property
     def message(self) -> str:
         return "; ".join(f"{s.stage}: {s.message}" for s in self.steps)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """Something about the fleet as a whole that status and events should show (a bound that cannot be met,
+    demand left to early rejection, a node that cannot be removed yet). ``subject`` names what it is about."""
+
+    reason: Reason
+    subject: str
+    message: str

@@ -1,0 +1,260 @@
+"""The policy file schema (pydantic, the boundary) and its conversion into core values.
+
+A policy file (``policies/*.yaml``)::
+
+    version: 1
+    models:
+      - name: meta-llama/Llama-3.1-8B-Instruct
+        priority: 100                       # higher is served first when cost bounds bind
+        slo: {ttft_s: 1.0, itl_s: 0.05, percentile: 0.9}
+        variants:
+          - role: decode                    # prefill | decode | both
+            accelerator: nvidia-h100-80gb   # as the VariantAutoscaling says
+            min_replicas: 1
+            max_replicas: 16
+            scale_to_zero: false
+            idle_window_s: 600
+            schedule:
+              timezone: Europe/Paris
+              windows:
+                - {days: [mon-fri], start: "08:00", end: "20:00", min_replicas: 4}
+    bounds:
+      gpu_quota: {nvidia-h100-80gb: 32}
+      max_gpus: 48
+      budget_usd_per_hour: 150
+      gpu_hour_usd: {nvidia-h100-80gb: 3.2}
+    behavior:                               # as HPA's spec.behavior, per cycle
+      tolerance: 0.1
+      scale_up:   {stabilization_window_s: 0,   max_step: 4, max_step_percent: 100, cooldown_s: 0}
+      scale_down: {stabilization_window_s: 300, max_step: 1, max_step_percent: 0,   cooldown_s: 60}
+    saturation: {queue_per_replica_high: 2, queue_per_replica_low: 0.25, kv_high: 0.8, kv_low: 0.4}
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from autoscaler.core.behavior import Behavior
+from autoscaler.core.policyset import CostBounds, ModelPolicy, PolicySet, VariantPolicy
+from autoscaler.core.saturation import SaturationThresholds
+from autoscaler.core.schedule import DAYS, Schedule, ScheduleWindow
+from autoscaler.core.types import Role
+from autoscaler.perf.capacity import SloTargets
+
+__all__ = ["PolicyFile", "to_policy_set"]
+
+_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$|^24:00$")
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seconds(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 3600 + int(minutes) * 60
+
+
+class SLOModel(_Strict):
+    ttft_s: float = Field(gt=0, description="Time to first token target, seconds.")
+    itl_s: float = Field(gt=0, description="Inter-token latency target, seconds.")
+    percentile: float = Field(0.9, ge=0.5, lt=1.0, description="Fraction of requests within both targets.")
+
+
+class WindowModel(_Strict):
+    name: str = ""
+    days: list[str] = Field(default_factory=lambda: list(DAYS), min_length=1,
+                            description="Day names (mon..sun) or ranges such as mon-fri.")
+    start: str = Field("00:00", description="Local time HH:MM the window opens.")
+    end: str = Field("24:00", description="Local time HH:MM it closes; at or before start = runs overnight.")
+    min_replicas: NonNegativeInt | None = None
+    max_replicas: NonNegativeInt | None = None
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        for item in value:
+            for part in item.lower().split("-"):
+                if part not in DAYS:
+                    raise ValueError(f"unknown day {part!r}; use {', '.join(DAYS)} or a range like mon-fri")
+            if item.count("-") > 1:
+                raise ValueError(f"a day range has one dash, got {item!r}")
+        return value
+
+    @field_validator("start", "end")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        if not _TIME.match(value):
+            raise ValueError(f"expected HH:MM between 00:00 and 24:00, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> WindowModel:
+        if self.min_replicas is None and self.max_replicas is None:
+            raise ValueError("a window must set min_replicas, max_replicas or both")
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        if self.start == "24:00":
+            raise ValueError("start must be before 24:00")
+        return self
+
+    def day_numbers(self) -> frozenset[int]:
+        out: set[int] = set()
+        for item in self.days:
+            first, _, last = item.lower().partition("-")
+            a, b = DAYS.index(first), DAYS.index(last or first)
+            out.update(range(a, b + 1) if a <= b else [*range(a, 7), *range(b + 1)])  # fri-mon wraps
+        return frozenset(out)
+
+
+class ScheduleModel(_Strict):
+    timezone: str = Field("UTC", description="IANA time zone of the windows, e.g. America/New_York.")
+    windows: list[WindowModel] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class VariantModel(_Strict):
+    role: Literal["prefill", "decode", "both"]
+    accelerator: str = Field(min_length=1)
+    min_replicas: NonNegativeInt | None = None
+    max_replicas: NonNegativeInt | None = None
+    scale_to_zero: bool = False
+    idle_window_s: float = Field(600.0, ge=0)
+    schedule: ScheduleModel | None = None
+    profile: str | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> VariantModel:
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class ModelModel(_Strict):
+    name: str = Field(min_length=1)
+    priority: int = 0
+    slo: SLOModel | None = None
+    variants: list[VariantModel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _variants(self) -> ModelModel:
+        keys = [(v.role, v.accelerator) for v in self.variants]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ValueError(f"variant role={key[0]} accelerator={key[1]} is listed twice")
+        roles = {v.role for v in self.variants}
+        if "both" in roles and len(roles) > 1:
+            raise ValueError("a model is either aggregated (role both) or disaggregated (prefill/decode), not both")
+        return self
+
+
+class BoundsModel(_Strict):
+    gpu_quota: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    max_gpus: NonNegativeInt | None = None
+    budget_usd_per_hour: float | None = Field(None, ge=0)
+    gpu_hour_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+
+class StepModel(_Strict):
+    stabilization_window_s: float = Field(0.0, ge=0)
+    max_step: NonNegativeInt = Field(0, description="Replicas per cycle; 0 = no absolute limit.")
+    max_step_percent: float = Field(0.0, ge=0, description="Percent of current replicas per cycle; 0 = unset.")
+    cooldown_s: float = Field(0.0, ge=0, description="No step in this direction this soon after a scale event.")
+
+
+class BehaviorModel(_Strict):
+    tolerance: float = Field(0.1, ge=0, lt=1, description="HPA's default: ignore predicted changes within 10%.")
+    # HPA defaults: up 4 pods or 100% per period, no window; down a 300 s window. Down one replica at a time
+    # (not HPA's 100%) because a removed vLLM replica drops its in-flight requests' KV cache.
+    scale_up: StepModel = StepModel(stabilization_window_s=0, max_step=4, max_step_percent=100)
+    scale_down: StepModel = StepModel(stabilization_window_s=300, max_step=1)
+
+    @field_validator("scale_down")
+    @classmethod
+    def _percent(cls, value: StepModel) -> StepModel:
+        if value.max_step_percent > 100:
+            raise ValueError("scale_down.max_step_percent must be <= 100")
+        return value
+
+
+class SaturationModel(_Strict):
+    queue_per_replica_high: float = Field(2.0, gt=0)
+    queue_per_replica_low: float = Field(0.25, ge=0)
+    kv_high: float = Field(0.80, gt=0, le=1)
+    kv_low: float = Field(0.40, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SaturationModel:
+        if self.kv_low >= self.kv_high:
+            raise ValueError(f"kv_low ({self.kv_low}) must be below kv_high ({self.kv_high})")
+        if self.queue_per_replica_low >= self.queue_per_replica_high:
+            raise ValueError(f"queue_per_replica_low ({self.queue_per_replica_low}) must be below "
+                             f"queue_per_replica_high ({self.queue_per_replica_high})")
+        return self
+
+
+class PolicyFile(_Strict):
+    version: Literal[1] = 1
+    models: list[ModelModel] = Field(default_factory=list)
+    bounds: BoundsModel | None = None
+    behavior: BehaviorModel | None = None
+    saturation: SaturationModel | None = None
+
+    @model_validator(mode="after")
+    def _unique_models(self) -> PolicyFile:
+        names = [m.name for m in self.models]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"model {name!r} is listed twice")
+        return self
+
+
+def _variant(v: VariantModel) -> VariantPolicy:
+    schedule = None
+    if v.schedule is not None:
+        schedule = Schedule(v.schedule.timezone, tuple(
+            ScheduleWindow(days=w.day_numbers(), start_s=_seconds(w.start), end_s=_seconds(w.end),
+                           min_replicas=w.min_replicas, max_replicas=w.max_replicas, name=w.name)
+            for w in v.schedule.windows))
+    return VariantPolicy(role=Role(v.role), accelerator=v.accelerator, min_replicas=v.min_replicas,
+                         max_replicas=v.max_replicas, scale_to_zero=v.scale_to_zero,
+                         idle_window_s=v.idle_window_s, schedule=schedule, profile=v.profile)
+
+
+def to_policy_set(policy: PolicyFile, *, source: str = "") -> PolicySet:
+    """Convert a validated file into the core's frozen values (defaults for absent sections)."""
+    bounds = policy.bounds or BoundsModel()
+    behavior = policy.behavior or BehaviorModel()
+    saturation = policy.saturation or SaturationModel()
+    up, down = behavior.scale_up, behavior.scale_down
+    return PolicySet(
+        models=tuple(
+            ModelPolicy(model=m.name, priority=m.priority,
+                        slo=SloTargets(m.slo.ttft_s, m.slo.itl_s, m.slo.percentile) if m.slo else None,
+                        variants=tuple(_variant(v) for v in m.variants))
+            for m in policy.models),
+        bounds=CostBounds(gpu_quota=dict(bounds.gpu_quota), max_gpus=bounds.max_gpus,
+                          budget_per_hour=bounds.budget_usd_per_hour, gpu_hour_price=dict(bounds.gpu_hour_usd)),
+        saturation=SaturationThresholds(
+            queue_per_replica_high=saturation.queue_per_replica_high, kv_high=saturation.kv_high,
+            queue_per_replica_low=saturation.queue_per_replica_low, kv_low=saturation.kv_low),
+        behavior=Behavior(
+            scale_up_window_s=up.stabilization_window_s, scale_down_window_s=down.stabilization_window_s,
+            max_step_up=up.max_step, max_step_down=down.max_step,
+            max_step_up_percent=up.max_step_percent, max_step_down_percent=down.max_step_percent,
+            cooldown_up_s=up.cooldown_s, cooldown_down_s=down.cooldown_s, tolerance=behavior.tolerance),
+        source=source,
+    )
