@@ -1,0 +1,74 @@
+"""Forecasting each model's traffic: arrival rate and mix (mean prompt and output tokens) per cycle.
+
+Pure (values in, values out) apart from :mod:`autoscaler.forecast.store`, which saves and loads state files.
+
+    state = new_mix(config)
+    state, forecast = update_mix(state, observation=MixObservation(...), now=t, config=config)
+    forecast.arrival_rate.peak_upper(within_s=config.lead_time_s)   # what capacity should cover
+"""
+
+from autoscaler.forecast.clean import counter_increment, counter_increments, sanitize, sanitize_value
+from autoscaler.forecast.evaluation import BacktestResult, backtest, mape, pinball_loss
+from autoscaler.forecast.methods import (
+    Ewma,
+    Fitted,
+    ForecastMethod,
+    Holt,
+    LastValue,
+    Prediction,
+    SeasonalNaive,
+)
+from autoscaler.forecast.online import (
+    MixState,
+    SeriesState,
+    make_method,
+    new_mix,
+    new_series,
+    scores,
+    select_method,
+    update_mix,
+    update_series,
+)
+from autoscaler.forecast.regressor import GradientBoosting
+from autoscaler.forecast.types import (
+    ForecastConfig,
+    Method,
+    MethodScore,
+    MixForecast,
+    MixObservation,
+    SeriesForecast,
+)
+
+__all__ = [
+    "BacktestResult",
+    "Ewma",
+    "Fitted",
+    "ForecastConfig",
+    "ForecastMethod",
+    "GradientBoosting",
+    "Holt",
+    "LastValue",
+    "Method",
+    "MethodScore",
+    "MixForecast",
+    "MixObservation",
+    "MixState",
+    "Prediction",
+    "SeasonalNaive",
+    "SeriesForecast",
+    "SeriesState",
+    "backtest",
+    "counter_increment",
+    "counter_increments",
+    "make_method",
+    "mape",
+    "new_mix",
+    "new_series",
+    "pinball_loss",
+    "sanitize",
+    "sanitize_value",
+    "scores",
+    "select_method",
+    "update_mix",
+    "update_series",
+]
