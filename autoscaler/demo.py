@@ -104,6 +104,11 @@ def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Con
             "controller": {"interval_s": interval_s},
             "behavior": {"scale_down_window_s": 20, "max_step_up": 2, "max_step_down": 1},
         })
+        # Start deciding once Prometheus has scraped every variant, not on the empty first seconds.
+        for v in variants:
+            stack.prometheus.wait_for_series(
+                f'vllm:num_requests_running{{namespace="{NAMESPACE}", role="{v.emulated.role.value}"}}',
+                timeout_s=30)
         controller = build_controller(settings, api_client=stack.api, on_cycle=show)
         console.print(f"stack up in {time.monotonic() - started:.0f}s: Prometheus {stack.prometheus.url}, "
                       f"API server {stack.control_plane.server_url}; running {duration_s:.0f}s, "

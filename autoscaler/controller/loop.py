@@ -9,15 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from autoscaler.controller.ports import Clock, Scaler, SignalSource, VariantSource
-from autoscaler.core.behavior import Recommendation
-from autoscaler.core.decide import ScalingPolicy, decide
-from autoscaler.core.types import Decision, Freshness, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.decide import ScalingPolicy
+from autoscaler.core.plan import ModelOutlook, PlannerConfig, PlannerState, VariantObservation, plan_cycle
+from autoscaler.core.policyset import PolicySet
+from autoscaler.core.types import Condition, Decision, Freshness, VariantRef, VariantSignals, VariantSpec
+from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.errors import AutoscalerError
 from autoscaler.logs import get_logger
 
@@ -40,6 +42,9 @@ class CycleReport:
     duration_s: float
     outcomes: tuple[VariantOutcome, ...] = ()
     errors: tuple[str, ...] = ()
+    outlooks: Mapping[str, ModelOutlook] = field(default_factory=dict)
+    """Per model: observed and forecast demand, mix, admission ratio (early rejection)."""
+    conditions: tuple[Condition, ...] = ()
 
     @property
     def scaled(self) -> int:
@@ -48,16 +53,31 @@ class CycleReport:
 
 @dataclass
 class Controller:
+    """The loop over the ports. ``policy`` is a PolicySet, a callable returning the current one (a reloading
+    PolicyStore), or a plain ScalingPolicy (saturation thresholds and behaviour only)."""
+
     variants: VariantSource
     signals: SignalSource
     scaler: Scaler
-    policy: ScalingPolicy
+    policy: ScalingPolicy | PolicySet | Callable[[], PolicySet]
     clock: Clock
     dry_run: bool = False
     on_cycle: Callable[[CycleReport], None] | None = None
-    _history: dict[VariantRef, tuple[Recommendation, ...]] = field(default_factory=dict)
+    profiles: Mapping[str, PerformanceProfile] = field(default_factory=dict)
+    """Performance profiles by name; a variant with none is decided reactively."""
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    _state: PlannerState = field(default_factory=PlannerState)
+    _last_scaled: dict[VariantRef, float] = field(default_factory=dict)
     _cycle: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current_policy(self) -> PolicySet:
+        policy = self.policy
+        if isinstance(policy, ScalingPolicy):
+            return PolicySet(saturation=policy.saturation, behavior=policy.behavior)
+        if isinstance(policy, PolicySet):
+            return policy
+        return policy()
 
     def run_cycle(self) -> CycleReport:
         with self._lock:  # never two cycles at once, whatever the scheduler does
@@ -87,33 +107,44 @@ class Controller:
             log.error("signals_failed", error=str(exc))
             signals = {s: VariantSignals.unknown(f"collection failed: {exc}") for s in specs}
 
-        outcomes = [self._handle(spec, signals.get(spec) or VariantSignals.unknown("no entry"), now) for spec in specs]
-        # Forget history of variants that no longer exist.
+        observations: list[VariantObservation] = []
+        failed: list[VariantOutcome] = []
+        for spec in specs:
+            sig = signals.get(spec) or VariantSignals.unknown("no entry")
+            try:
+                current = self.scaler.current_replicas(spec)
+            except AutoscalerError as exc:
+                get_logger("controller", variant=str(spec.ref), cycle=cycle).error("read_replicas_failed",
+                                                                                    error=str(exc))
+                failed.append(VariantOutcome(spec, sig, None, False, str(exc)))
+                continue
+            if sig.freshness is not Freshness.FRESH:
+                get_logger("controller", variant=str(spec.ref), cycle=cycle).warning(
+                    "signals_unavailable", freshness=sig.freshness.value, note=sig.note, replicas=current)
+            observations.append(VariantObservation(spec=spec, signals=sig, current=current,
+                                                   last_scaled_at=self._last_scaled.get(spec.ref)))
+
+        plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=self.profiles,
+                                       policy=self.current_policy(), config=self.planner, now=now)
+        outcomes = [self._apply(o, plan.decision(o.spec.ref), now) for o in observations] + failed
         live = {s.ref for s in specs}
-        for ref in list(self._history):
-            if ref not in live:
-                del self._history[ref]
+        self._last_scaled = {r: t for r, t in self._last_scaled.items() if r in live}
 
         report = CycleReport(cycle, started_wall, time.perf_counter() - started, tuple(outcomes),
-                             tuple(errors) + tuple(o.error for o in outcomes if o.error))
+                             tuple(errors) + tuple(o.error for o in outcomes if o.error), plan.outlooks,
+                             plan.conditions)
+        for model, outlook in plan.outlooks.items():
+            log.debug("model_outlook", model=model, observed_rps=outlook.observed_rps, demand_rps=outlook.demand_rps,
+                      method=outlook.forecast_method, admission_ratio=round(outlook.admission_ratio, 3))
         log.info("cycle", duration_ms=round(report.duration_s * 1000, 1), variants=len(specs),
                  scaled=report.scaled, errors=len(report.errors), dry_run=self.dry_run)
         return report
 
-    def _handle(self, spec: VariantSpec, sig: VariantSignals, now: float) -> VariantOutcome:
+    def _apply(self, obs: VariantObservation, decision: Decision | None, now: float) -> VariantOutcome:
+        spec, sig, current = obs.spec, obs.signals, obs.current
         vlog = get_logger("controller", variant=str(spec.ref), role=spec.role.value, cycle=self._cycle)
-        try:
-            current = self.scaler.current_replicas(spec)
-        except AutoscalerError as exc:
-            vlog.error("read_replicas_failed", error=str(exc))
-            return VariantOutcome(spec, sig, None, False, str(exc))
-
-        if sig.freshness is not Freshness.FRESH:
-            vlog.warning("signals_unavailable", freshness=sig.freshness.value, note=sig.note, replicas=current)
-        decision, self._history[spec.ref] = decide(
-            spec=spec, signals=sig, current=current, history=self._history.get(spec.ref, ()),
-            policy=self.policy, now=now,
-        )
+        if decision is None:  # the planner decides every variant it is given; this is a bug guard
+            return VariantOutcome(spec, sig, None, False, "no decision")
         applied, error = False, ""
         dry = self.dry_run or spec.dry_run
         if decision.changed and dry:
@@ -123,6 +154,7 @@ class Controller:
             try:
                 self.scaler.scale(spec, decision.desired)
                 applied = True
+                self._last_scaled[spec.ref] = now
                 vlog.info("scaled", current=current, desired=decision.desired, reason=decision.reason.value,
                           message=decision.message)
             except AutoscalerError as exc:
