@@ -84,6 +84,18 @@ class ControllerMetrics:
         self.adapter_request_duration = Histogram(
             f"{PREFIX}adapter_request_duration_seconds", "Time to answer an external metrics adapter request.",
             ["endpoint"], buckets=_REQUEST_BUCKETS, registry=r)
+        self.model_demand = Gauge(f"{PREFIX}model_demand_requests_per_second",
+                                  "Requests/s the model's variants are sized for (forecast upper quantile over the "
+                                  "provisioning lead time plus the waiting backlog).", ["model"], registry=r)
+        self.model_observed = Gauge(f"{PREFIX}model_observed_requests_per_second",
+                                    "Requests/s observed where the model's requests enter.", ["model"], registry=r)
+        self.admission_ratio = Gauge(f"{PREFIX}admission_ratio",
+                                     "Share of the model's new requests to admit (early rejection, cost bounds).",
+                                     ["model"], registry=r)
+        self.predicted_decode_load = Gauge(f"{PREFIX}predicted_decode_load",
+                                           "Predicted decode step time over the ITL SLO when a request admitted "
+                                           "now reaches decode (1 = at the SLO).", ["model"], registry=r)
+        self._models: set[str] = set()
         self._labels: dict[VariantRef, tuple[str, ...]] = {}
         # Every per-variant child created, so that a variant's series can be removed when it goes away.
         self._children: dict[VariantRef, set[tuple[Any, tuple[str, ...]]]] = {}
@@ -108,6 +120,28 @@ class ControllerMetrics:
             self._forget({o.spec.ref for o in report.outcomes})
         for outcome in report.outcomes:
             self._record_variant(outcome)
+        if not listing_failed:
+            self._record_models(report)
+
+    def _record_models(self, report: CycleReport) -> None:
+        """Per-model outlook; a value the cycle did not compute is removed rather than left at an old one."""
+        families = (self.model_demand, self.model_observed, self.admission_ratio, self.predicted_decode_load)
+        for model in self._models - set(report.outlooks):
+            for family in families:
+                _remove(family, (model,))
+        self._models = set(report.outlooks)
+        for model, outlook in report.outlooks.items():
+            values = (
+                outlook.demand_rps,
+                outlook.observed_rps,
+                outlook.admission_ratio if outlook.admission is not None or outlook.unserved_rps > 0 else None,
+                outlook.admission.decode_load_at_horizon if outlook.admission is not None else None,
+            )
+            for family, value in zip(families, values, strict=True):
+                if value is None:
+                    _remove(family, (model,))
+                else:
+                    family.labels(model).set(value)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """An :data:`autoscaler.adapter.server.RequestObserver`."""

@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from autoscaler.core.types import Decision, Freshness, VariantSignals, VariantSpec
+from autoscaler.core.plan import ModelOutlook
+from autoscaler.core.types import Decision, Freshness, Role, VariantSignals, VariantSpec
 
 __all__ = [
     "DESIRED_REPLICAS",
@@ -23,6 +24,7 @@ __all__ = [
     "METRICS",
     "METRICS_BY_NAME",
     "ExternalMetric",
+    "MetricSource",
     "label_value",
     "metric_values",
     "variant_labels",
@@ -52,7 +54,17 @@ def variant_labels(spec: VariantSpec) -> dict[str, str]:
     }
 
 
-Extractor = Callable[[Decision, VariantSignals | None], float | None]
+@dataclass(frozen=True, slots=True)
+class MetricSource:
+    """What a metric is read from: one variant's decision and signals, and its model's outlook this cycle."""
+
+    decision: Decision
+    signals: VariantSignals | None
+    role: Role
+    outlook: ModelOutlook | None = None
+
+
+Extractor = Callable[[MetricSource], float | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,35 +77,41 @@ class ExternalMetric:
 def _fresh(read: Callable[[VariantSignals], float | None]) -> Extractor:
     """An observed load is only served from fresh signals: a stale reading is not today's load."""
 
-    def extract(_decision: Decision, signals: VariantSignals | None) -> float | None:
-        if signals is None or signals.freshness is not Freshness.FRESH:
+    def extract(src: MetricSource) -> float | None:
+        if src.signals is None or src.signals.freshness is not Freshness.FRESH:
             return None
-        return read(signals)
+        return read(src.signals)
 
     return extract
 
 
-def _decision_attribute(name: str) -> Extractor:
-    """A value the decision carries only when its policy computes it (forecasts and admission control come
-    with the forecasting work); absent, the metric answers "unavailable", never a default."""
+def _admission_ratio(src: MetricSource) -> float | None:
+    """The model's admission ratio, served only when early rejection or the cost bounds computed one: without
+    a prediction the metric answers "unavailable", never a default of 1."""
+    if src.outlook is None or (src.outlook.admission is None and src.outlook.unserved_rps <= 0):
+        return None
+    return src.outlook.admission_ratio
 
-    def extract(decision: Decision, _signals: VariantSignals | None) -> float | None:
-        value = getattr(decision, name, None)
-        return float(value) if isinstance(value, int | float) else None
 
-    return extract
+def _predicted_load(src: MetricSource) -> float | None:
+    """Prefill: predicted TTFT over its SLO; decode: predicted step time over the ITL SLO when a request
+    admitted now reaches decode (Mooncake's prediction-based early rejection)."""
+    if src.outlook is None or src.outlook.admission is None:
+        return None
+    admission = src.outlook.admission
+    return admission.prefill_load if src.role is Role.PREFILL else admission.decode_load_at_horizon
 
 
 DESIRED_REPLICAS = ExternalMetric(
     "variant_desired_replicas",
     "Replicas the controller decided for the variant (HPA: External, AverageValue 1).",
-    lambda decision, _signals: float(decision.desired),
+    lambda src: float(src.decision.desired),
 )
 
 METRICS: tuple[ExternalMetric, ...] = (
     DESIRED_REPLICAS,
     ExternalMetric("variant_current_replicas", "Replicas of the scale target when the decision was made.",
-                   lambda decision, _signals: float(decision.current)),
+                   lambda src: float(src.decision.current)),
     ExternalMetric("variant_request_rate", "Observed requests per second over the variant's pods.",
                    _fresh(lambda s: s.requests_per_s)),
     ExternalMetric("variant_prompt_token_rate", "Observed prompt tokens per second.",
@@ -101,19 +119,22 @@ METRICS: tuple[ExternalMetric, ...] = (
     ExternalMetric("variant_generation_token_rate", "Observed generated tokens per second.",
                    _fresh(lambda s: s.generation_tokens_per_s)),
     ExternalMetric("variant_admission_ratio", "Share of new requests to admit (0-1), from admission control.",
-                   _decision_attribute("admission_ratio")),
+                   _admission_ratio),
     ExternalMetric("variant_predicted_load", "Predicted load of the variant's role at the admission horizon "
-                   "(predicted TTFT or ITL over its SLO; 1 = at the SLO).", _decision_attribute("predicted_load")),
+                   "(predicted TTFT or ITL over its SLO; 1 = at the SLO).", _predicted_load),
+    ExternalMetric("variant_model_demand", "Requests per second the model's variants are sized for (forecast "
+                   "upper quantile over the provisioning lead time plus the waiting backlog).",
+                   lambda src: None if src.outlook is None else src.outlook.demand_rps),
 )
 
 METRICS_BY_NAME = {m.name: m for m in METRICS}
 
 
-def metric_values(decision: Decision, signals: VariantSignals | None) -> dict[str, float]:
+def metric_values(source: MetricSource) -> dict[str, float]:
     """Every metric this outcome has a finite value for."""
     values: dict[str, float] = {}
     for metric in METRICS:
-        value = metric.extract(decision, signals)
+        value = metric.extract(source)
         if value is not None and math.isfinite(value):
             values[metric.name] = value
     return values

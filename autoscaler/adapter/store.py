@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from autoscaler.adapter.catalog import METRICS_BY_NAME, metric_values, variant_labels
+from autoscaler.adapter.catalog import METRICS_BY_NAME, MetricSource, metric_values, variant_labels
 from autoscaler.adapter.selectors import Selector
 from autoscaler.controller.loop import CycleReport
 from autoscaler.controller.ports import Clock
@@ -114,7 +114,9 @@ class DecisionStore:
         """
         fresh = [
             VariantValues(ref=o.spec.ref, labels=variant_labels(o.spec),
-                          values=metric_values(o.decision, o.signals), decided_at=report.started_at)
+                          values=metric_values(MetricSource(o.decision, o.signals, o.spec.role,
+                                                            report.outlooks.get(o.spec.model))),
+                          decided_at=report.started_at)
             for o in report.outcomes if o.decision is not None
         ]
         listing_failed = not report.outcomes and bool(report.errors)

@@ -205,3 +205,41 @@ def test_label_values_are_valid_kubernetes_label_values(text, expected):
 def test_max_age_must_be_positive():
     with pytest.raises(ValueError, match="max_age_s"):
         DecisionStore(max_age_s=0, clock=FakeClock())
+
+
+def _outlook(model: str, *, unserved: float = 0.0):
+    from autoscaler.core.admission import AdmissionDecision, RejectionPolicy
+    from autoscaler.core.plan import ModelOutlook
+
+    admission = AdmissionDecision(
+        policy=RejectionPolicy.PREDICTIVE, prefill_load=0.4, decode_load_now=0.7, decode_load_at_horizon=1.3,
+        horizon_s=0.5, predicted_running=120.0, decode_capacity=100.0, reject_threshold=1.0, admit=False,
+        admission_ratio=0.6, prescale_decode=True, decode_replicas_needed=3, reason="test")
+    return ModelOutlook(model=model, observed_rps=10.0, demand_rps=12.0, forecast_method="holt",
+                        mean_input_tokens=1000.0, mean_output_tokens=200.0, unserved_rps=unserved,
+                        admission=admission)
+
+
+@pytest.mark.parametrize(
+    ("metric", "ref", "expected"),
+    [
+        pytest.param("variant_admission_ratio", "llama-decode", 0.6, id="admission-ratio"),
+        pytest.param("variant_predicted_load", "llama-prefill", 0.4, id="prefill-load"),
+        pytest.param("variant_predicted_load", "llama-decode", 1.3, id="decode-load-at-horizon"),
+        pytest.param("variant_model_demand", "llama-decode", 12.0, id="sized-demand"),
+    ],
+)
+def test_the_models_outlook_is_served_per_variant(metric, ref, expected):
+    store = DecisionStore(max_age_s=45.0, clock=FakeClock())
+    rep = report(outcome(DECODE, desired=4), outcome(PREFILL, desired=3))
+    store.record(CycleReport(rep.cycle, rep.started_at, rep.duration_s, rep.outcomes, rep.errors,
+                             outlooks={DECODE.model: _outlook(DECODE.model)}))
+    assert [i.value for i in lookup(store, f"variant={ref}", metric)] == [pytest.approx(expected)]
+
+
+def test_unserved_demand_lowers_the_admission_ratio_further():
+    store = DecisionStore(max_age_s=45.0, clock=FakeClock())
+    rep = report(outcome(DECODE, desired=4))
+    store.record(CycleReport(rep.cycle, rep.started_at, rep.duration_s, rep.outcomes, rep.errors,
+                             outlooks={DECODE.model: _outlook(DECODE.model, unserved=6.0)}))
+    assert [i.value for i in lookup(store, "", "variant_admission_ratio")] == [pytest.approx(0.5)]

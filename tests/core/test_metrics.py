@@ -142,3 +142,20 @@ def test_the_grafana_dashboard_uses_only_metrics_that_exist():
     assert used <= exposed, f"dashboard queries unknown series: {sorted(used - exposed)}"
     plotted = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in used}
     assert {f.name for f in families} <= plotted, "a metric is not on the dashboard"
+
+
+def test_records_the_models_outlook_and_drops_values_not_computed():
+    from autoscaler.controller.loop import CycleReport
+    from tests.core.test_adapter_store import _outlook
+
+    m = ControllerMetrics()
+    rep = report(outcome(DECODE, desired=4))
+    with_outlook = CycleReport(rep.cycle, rep.started_at, rep.duration_s, rep.outcomes, rep.errors,
+                               outlooks={DECODE.model: _outlook(DECODE.model)})
+    m.record_cycle(with_outlook)
+    assert value(m, f"{PREFIX}admission_ratio", model=DECODE.model) == pytest.approx(0.6)
+    assert value(m, f"{PREFIX}predicted_decode_load", model=DECODE.model) == pytest.approx(1.3)
+    assert value(m, f"{PREFIX}model_demand_requests_per_second", model=DECODE.model) == pytest.approx(12.0)
+
+    m.record_cycle(report(outcome(DECODE, desired=4), cycle=2))  # the model's outlook is gone this cycle
+    assert value(m, f"{PREFIX}admission_ratio", model=DECODE.model) is None
