@@ -16,7 +16,14 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from autoscaler.controller.ports import Clock, Scaler, SignalSource, VariantSource
 from autoscaler.core.decide import ScalingPolicy
-from autoscaler.core.plan import ModelOutlook, PlannerConfig, PlannerState, VariantObservation, plan_cycle
+from autoscaler.core.plan import (
+    ModelOutlook,
+    PlannerConfig,
+    PlannerState,
+    VariantObservation,
+    plan_cycle,
+    warm_start,
+)
 from autoscaler.core.policyset import PolicySet
 from autoscaler.core.types import Condition, Decision, Freshness, VariantRef, VariantSignals, VariantSpec
 from autoscaler.perf.profile import PerformanceProfile
@@ -66,7 +73,10 @@ class Controller:
     profiles: Mapping[str, PerformanceProfile] = field(default_factory=dict)
     """Performance profiles by name; a variant with none is decided reactively."""
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    warm_start_s: float = 3600.0
+    """At the first cycle, read this much history (when the signal source can) to warm the forecaster."""
     _state: PlannerState = field(default_factory=PlannerState)
+    _warmed: bool = False
     _last_scaled: dict[VariantRef, float] = field(default_factory=dict)
     _cycle: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -124,6 +134,8 @@ class Controller:
             observations.append(VariantObservation(spec=spec, signals=sig, current=current,
                                                    last_scaled_at=self._last_scaled.get(spec.ref)))
 
+        if not self._warmed:
+            self._warm_start(specs, now)
         plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=self.profiles,
                                        policy=self.current_policy(), config=self.planner, now=now)
         outcomes = [self._apply(o, plan.decision(o.spec.ref), now) for o in observations] + failed
@@ -139,6 +151,21 @@ class Controller:
         log.info("cycle", duration_ms=round(report.duration_s * 1000, 1), variants=len(specs),
                  scaled=report.scaled, errors=len(report.errors), dry_run=self.dry_run)
         return report
+
+    def _warm_start(self, specs: list[VariantSpec], now: float) -> None:
+        """Once: history from the signal source, if it has any to give; any failure means starting cold."""
+        self._warmed = True
+        history = getattr(self.signals, "history", None)
+        if history is None or not self.planner.predictive or self.warm_start_s <= 0 or not specs:
+            return
+        step = self.planner.forecast.interval_s
+        try:
+            series = history(specs, start=now - self.warm_start_s, end=now - step, step=step)
+        except AutoscalerError as exc:
+            get_logger("controller").warning("warm_start_failed", error=str(exc))
+            return
+        self._state = warm_start(state=self._state, histories=series, config=self.planner)
+        get_logger("controller").info("warm_started", variants=len(series), seconds=self.warm_start_s)
 
     def _apply(self, obs: VariantObservation, decision: Decision | None, now: float) -> VariantOutcome:
         spec, sig, current = obs.spec, obs.signals, obs.current

@@ -19,6 +19,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from autoscaler.core.admission import (
     AdmissionConfig,
@@ -64,6 +65,8 @@ __all__ = [
     "Plan",
     "plan_cycle",
     "resolve_profile",
+    "warm_start",
+    "TrafficHistory",
 ]
 
 
@@ -319,3 +322,42 @@ def _with_unserved(outlook: ModelOutlook, unserved: float) -> ModelOutlook:
         return outlook
     return ModelOutlook(outlook.model, outlook.observed_rps, outlook.demand_rps, outlook.forecast_method,
                         outlook.mean_input_tokens, outlook.mean_output_tokens, unserved, outlook.admission)
+
+
+class TrafficHistory(Protocol):
+    """One variant's recent traffic on a time grid (``autoscaler.signals.history.HistorySeries`` is one)."""
+
+    @property
+    def timestamps(self) -> tuple[float, ...]: ...
+    @property
+    def requests_per_s(self) -> tuple[float | None, ...]: ...
+    @property
+    def prompt_tokens_mean(self) -> tuple[float | None, ...]: ...
+    @property
+    def generation_tokens_mean(self) -> tuple[float | None, ...]: ...
+
+
+def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHistory],
+               config: PlannerConfig) -> PlannerState:
+    """Feed each model's forecaster the recent past (Prometheus ``query_range``), so a restart or a new leader
+    does not forecast from nothing. Points where an entry variant has no value are gaps, not zero demand."""
+    by_model: dict[str, list[tuple[VariantSpec, HistorySeries]]] = defaultdict(list)
+    for spec, series in histories.items():
+        by_model[spec.model].append((spec, series))
+    mixes = dict(state.mixes)
+    for model, items in by_model.items():
+        entry = [(s, h) for s, h in items if s.role in (Role.PREFILL, Role.BOTH)] or \
+                [(s, h) for s, h in items if s.role is Role.DECODE]
+        exit_ = [(s, h) for s, h in items if s.role in (Role.DECODE, Role.BOTH)] or entry
+        timestamps = entry[0][1].timestamps
+        if any(h.timestamps != timestamps for _, h in items):
+            continue  # misaligned series: starting cold beats learning from a skewed past
+        mix = mixes.get(model) or new_mix(config.forecast)
+        for i, t in enumerate(timestamps):
+            rates = [h.requests_per_s[i] for _, h in entry]
+            rate = None if any(r is None for r in rates) else sum(r for r in rates if r is not None)
+            prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
+            output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
+            mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
+        mixes[model] = mix
+    return PlannerState(mixes=mixes, histories=state.histories)

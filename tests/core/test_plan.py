@@ -137,3 +137,47 @@ def test_admission_ratio_is_reported_for_a_disaggregated_model():
     outlook = result.outlooks[MODEL]
     assert outlook.admission is not None
     assert 0.0 <= outlook.admission_ratio < 1.0
+
+
+def test_warm_start_teaches_the_forecaster_the_recent_past():
+    from dataclasses import dataclass
+
+    from autoscaler.core.plan import warm_start
+
+    @dataclass(frozen=True)
+    class History:
+        timestamps: tuple[float, ...]
+        requests_per_s: tuple[float | None, ...]
+        prompt_tokens_mean: tuple[float | None, ...]
+        generation_tokens_mean: tuple[float | None, ...]
+
+    n = 60
+    ts = tuple(1000.0 + 15 * i for i in range(n))
+    ramp = History(ts, tuple(1.0 + 0.5 * i for i in range(n)), (1000.0,) * n, (200.0,) * n)
+    warmed = warm_start(state=PlannerState(), histories={spec(Role.PREFILL): ramp, spec(Role.DECODE): ramp},
+                        config=CONFIG)
+    now = ts[-1] + 15
+    observed = 1.0 + 0.5 * n
+    hot, _ = plan(pools(rps=observed, prompt=1000, output=200), state=warmed, now=now)
+    cold, _ = plan(pools(rps=observed, prompt=1000, output=200), state=PlannerState(), now=now)
+    assert hot.outlooks[MODEL].forecast_method not in (None, "observed")
+    assert hot.outlooks[MODEL].demand_rps > cold.outlooks[MODEL].demand_rps  # the ramp goes on
+
+
+def test_warm_start_skips_misaligned_histories():
+    from dataclasses import dataclass
+
+    from autoscaler.core.plan import warm_start
+
+    @dataclass(frozen=True)
+    class History:
+        timestamps: tuple[float, ...]
+        requests_per_s: tuple[float | None, ...]
+        prompt_tokens_mean: tuple[float | None, ...]
+        generation_tokens_mean: tuple[float | None, ...]
+
+    a = History((1.0, 2.0), (1.0, 1.0), (10.0, 10.0), (5.0, 5.0))
+    b = History((1.0, 3.0), (1.0, 1.0), (10.0, 10.0), (5.0, 5.0))
+    warmed = warm_start(state=PlannerState(), histories={spec(Role.PREFILL): a, spec(Role.DECODE): b},
+                        config=CONFIG)
+    assert MODEL not in warmed.mixes

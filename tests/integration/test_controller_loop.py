@@ -131,3 +131,26 @@ def test_variant_without_data_is_left_as_it_is(saturated_stack, kube_namespace):
     assert ghost.signals is not None and ghost.signals.freshness is Freshness.MISSING
     assert ghost.decision is not None and ghost.decision.desired == 4 and not ghost.applied
     assert deployment_replicas(api, kube_namespace, "ghost") == 4
+
+
+def test_a_new_controller_warms_its_forecaster_from_prometheus_history(saturated_stack, kube_namespace, capsys):
+    from autoscaler.logs import configure_logging
+
+    wait_for_queue(saturated_stack, kube_namespace, at_least=5)
+    time.sleep(8)  # some seconds of history at a 1 s step
+    assert saturated_stack.prometheus is not None and saturated_stack.api is not None
+    settings = load_settings(None, {
+        "prometheus": {"url": saturated_stack.prometheus.url, "rate_window": "5s", "staleness_s": 15},
+        "kube": {"namespace": kube_namespace},
+        "controller": {"interval_s": 1},
+        "planner": {"forecast_lead_time_s": 5},
+    })
+    configure_logging(fmt="json")
+    try:
+        report = build_controller(settings, api_client=saturated_stack.api, dry_run=True).run_cycle()
+    finally:
+        structlog.reset_defaults()
+    events = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "warm_started" for e in events), events
+    [outlook] = report.outlooks.values()
+    assert outlook.forecast_method not in (None, "observed")

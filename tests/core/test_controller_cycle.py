@@ -1,0 +1,126 @@
+"""The loop over in-memory ports (the seam the simulator also uses): failures stay with their variant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from autoscaler.controller.loop import Controller
+from autoscaler.core.behavior import Behavior
+from autoscaler.core.decide import ScalingPolicy
+from autoscaler.core.types import Decision, Freshness, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.errors import ActuationError, SignalError, SpecError
+
+
+def spec(name: str, role: Role = Role.DECODE) -> VariantSpec:
+    return VariantSpec(ref=VariantRef("ns", name), model="m", role=role, accelerator="H100",
+                       target=ScaleTarget("apps/v1", "Deployment", name), min_replicas=1, max_replicas=10)
+
+
+SATURATED = VariantSignals(freshness=Freshness.FRESH, waiting=40.0, running=10.0, kv_usage_mean=0.9)
+
+
+@dataclass
+class Variants:
+    specs: list[VariantSpec]
+    errors: list[SpecError] = field(default_factory=list)
+
+    def list_variants(self):
+        return list(self.specs), list(self.errors)
+
+
+@dataclass
+class Signals:
+    by_spec: dict
+    history_error: Exception | None = None
+    history_calls: int = 0
+
+    def collect(self, variants, *, now):
+        return {v: self.by_spec.get(v, VariantSignals.unknown("none")) for v in variants}
+
+    def history(self, variants, *, start, end, step):
+        self.history_calls += 1
+        if self.history_error:
+            raise self.history_error
+        return {}
+
+
+@dataclass
+class Scaler:
+    replicas: dict
+    broken_read: set = field(default_factory=set)
+    broken_patch: set = field(default_factory=set)
+    statuses: list = field(default_factory=list)
+
+    def current_replicas(self, s):
+        if s.ref.name in self.broken_read:
+            raise ActuationError(f"{s.ref}: HTTP 404", status=404)
+        return self.replicas[s.ref.name]
+
+    def scale(self, s, n):
+        if s.ref.name in self.broken_patch:
+            raise ActuationError(f"{s.ref}: HTTP 403 forbidden", status=403)
+        self.replicas[s.ref.name] = n
+
+    def write_status(self, s, decision: Decision, *, scaled_at):
+        self.statuses.append((s.ref.name, decision.desired))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+def controller(specs, scaler, signals=None, **kw) -> Controller:
+    return Controller(variants=Variants(specs), signals=signals or Signals({s: SATURATED for s in specs}),
+                      scaler=scaler, policy=ScalingPolicy(behavior=Behavior(max_step_up=1)), clock=Clock(), **kw)
+
+
+def test_a_variant_whose_target_cannot_be_read_does_not_stop_the_others():
+    a, b = spec("a"), spec("b")
+    scaler = Scaler({"a": 1, "b": 1}, broken_read={"a"})
+    report = controller([a, b], scaler).run_cycle()
+    by_name = {o.spec.ref.name: o for o in report.outcomes}
+    assert by_name["a"].decision is None and "404" in by_name["a"].error
+    assert by_name["b"].applied and scaler.replicas["b"] == 2
+
+
+def test_a_refused_patch_is_reported_and_the_loop_goes_on():
+    a = spec("a")
+    scaler = Scaler({"a": 1}, broken_patch={"a"})
+    c = controller([a], scaler)
+    first, second = c.run_cycle(), c.run_cycle()
+    for report in (first, second):
+        [o] = report.outcomes
+        assert not o.applied and "403" in o.error and o.decision is not None and o.decision.desired == 2
+    assert scaler.replicas["a"] == 1
+
+
+def test_a_failed_history_read_starts_cold_once():
+    a = spec("a")
+    signals = Signals({a: SATURATED}, history_error=SignalError("query_range: connection refused"))
+    c = controller([a], Scaler({"a": 1}), signals=signals)
+    reports = [c.run_cycle() for _ in range(3)]
+    assert signals.history_calls == 1
+    assert all(r.outcomes[0].decision is not None for r in reports)
+
+
+def test_invalid_specs_are_reported_without_stopping_the_cycle():
+    a = spec("a")
+    c = controller([a], Scaler({"a": 1}))
+    c.variants.errors.append(SpecError("VariantAutoscaling ns/bad: spec: role: Input should be 'prefill'"))
+    report = c.run_cycle()
+    assert report.outcomes[0].applied
+    assert any("ns/bad" in e for e in report.errors)
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_dry_run_writes_neither_scale_nor_status(dry_run):
+    a = spec("a")
+    scaler = Scaler({"a": 1})
+    controller([a], scaler, dry_run=dry_run).run_cycle()
+    assert (scaler.replicas["a"], bool(scaler.statuses)) == ((1, False) if dry_run else (2, True))
