@@ -1,127 +1,351 @@
-"""Kubernetes I/O: list VariantAutoscalings, read and patch scale subresources, write status.
+"""Kubernetes I/O for the control loop: list VariantAutoscalings, read and patch scale subresources, write status.
 
-All calls go through one ``ApiClient``; API errors become :class:`ActuationError` (or :class:`SpecError` for
-unusable objects) with the HTTP status kept, response bodies truncated before they reach logs.
+    KubeVariantSource   lists the variants of this controller's shard (namespaces and/or a label selector)
+    KubeScaler          the loop's Scaler port: scale subresource (409 -> re-read and retry), pod deletion
+                        cost before a Deployment scale-down, node group before/after the pods, status
+                        (merge patch, only what changed), Events for rescales and refusals
+    VariantStore        the last listing, shared by both so that writing status needs no extra GET
+
+Every API error becomes an :class:`ActuationError` (a ``KubeActuationError`` carrying the condition reason)
+with the response body cut short. Every write first asks ``may_write`` (the leader-election guard).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import urllib3.exceptions
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 
-from autoscaler.core.types import Decision, VariantSpec
+from autoscaler.core.types import Decision, VariantRef, VariantSpec
 from autoscaler.errors import ActuationError, SpecError
-from autoscaler.kube.api import GROUP, PLURAL, VERSION, to_variant_spec
+from autoscaler.kube.api import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    VariantAutoscaling,
+    parse_variant_autoscaling,
+    to_variant_spec,
+)
+from autoscaler.kube.drain import PodLoad, PodMarker
+from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
+from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
+from autoscaler.kube.machines import machines_needed
+from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
+from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_condition, next_status, status_patch
+from autoscaler.logs import get_logger
 
-__all__ = ["load_api_client", "KubeVariantSource", "KubeScaler", "apply_crd", "CRD_PATH"]
+__all__ = ["CRD_PATH", "KubeScaler", "KubeVariantSource", "VariantStore", "apply_crd", "load_api_client"]
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "variantautoscalings.yaml"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 def load_api_client(kubeconfig: Path | None = None, context: str | None = None) -> client.ApiClient:
-    """kubeconfig if given, else in-cluster service account, else ~/.kube/config."""
+    """kubeconfig if given, else in-cluster service account, else ~/.kube/config.
+
+    urllib3's hidden retries are off: by default it retries a timed-out GET or PUT three times, which would
+    stretch every timeout fourfold, the lease renewal's too. The control loop and the elector retry themselves.
+    """
+    configuration = client.Configuration()
+    configuration.retries = False
     if kubeconfig is not None:
-        return config.new_client_from_config(config_file=str(kubeconfig), context=context)
-    try:
-        config.load_incluster_config()
-        return client.ApiClient()
-    except config.ConfigException:
-        return config.new_client_from_config(context=context)
+        config.load_kube_config(config_file=str(kubeconfig), context=context,  # type: ignore[no-untyped-call]
+                                client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(context=context,  # type: ignore[no-untyped-call]
+                                    client_configuration=configuration)
+    return client.ApiClient(configuration=configuration)
 
 
-def _api_error(what: str, exc: ApiException | DynamicApiError) -> ActuationError:
-    status = getattr(exc, "status", None)
-    body = str(getattr(exc, "body", "") or exc)[:300]
-    return ActuationError(f"{what}: HTTP {status}: {body}", status=status)
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class VariantStore:
+    """The VariantAutoscalings of the latest listing, by reference (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._items: dict[VariantRef, VariantAutoscaling] = {}
+        self._lock = threading.Lock()
+
+    def replace(self, items: Iterable[VariantAutoscaling]) -> None:
+        with self._lock:
+            self._items = {va.ref: va for va in items}
+
+    def put(self, va: VariantAutoscaling) -> None:
+        with self._lock:
+            self._items[va.ref] = va
+
+    def get(self, ref: VariantRef) -> VariantAutoscaling | None:
+        with self._lock:
+            return self._items.get(ref)
+
+    def all(self) -> list[VariantAutoscaling]:
+        with self._lock:
+            return list(self._items.values())
 
 
 class KubeVariantSource:
-    def __init__(self, api: client.ApiClient, *, namespace: str | None = None) -> None:
+    """Lists the VariantAutoscalings of one shard: ``namespaces`` (one list call each; empty = all) and an
+    optional ``label_selector`` filtered by the API server, so the cost of a cycle does not grow with
+    objects of other shards."""
+
+    def __init__(self, api: client.ApiClient, *, namespace: str | None = None, namespaces: Sequence[str] = (),
+                 label_selector: str | None = None, store: VariantStore | None = None,
+                 timeout_s: float = 10.0) -> None:
         self._custom = client.CustomObjectsApi(api)
-        self._namespace = namespace
+        self._namespaces = tuple(namespaces) or ((namespace,) if namespace else ())
+        self._selector = label_selector or None
+        self._store = store
+        self._timeout_s = timeout_s
+
+    @property
+    def store(self) -> VariantStore | None:
+        return self._store
 
     def list_variants(self) -> tuple[list[VariantSpec], list[SpecError]]:
         """All VariantAutoscalings in scope; unusable ones come back as errors, never abort the cycle."""
-        try:
-            if self._namespace:
-                listed = self._custom.list_namespaced_custom_object(GROUP, VERSION, self._namespace, PLURAL)
-            else:
-                listed = self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        except ApiException as exc:
-            raise _api_error("listing VariantAutoscalings", exc) from exc
-        specs: list[VariantSpec] = []
-        errors: list[SpecError] = []
-        for obj in listed.get("items", []):
+        items: list[dict[str, Any]] = []
+        for namespace in self._namespaces or (None,):
+            request = Request("list", PLURAL, GROUP, namespace)
             try:
-                specs.append(to_variant_spec(obj))
+                if namespace:
+                    listed = self._custom.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL, label_selector=self._selector,
+                        _request_timeout=self._timeout_s)
+                else:
+                    listed = self._custom.list_cluster_custom_object(
+                        GROUP, VERSION, PLURAL, label_selector=self._selector, _request_timeout=self._timeout_s)
+            except (ApiException, urllib3.exceptions.HTTPError) as exc:
+                raise to_actuation_error("listing VariantAutoscalings", request, exc) from exc
+            items.extend(cast(dict[str, Any], listed).get("items", []))
+        parsed: list[VariantAutoscaling] = []
+        errors: list[SpecError] = []
+        for obj in items:
+            try:
+                parsed.append(parse_variant_autoscaling(obj))
             except SpecError as exc:
                 errors.append(exc)
-        return specs, errors
+        if self._store is not None:
+            self._store.replace(parsed)
+        return [to_variant_spec(va) for va in parsed], errors
 
 
 class KubeScaler:
-    """Reads and patches the ``scale`` subresource of any scalable kind (discovered once per kind)."""
+    """The Scaler port over the Kubernetes API (see the module docstring)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self._api = api
-        self._dynamic: DynamicClient | None = None
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        store: VariantStore | None = None,
+        identity: str = "variant-autoscaler",
+        may_write: Callable[[], bool] = lambda: True,
+        dry_run: bool = False,
+        pod_load: PodLoad | None = None,
+        timeout_s: float = 10.0,
+        conflict_retries: int = 3,
+        now: Callable[[], dt.datetime] = _utc_now,
+    ) -> None:
         self._custom = client.CustomObjectsApi(api)
+        self._scales = ScaleClient(api, timeout_s=timeout_s)
+        self._events = EventRecorder(api, instance=identity, may_write=may_write, timeout_s=timeout_s, now=now)
+        self._pods = PodMarker(api, may_write=may_write, timeout_s=timeout_s)
+        self._store = store
+        self._may_write = may_write
+        self._dry_run = dry_run
+        self._pod_load = pod_load
+        self._timeout_s = timeout_s
+        self._conflict_retries = conflict_retries
+        self._now = now
+        self._observed: dict[VariantRef, ScaleState] = {}  # the scale read before this cycle's decision
+        self._able: dict[VariantRef, ConditionUpdate] = {}  # this cycle's AbleToScale, for write_status
 
-    def _scale_resource(self, spec: VariantSpec) -> Any:
-        if self._dynamic is None:
-            self._dynamic = DynamicClient(self._api)
-        try:
-            resource = self._dynamic.resources.get(api_version=spec.target.api_version, kind=spec.target.kind)
-        except ResourceNotFoundError as exc:
-            raise ActuationError(f"{spec.ref}: no kind {spec.target.kind} in {spec.target.api_version}",
-                                 status=404) from exc
-        scale = resource.subresources.get("scale")
-        if scale is None:
-            raise ActuationError(f"{spec.ref}: {spec.target.kind} has no scale subresource")
-        return scale
+    # -- the Scaler port -------------------------------------------------------------------------------------
 
     def current_replicas(self, spec: VariantSpec) -> int:
         try:
-            obj = self._scale_resource(spec).get(name=spec.target.name, namespace=spec.ref.namespace)
-        except DynamicApiError as exc:
-            raise _api_error(f"{spec.ref}: reading scale of {spec.target.kind}/{spec.target.name}", exc) from exc
-        return int(obj.spec.replicas or 0)
+            state = self._scales.get(api_version=spec.target.api_version, kind=spec.target.kind,
+                                     name=spec.target.name, namespace=spec.ref.namespace)
+        except KubeActuationError as exc:
+            self._refused(spec, exc, write_status=True)
+            raise
+        self._observed[spec.ref] = state
+        self._able[spec.ref] = ConditionUpdate(ABLE_TO_SCALE, "True", "ReadyForNewScale",
+                                               "the target's scale subresource can be read")
+        return state.replicas
 
     def scale(self, spec: VariantSpec, replicas: int) -> None:
+        log = get_logger("scaler", variant=str(spec.ref))
+        if not self._may_write():
+            raise KubeActuationError(f"{spec.ref}: not scaling: this instance does not hold the lease",
+                                     status=None, reason="NotLeader")
+        va = self._variant(spec)
+        observed = self._observed.get(spec.ref)
+        current = observed.replicas if observed is not None else None
+        group = va.spec.machine_set_ref if va is not None else None
         try:
-            self._scale_resource(spec).patch(
-                body={"spec": {"replicas": replicas}}, name=spec.target.name, namespace=spec.ref.namespace,
-                content_type=MERGE_PATCH,
-            )
-        except DynamicApiError as exc:
-            raise _api_error(f"{spec.ref}: patching scale of {spec.target.kind}/{spec.target.name}", exc) from exc
+            if group is not None and (current is None or replicas > current):
+                self._scale_machines(va, replicas, grow=True)  # type: ignore[arg-type]
+            if current is not None and replicas < current and spec.target.kind == "Deployment":
+                self._mark_pods(spec, observed, remove=current - replicas)  # type: ignore[arg-type]
+            state = self._patch_with_retry(spec, replicas, observed)
+            if group is not None and current is not None and replicas < current:
+                self._scale_machines(va, replicas, grow=False)  # type: ignore[arg-type]
+        except KubeActuationError as exc:
+            self._refused(spec, exc, write_status=False)
+            raise
+        self._observed[spec.ref] = state
+        self._able[spec.ref] = ConditionUpdate(ABLE_TO_SCALE, "True", "SucceededRescale",
+                                               f"the target was scaled to {replicas}")
+        log.debug("scale_patched", replicas=replicas, was=current)
 
     def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None) -> None:
-        status: dict[str, Any] = {
-            "currentReplicas": decision.current,
-            "desiredReplicas": decision.desired,
-            "reason": decision.reason.value,
-            "message": decision.message[:1000],
-        }
-        if scaled_at is not None:
-            status["lastScaleTime"] = dt.datetime.fromtimestamp(scaled_at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        va = self._variant(spec)
+        if va is None:
+            raise ActuationError(f"{spec.ref}: cannot write status: the VariantAutoscaling could not be read")
+        able = self._able.pop(spec.ref, None)
+        scaled = dt.datetime.fromtimestamp(scaled_at, dt.UTC) if scaled_at is not None else None
+        if scaled is not None:
+            self._events.record(va, type_="Normal", reason=SUCCESSFUL_RESCALE, action="Scale",
+                                note=f"New size: {decision.desired} (was {decision.current}); "
+                                     f"reason: {decision.reason.value}; {decision.message}")
+        elif able is not None and able.status == "False" and _is_transition(va, able):
+            self._events.record(va, type_="Warning", reason=able.reason, action="Scale",
+                                note=f"{FAILED_RESCALE}: {able.message}")
+        new = next_status(previous=va.status, generation=va.generation, now=self._now(), decision=decision,
+                          able=able, scaled_at=scaled)
+        self._patch_status(va, new)
+
+    # -- internals -------------------------------------------------------------------------------------------
+
+    def _variant(self, spec: VariantSpec) -> VariantAutoscaling | None:
+        if self._store is not None:
+            found = self._store.get(spec.ref)
+            if found is not None:
+                return found
+        try:
+            obj = self._custom.get_namespaced_custom_object(GROUP, VERSION, spec.ref.namespace, PLURAL,
+                                                            spec.ref.name, _request_timeout=self._timeout_s)
+            va = parse_variant_autoscaling(cast(dict[str, Any], obj))
+        except (ApiException, urllib3.exceptions.HTTPError, SpecError) as exc:
+            get_logger("scaler", variant=str(spec.ref)).warning("variant_unreadable", error=str(exc)[:300])
+            return None
+        if self._store is not None:
+            self._store.put(va)
+        return va
+
+    def _patch_with_retry(self, spec: VariantSpec, replicas: int, observed: ScaleState | None) -> ScaleState:
+        """Patch with the resourceVersion the decision was based on; on 409 read again and re-apply."""
+        version = observed.resource_version if observed is not None else None
+        target = spec.target
+        for attempt in range(self._conflict_retries + 1):
+            try:
+                return self._scales.patch(api_version=target.api_version, kind=target.kind, name=target.name,
+                                          namespace=spec.ref.namespace, replicas=replicas,
+                                          resource_version=version)
+            except KubeActuationError as exc:
+                if exc.status != 409 or attempt == self._conflict_retries:
+                    raise
+            fresh = self._scales.get(api_version=target.api_version, kind=target.kind, name=target.name,
+                                     namespace=spec.ref.namespace)
+            get_logger("scaler", variant=str(spec.ref)).info("scale_conflict_reread", attempt=attempt + 1,
+                                                            replicas_now=fresh.replicas, desired=replicas)
+            if fresh.replicas == replicas:
+                return fresh
+            version = fresh.resource_version
+        raise AssertionError("unreachable")
+
+    def _mark_pods(self, spec: VariantSpec, observed: ScaleState, *, remove: int) -> None:
+        log = get_logger("scaler", variant=str(spec.ref))
+        if self._pod_load is None or not observed.selector:
+            return
+        loads = self._pod_load.running_requests(spec)
+        if loads is None:
+            log.info("drain_skipped", why="per-pod load unknown")
+            return
+        try:
+            self._pods.mark(namespace=spec.ref.namespace, selector=observed.selector, loads=loads, remove=remove)
+        except KubeActuationError as exc:  # best effort: the scale-down still happens, as it would without us
+            log.warning("drain_marking_failed", error=str(exc))
+
+    def _scale_machines(self, va: VariantAutoscaling, replicas: int, *, grow: bool) -> None:
+        group = va.spec.machine_set_ref
+        assert group is not None
+        members = [(replicas, va.spec.gpus_per_replica)]
+        for other in (self._store.all() if self._store is not None else ()):
+            if other.ref != va.ref and other.spec.machine_set_ref is not None \
+                    and (other.spec.machine_set_ref.namespace, other.spec.machine_set_ref.name) \
+                    == (group.namespace, group.name):
+                members.append((self._known_replicas(other), other.spec.gpus_per_replica))
+        needed = machines_needed(group, members)
+        state = self._scales.get(api_version=group.api_version, kind=group.kind, name=group.name,
+                                 namespace=group.namespace)
+        if (grow and needed > state.replicas) or (not grow and needed < state.replicas):
+            if not self._may_write():
+                raise KubeActuationError(f"not scaling {group.kind}/{group.name}: lease not held", status=None,
+                                         reason="NotLeader")
+            self._scales.patch(api_version=group.api_version, kind=group.kind, name=group.name,
+                               namespace=group.namespace, replicas=needed, resource_version=state.resource_version)
+            get_logger("scaler", variant=f"{va.namespace}/{va.name}").info(
+                "machines_scaled", group=f"{group.namespace}/{group.name}", machines=needed, was=state.replicas)
+
+    def _known_replicas(self, va: VariantAutoscaling) -> int:
+        observed = self._observed.get(va.ref)
+        if observed is not None:
+            return observed.replicas
+        candidates = [v for v in (va.status.current_replicas, va.status.desired_replicas) if v is not None]
+        return max(candidates) if candidates else va.spec.min_replicas
+
+    def _refused(self, spec: VariantSpec, exc: KubeActuationError, *, write_status: bool) -> None:
+        """Record AbleToScale=False; on a transition also a Warning event (and the status, if asked)."""
+        able = ConditionUpdate(ABLE_TO_SCALE, "False", exc.reason, str(exc))
+        self._able[spec.ref] = able
+        if not write_status or self._dry_run or spec.dry_run:
+            return
+        va = self._variant(spec)
+        if va is None:
+            return
+        if _is_transition(va, able):
+            self._events.record(va, type_="Warning", reason=exc.reason, action="GetScale", note=str(exc))
+        self._able.pop(spec.ref, None)
+        new = next_status(previous=va.status, generation=va.generation, now=self._now(), able=able)
+        try:
+            self._patch_status(va, new)
+        except ActuationError as status_exc:
+            get_logger("scaler", variant=str(spec.ref)).warning("status_write_failed", error=str(status_exc))
+
+    def _patch_status(self, va: VariantAutoscaling, new: Any) -> None:
+        body = status_patch(va.status, new)
+        if not body:
+            return
+        if not self._may_write():
+            raise KubeActuationError(f"{va.namespace}/{va.name}: not writing status: lease not held", status=None,
+                                     reason="NotLeader")
+        request = Request("patch", f"{PLURAL}/status", GROUP, va.namespace, va.name)
         try:
             self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, spec.ref.namespace, PLURAL, spec.ref.name, {"status": status},
-                _content_type=MERGE_PATCH,
-            )
-        except ApiException as exc:
-            raise _api_error(f"{spec.ref}: writing status", exc) from exc
+                GROUP, VERSION, va.namespace, PLURAL, va.name, body, _content_type=MERGE_PATCH,
+                _request_timeout=self._timeout_s)
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            raise to_actuation_error(f"{va.namespace}/{va.name}: writing status", request, exc) from exc
+        if self._store is not None:
+            self._store.put(va.model_copy(update={"status": new}))
+
+
+def _is_transition(va: VariantAutoscaling, able: ConditionUpdate) -> bool:
+    previous = find_condition(va.status.conditions, ABLE_TO_SCALE)
+    return previous is None or (previous.status, previous.reason) != (able.status, able.reason)
 
 
 def apply_crd(api: client.ApiClient, *, path: Path = CRD_PATH, timeout_s: float = 30.0) -> None:
@@ -129,13 +353,14 @@ def apply_crd(api: client.ApiClient, *, path: Path = CRD_PATH, timeout_s: float 
     body = yaml.safe_load(path.read_text())
     ext = client.ApiextensionsV1Api(api)
     name = body["metadata"]["name"]
+    request = Request("create", "customresourcedefinitions", "apiextensions.k8s.io", None, name)
     try:
         ext.create_custom_resource_definition(body)
     except ApiException as exc:
         if exc.status != 409:
-            raise _api_error(f"creating CRD {name}", exc) from exc
+            raise to_actuation_error(f"creating CRD {name}", request, exc) from exc
         current = ext.read_custom_resource_definition(name)
-        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version if current.metadata else None
         ext.replace_custom_resource_definition(name, body)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

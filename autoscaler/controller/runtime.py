@@ -1,0 +1,339 @@
+"""The controller as an in-cluster process: shard, leader election, health endpoints, graceful shutdown.
+
+    variant-autoscaler run
+      └─ ControllerRuntime.run()
+           ├─ /healthz, /readyz on :8081 (liveness: no stuck cycle; readiness: the API answers)
+           ├─ /metrics on :9100 (autoscaler.metrics)
+           ├─ wait until the API lists this shard's VariantAutoscalings (readiness)
+           ├─ LeaderElector.acquire()          standby replicas wait here, ready but idle
+           ├─ renew thread: LeaderElector.hold()  sets ``halt`` when the lease is lost
+           └─ Controller.run(stop=halt)        every write first asks LeaderElector.is_leader()
+
+Exit codes: 0 after SIGTERM/SIGINT or ``--duration`` (the lease is released, so a standby takes over at
+once); 1 when the lease was lost (the process restarts clean, as controller-runtime managers do). A signal
+lets the cycle in progress finish (every API call has a timeout) and starts no new one.
+
+Runtime settings come from the environment (``VAS_RUNTIME_*``), so the Deployment sets them per shard without
+changing the shared settings file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Annotated, Any
+
+from kubernetes import client
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from autoscaler.config import Settings, format_validation_error
+from autoscaler.controller.loop import Controller, CycleReport
+from autoscaler.controller.wiring import build_controller
+from autoscaler.errors import AutoscalerError, ConfigError
+from autoscaler.kube.client import KubeScaler, KubeVariantSource, VariantStore, load_api_client
+from autoscaler.kube.drain import QueryPodLoad
+from autoscaler.kube.lease import ElectionTiming, KubeLeaseLock, LeaderElector
+from autoscaler.logs import get_logger
+from autoscaler.metrics import ControllerMetrics, serve_metrics
+
+__all__ = ["ControllerRuntime", "HealthServer", "RuntimeSettings", "load_runtime_settings", "run_controller"]
+
+_SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class RuntimeSettings(BaseSettings):
+    """How this instance runs; environment variables ``VAS_RUNTIME_<FIELD>`` (e.g. VAS_RUNTIME_LEASE_NAME)."""
+
+    model_config = SettingsConfigDict(env_prefix="VAS_RUNTIME_", extra="ignore", frozen=True)
+
+    leader_elect: bool = Field(True, description="Off only for a single replica (or local runs).")
+    lease_name: str | None = Field(None, description="Lease name; default variant-autoscaler[-<shard hash>].")
+    lease_namespace: str | None = Field(
+        None, description="Default: POD_NAMESPACE, then the service account's namespace, then 'default'.")
+    identity: str | None = Field(None, description="Default: POD_NAME (or hostname) + '_' + a random suffix.")
+    lease_duration_s: float = Field(15.0, gt=0, description="client-go default; followers wait this long.")
+    renew_deadline_s: float = Field(10.0, gt=0, description="client-go default; a leader acts this long "
+                                                            "without renewing.")
+    retry_period_s: float = Field(2.0, gt=0, description="client-go default; between attempts.")
+    health_bind: str = Field("0.0.0.0", description="Address of the probe server.")
+    health_port: int = Field(8081, ge=0, le=65535, description="Probe port (controller-runtime's); 0 = off.")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of /metrics (autoscaler.metrics); 0 = off.")
+    shard_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Comma-separated namespaces this instance manages; empty = all (or kube.namespace).")
+    shard_label_selector: str | None = Field(
+        None, description="Only VariantAutoscalings matching this label selector, e.g. variant-autoscaler.io/shard=a.")
+    api_timeout_s: float = Field(10.0, gt=0, description="Per Kubernetes API request.")
+    stuck_cycle_s: float | None = Field(
+        None, gt=0, description="Liveness fails when a leader finished no cycle for this long; "
+                                "default max(5 x interval, 120 s).")
+
+    @field_validator("shard_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _timing(self) -> RuntimeSettings:
+        if self.leader_elect:
+            ElectionTiming(self.lease_duration_s, self.renew_deadline_s, self.retry_period_s)  # raises ValueError
+        return self
+
+    def election_timing(self) -> ElectionTiming:
+        return ElectionTiming(self.lease_duration_s, self.renew_deadline_s, self.retry_period_s)
+
+
+def load_runtime_settings(**overrides: Any) -> RuntimeSettings:
+    """From the environment; ConfigError names the variable's field on bad input."""
+    try:
+        return RuntimeSettings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(format_validation_error(exc, source="environment VAS_RUNTIME_*"),
+                          field=".".join(str(p) for p in first["loc"])) from exc
+
+
+class HealthServer:
+    """``/healthz`` and ``/readyz`` over HTTP; each answers 200 "ok" or 503 with the failing reason."""
+
+    def __init__(self, *, bind: str, port: int, checks: dict[str, Callable[[], str | None]]) -> None:
+        self._checks = checks
+        handler = self._handler()
+        self._server = ThreadingHTTPServer((bind, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        checks = self._checks
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                check = checks.get(self.path.split("?", 1)[0].strip("/"))
+                if check is None:
+                    self._answer(404, "not found")
+                    return
+                problem = check()
+                self._answer(200 if problem is None else 503, "ok" if problem is None else problem)
+
+            def _answer(self, code: int, text: str) -> None:
+                body = (text + "\n").encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def _default_identity() -> str:
+    base = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{uuid.uuid4().hex[:8]}"  # unique per process: a restarted container is a new candidate
+
+
+def _default_namespace() -> str:
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return _SA_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _default_lease_name(namespaces: tuple[str, ...], selector: str | None) -> str:
+    """One lease per shard, so that two shards never elect one leader between them."""
+    if not namespaces and not selector:
+        return "variant-autoscaler"
+    digest = hashlib.sha256(f"{','.join(sorted(namespaces))}|{selector or ''}".encode()).hexdigest()[:10]
+    return f"variant-autoscaler-{digest}"
+
+
+class ControllerRuntime:
+    def __init__(self, *, settings: Settings, runtime: RuntimeSettings, api: client.ApiClient | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.stop = stop or threading.Event()
+        self.api = api or load_api_client(settings.kube.kubeconfig, settings.kube.context)
+        self.identity = runtime.identity or _default_identity()
+        self.namespaces = runtime.shard_namespaces or ((settings.kube.namespace,) if settings.kube.namespace else ())
+        self.lease_name = runtime.lease_name or _default_lease_name(self.namespaces, runtime.shard_label_selector)
+        self.lease_namespace = runtime.lease_namespace or _default_namespace()
+        self.elector: LeaderElector | None = None
+        if runtime.leader_elect:
+            lock = KubeLeaseLock(self.api, namespace=self.lease_namespace, name=self.lease_name)
+            self.elector = LeaderElector(lock, identity=self.identity, timing=runtime.election_timing(),
+                                         request_timeout_s=min(runtime.api_timeout_s, runtime.renew_deadline_s))
+        self._log = get_logger("runtime", identity=self.identity)
+        self._api_ok = False
+        self._leading_since: float | None = None
+        self._last_cycle_end: float | None = None
+        self._renewer_failed = False
+        interval = settings.controller.interval_s
+        self._stuck_after_s = runtime.stuck_cycle_s or max(5 * interval, 120.0)
+        self.metrics = ControllerMetrics()  # a registry of its own: two runtimes in one process do not clash
+        self.source = KubeVariantSource(self.api, namespaces=self.namespaces,
+                                        label_selector=runtime.shard_label_selector, store=VariantStore(),
+                                        timeout_s=runtime.api_timeout_s)
+        self.controller = self._build_controller()
+
+    # -- assembly --------------------------------------------------------------------------------------------
+
+    def may_write(self) -> bool:
+        return self.elector is None or self.elector.is_leader()
+
+    def _build_controller(self) -> Controller:
+        base = build_controller(self.settings, api_client=self.api, on_cycle=self._cycle_done)
+        query = getattr(base.signals, "query", None)
+        labels = self.settings.labels
+        pod_load = QueryPodLoad(query, namespace_label=labels.namespace, model_label=labels.model,
+                                pod_label=labels.pod) if callable(query) else None
+        scaler = KubeScaler(self.api, store=self.source.store, identity=self.identity, may_write=self.may_write,
+                            dry_run=base.dry_run, pod_load=pod_load, timeout_s=self.runtime.api_timeout_s)
+        return dataclasses.replace(base, variants=self.source, scaler=scaler)
+
+    def _cycle_done(self, report: CycleReport) -> None:
+        self._last_cycle_end = time.monotonic()
+        self.metrics.record_cycle(report)
+
+    # -- probes ----------------------------------------------------------------------------------------------
+
+    def liveness(self) -> str | None:
+        if self._renewer_failed:
+            return "lease renewal thread died"
+        if self._leading_since is None:
+            return None  # a standby is alive while it waits
+        last = self._last_cycle_end or self._leading_since
+        stalled = time.monotonic() - last
+        if stalled > self._stuck_after_s:
+            return f"no cycle finished for {stalled:.0f}s (limit {self._stuck_after_s:.0f}s)"
+        return None
+
+    def readiness(self) -> str | None:
+        if self.stop.is_set():
+            return "shutting down"
+        return None if self._api_ok else "the Kubernetes API has not answered yet"
+
+    # -- the process -----------------------------------------------------------------------------------------
+
+    def run(self, *, duration_s: float | None = None) -> int:
+        deadline = time.monotonic() + duration_s if duration_s is not None else None
+        health = None
+        if self.runtime.health_port:
+            health = HealthServer(bind=self.runtime.health_bind, port=self.runtime.health_port,
+                                  checks={"healthz": self.liveness, "readyz": self.readiness}).start()
+        metrics_server = None
+        if self.runtime.metrics_port:
+            metrics_server, _ = serve_metrics(self.runtime.metrics_port, addr=self.runtime.health_bind,
+                                              metrics=self.metrics)
+        self._log.info("runtime_started", lease=f"{self.lease_namespace}/{self.lease_name}",
+                       leader_elect=self.elector is not None, shard_namespaces=list(self.namespaces),
+                       shard_selector=self.runtime.shard_label_selector, dry_run=self.controller.dry_run)
+        halt = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(halt, deadline), name="stop-watch", daemon=True)
+        watcher.start()
+        try:
+            return self._run(halt, deadline)
+        finally:
+            halt.set()
+            watcher.join(timeout=5)
+            if health is not None:
+                health.stop()
+            if metrics_server is not None:
+                metrics_server.shutdown()
+                metrics_server.server_close()
+            self._log.info("runtime_stopped")
+
+    def _watch(self, halt: threading.Event, deadline: float | None) -> None:
+        """Turn SIGTERM (``stop``) and the ``--duration`` deadline into ``halt``."""
+        while not halt.is_set():
+            if self.stop.wait(0.1) or (deadline is not None and time.monotonic() >= deadline):
+                halt.set()
+
+    def _run(self, halt: threading.Event, deadline: float | None) -> int:
+        if not self._wait_for_api(halt):
+            return 0
+        if self.elector is None:
+            self._lead(halt, deadline)
+            return 0
+        if not self.elector.acquire(halt):
+            return 0
+        lost = threading.Event()
+        led = threading.Event()  # renew until the cycle in progress is over, not merely until halt
+
+        def renew() -> None:
+            try:
+                if not self.elector.hold(led):  # type: ignore[union-attr]
+                    lost.set()
+            except Exception:  # noqa: BLE001 - a dead renewer must not leave a leader acting unrenewed
+                self._renewer_failed = True
+                self._log.exception("lease_renewal_crashed")
+                lost.set()
+            finally:
+                halt.set()
+
+        renewer = threading.Thread(target=renew, name="lease-renew", daemon=True)
+        renewer.start()
+        try:
+            self._lead(halt, deadline)
+        finally:
+            halt.set()
+            led.set()
+        renewer.join(timeout=self.runtime.retry_period_s + self.runtime.api_timeout_s)
+        if lost.is_set():
+            self._log.error("exiting_after_losing_the_lease")
+            return 1
+        self.elector.release()
+        return 0
+
+    def _wait_for_api(self, halt: threading.Event) -> bool:
+        """Ready once this shard's VariantAutoscalings can be listed (API reachable, RBAC in place)."""
+        while not halt.is_set():
+            try:
+                self.source.list_variants()
+                self._api_ok = True
+                return True
+            except AutoscalerError as exc:
+                self._log.warning("api_not_ready", error=str(exc)[:300])
+            halt.wait(self.runtime.retry_period_s)
+        return False
+
+    def _lead(self, halt: threading.Event, deadline: float | None) -> None:
+        self._leading_since = time.monotonic()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self.controller.run(interval_s=self.settings.controller.interval_s, duration_s=remaining, stop=halt)
+        finally:
+            self._leading_since = None
+
+
+def run_controller(*, settings: Settings, runtime: RuntimeSettings, stop: threading.Event,
+                   duration_s: float | None = None) -> int:
+    """Build and run the runtime; the process exit code."""
+    return ControllerRuntime(settings=settings, runtime=runtime, stop=stop).run(duration_s=duration_s)
