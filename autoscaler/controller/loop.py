@@ -2,6 +2,10 @@
 
 Failures are contained per variant: a variant whose target cannot be read or patched is reported and
 skipped; the others go on. Nothing here decides anything: :func:`autoscaler.core.decide.decide` does.
+
+With a :class:`NodeProvisioner`, variants on accelerators whose MachineSets it manages are scaled through
+the node plan (:func:`autoscaler.core.nodes.plan_nodes`), in its order: nodes added, pods scaled down, pods
+scaled up, empty nodes removed. When the pools cannot be read, the cycle scales as it would without one.
 """
 
 from __future__ import annotations
@@ -9,13 +13,24 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from structlog.typing import FilteringBoundLogger
 
-from autoscaler.controller.ports import Clock, Scaler, SignalSource, VariantSource
+from autoscaler.controller.ports import (
+    Clock,
+    NodeExecution,
+    NodeProvisioner,
+    Scaler,
+    SignalSource,
+    VariantPlacement,
+    VariantSource,
+)
 from autoscaler.core.decide import ScalingPolicy
+from autoscaler.core.nodes import NodePlan, PodDemand, ScaleMachineSet, ScaleVariant, plan_nodes
 from autoscaler.core.plan import (
     ModelOutlook,
     PlannerConfig,
@@ -26,11 +41,11 @@ from autoscaler.core.plan import (
 )
 from autoscaler.core.policyset import PolicySet
 from autoscaler.core.types import Condition, Decision, Freshness, VariantRef, VariantSignals, VariantSpec
-from autoscaler.perf.profile import PerformanceProfile
-from autoscaler.errors import AutoscalerError
+from autoscaler.errors import ActuationError, AutoscalerError
 from autoscaler.logs import get_logger
+from autoscaler.perf.profile import PerformanceProfile
 
-__all__ = ["Controller", "CycleReport", "VariantOutcome"]
+__all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,20 @@ class VariantOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeOutcome:
+    """The cycle's node plan and how far it got (``plan.actions[:done]`` were carried out)."""
+
+    plan: NodePlan
+    done: int = 0  # 0 in dry-run
+    error: str = ""
+    dry_run: bool = False
+
+    @property
+    def machineset_changes(self) -> tuple[ScaleMachineSet, ...]:
+        return tuple(a for a in self.plan.actions[:self.done] if isinstance(a, ScaleMachineSet))
+
+
+@dataclass(frozen=True, slots=True)
 class CycleReport:
     cycle: int
     started_at: float
@@ -52,6 +81,8 @@ class CycleReport:
     outlooks: Mapping[str, ModelOutlook] = field(default_factory=dict)
     """Per model: observed and forecast demand, mix, admission ratio (early rejection)."""
     conditions: tuple[Condition, ...] = ()
+    nodes: NodeOutcome | None = None
+    """The node plan, when a NodeProvisioner is set and the pools could be read."""
 
     @property
     def scaled(self) -> int:
@@ -75,6 +106,8 @@ class Controller:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     warm_start_s: float = 3600.0
     """At the first cycle, read this much history (when the signal source can) to warm the forecaster."""
+    nodes: NodeProvisioner | None = None
+    """GPU MachineSets planned with the pods; None: nodes are someone else's business."""
     _state: PlannerState = field(default_factory=PlannerState)
     _warmed: bool = False
     _last_scaled: dict[VariantRef, float] = field(default_factory=dict)
@@ -138,13 +171,20 @@ class Controller:
             self._warm_start(specs, now)
         plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=self.profiles,
                                        policy=self.current_policy(), config=self.planner, now=now)
-        outcomes = [self._apply(o, plan.decision(o.spec.ref), now) for o in observations] + failed
+        decisions = {o.spec.ref: plan.decision(o.spec.ref) for o in observations}
+        nodes: NodeOutcome | None = None
+        by_plan: dict[VariantRef, str] = {}  # variants the node plan scaled ("") or could not (why)
+        if self.nodes is not None:
+            nodes, by_plan = self._run_node_plan(self.nodes, observations, decisions, log)
+        outcomes = [self._apply(o, decisions[o.spec.ref], now, by_plan=by_plan.get(o.spec.ref))
+                    for o in observations] + failed
         live = {s.ref for s in specs}
         self._last_scaled = {r: t for r, t in self._last_scaled.items() if r in live}
 
+        node_errors = (nodes.error,) if nodes is not None and nodes.error else ()
         report = CycleReport(cycle, started_wall, time.perf_counter() - started, tuple(outcomes),
-                             tuple(errors) + tuple(o.error for o in outcomes if o.error), plan.outlooks,
-                             plan.conditions)
+                             tuple(errors) + node_errors + tuple(o.error for o in outcomes if o.error),
+                             plan.outlooks, plan.conditions + (nodes.plan.conditions if nodes else ()), nodes)
         for model, outlook in plan.outlooks.items():
             log.debug("model_outlook", model=model, observed_rps=outlook.observed_rps, demand_rps=outlook.demand_rps,
                       method=outlook.forecast_method, admission_ratio=round(outlook.admission_ratio, 3))
@@ -167,7 +207,45 @@ class Controller:
         self._state = warm_start(state=self._state, histories=series, config=self.planner)
         get_logger("controller").info("warm_started", variants=len(series), seconds=self.warm_start_s)
 
-    def _apply(self, obs: VariantObservation, decision: Decision | None, now: float) -> VariantOutcome:
+    def _run_node_plan(self, provisioner: NodeProvisioner, observations: Sequence[VariantObservation],
+                       decisions: Mapping[VariantRef, Decision | None],
+                       log: FilteringBoundLogger) -> tuple[NodeOutcome, dict[VariantRef, str]]:
+        """Plan and (unless dry-run) execute the node plan. Returns its outcome and, per variant the plan
+        scales, "" when it was scaled or why it was not."""
+        try:
+            seen = provisioner.observe([o.spec for o in observations])
+            demands = pod_demands(observations=observations, decisions=decisions, placements=seen.placements,
+                                  accelerators={ms.accelerator for ms in seen.machinesets})
+            plan = plan_nodes(pods=demands, machinesets=seen.machinesets, nodes=seen.nodes)
+        except (AutoscalerError, ValueError) as exc:  # ValueError: MachineSets the planner cannot pool
+            log.error("node_plan_failed", error=str(exc))
+            return NodeOutcome(NodePlan(()), error=f"node plan: {exc}"), {}
+        for cond in plan.conditions:
+            log.warning("node_condition", reason=cond.reason.value, accelerator=cond.subject,
+                        message=cond.message)
+        if self.dry_run:
+            for action in plan.actions:
+                if isinstance(action, ScaleMachineSet):
+                    log.info("would_scale_machineset", **_machineset_fields(action))
+            return NodeOutcome(plan, dry_run=True), {}
+        targets = {o.spec.ref: o.spec.target for o in observations}
+        try:
+            result = provisioner.execute(plan, targets=targets)
+        except AutoscalerError as exc:  # a provisioner should not raise; if it does, nothing is known done
+            result = NodeExecution(0, str(exc))
+        for action in plan.actions[:result.done]:
+            if isinstance(action, ScaleMachineSet):
+                log.info("machineset_scaled", **_machineset_fields(action))
+        by_plan = {a.variant: "" for a in plan.actions[:result.done] if isinstance(a, ScaleVariant)}
+        if result.done < len(plan.actions):
+            log.error("node_plan_stopped", done=result.done, actions=len(plan.actions), error=result.error)
+            stopped = f"not scaled: the node plan stopped before this step: {result.error}"
+            by_plan |= {a.variant: stopped for a in plan.actions[result.done:] if isinstance(a, ScaleVariant)}
+        return NodeOutcome(plan, result.done, f"node plan: {result.error}" if result.error else ""), by_plan
+
+    def _apply(self, obs: VariantObservation, decision: Decision | None, now: float, *,
+               by_plan: str | None = None) -> VariantOutcome:
+        """Scale and write status. ``by_plan``: the node plan scaled this variant ("") or failed to (why)."""
         spec, sig, current = obs.spec, obs.signals, obs.current
         vlog = get_logger("controller", variant=str(spec.ref), role=spec.role.value, cycle=self._cycle)
         if decision is None:  # the planner decides every variant it is given; this is a bug guard
@@ -179,11 +257,14 @@ class Controller:
                       message=decision.message)
         elif decision.changed:
             try:
-                self.scaler.scale(spec, decision.desired)
+                if by_plan is None:
+                    self.scaler.scale(spec, decision.desired)
+                elif by_plan:
+                    raise ActuationError(f"{spec.ref}: {by_plan}")
                 applied = True
                 self._last_scaled[spec.ref] = now
                 vlog.info("scaled", current=current, desired=decision.desired, reason=decision.reason.value,
-                          message=decision.message)
+                          message=decision.message, node_plan=by_plan is not None)
             except AutoscalerError as exc:
                 error = str(exc)
                 vlog.error("scale_failed", desired=decision.desired, error=error)
@@ -216,3 +297,27 @@ class Controller:
             self.run_cycle()
         except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad cycle
             get_logger("controller").exception("cycle_crashed", error=str(exc))
+
+
+def pod_demands(
+    *, observations: Sequence[VariantObservation], decisions: Mapping[VariantRef, Decision | None],
+    placements: Mapping[VariantRef, VariantPlacement], accelerators: Collection[str],
+) -> tuple[PodDemand, ...]:
+    """The decided replicas as the node planner needs them: only variants with a placement, a decision and
+    an accelerator some managed MachineSet provides. A dry-run variant will not change: it demands its own."""
+    demands = []
+    for obs in observations:
+        ref = obs.spec.ref
+        place, decision = placements.get(ref), decisions.get(ref)
+        if place is None or decision is None or obs.spec.accelerator not in accelerators:
+            continue
+        desired = obs.current if obs.spec.dry_run else decision.desired
+        demands.append(PodDemand(ref, obs.spec.accelerator, place.gpus_per_replica, obs.current, desired,
+                                 place.unschedulable))
+    return tuple(demands)
+
+
+def _machineset_fields(action: ScaleMachineSet) -> dict[str, Any]:
+    return {"machineset": f"{action.namespace}/{action.machineset}", "was": action.from_replicas,
+            "replicas": action.to_replicas, "reason": action.reason.value, "message": action.message,
+            "delete_machines": list(action.delete_machines)}

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from autoscaler.core.types import Decision, VariantSignals, VariantSpec
+from autoscaler.core.nodes import MachineSetState, NodePlan, NodeState
+from autoscaler.core.types import Decision, ScaleTarget, VariantRef, VariantSignals, VariantSpec
 from autoscaler.errors import SpecError
 
-__all__ = ["VariantSource", "SignalSource", "Scaler", "Clock", "WallClock"]
+__all__ = [
+    "Clock",
+    "NodeExecution",
+    "NodeObservation",
+    "NodeProvisioner",
+    "Scaler",
+    "SignalSource",
+    "VariantPlacement",
+    "VariantSource",
+    "WallClock",
+]
 
 
 class VariantSource(Protocol):
@@ -30,6 +42,43 @@ class Scaler(Protocol):
     def scale(self, spec: VariantSpec, replicas: int) -> None: ...
 
     def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VariantPlacement:
+    """What the node planner needs of one variant beyond its spec and decision."""
+
+    gpus_per_replica: int
+    unschedulable: int = 0  # pods Pending now for lack of GPUs (PodScheduled=False, Unschedulable)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeObservation:
+    """The GPU node pools as they are now. A variant missing from ``placements`` is left out of node
+    planning (its node group, if any, is not one the provisioner manages) and is scaled as usual."""
+
+    machinesets: tuple[MachineSetState, ...] = ()
+    nodes: tuple[NodeState, ...] = ()  # nodes of those MachineSets, with our serving pods on each
+    placements: Mapping[VariantRef, VariantPlacement] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeExecution:
+    """How far a node plan got: ``plan.actions[:done]`` were carried out; ``error``: why the next was not."""
+
+    done: int
+    error: str = ""
+
+
+class NodeProvisioner(Protocol):
+    def observe(self, variants: Sequence[VariantSpec]) -> NodeObservation:
+        """MachineSets, their nodes and where the variants' pods run. Raises AutoscalerError when it cannot
+        read them (then the cycle plans no nodes)."""
+        ...
+
+    def execute(self, plan: NodePlan, *, targets: Mapping[VariantRef, ScaleTarget]) -> NodeExecution:
+        """Carry out the actions in order; stop at the first failure or stale step (never raises for one)."""
+        ...
 
 
 class Clock(Protocol):

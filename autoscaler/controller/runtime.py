@@ -209,7 +209,8 @@ class ControllerRuntime:
         return self.elector is None or self.elector.is_leader()
 
     def _build_controller(self) -> Controller:
-        base = build_controller(self.settings, api_client=self.api, on_cycle=self._cycle_done)
+        base = build_controller(self.settings, api_client=self.api, on_cycle=self._cycle_done,
+                                may_write=self.may_write)
         query = getattr(base.signals, "query", None)
         labels = self.settings.labels
         pod_load = QueryPodLoad(query, namespace_label=labels.namespace, model_label=labels.model,
