@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -45,6 +45,56 @@ class PrometheusSettings(_Section):
     staleness_s: float = Field(
         60.0, gt=0, description="A variant whose newest sample is older than this is stale and is held."
     )
+    metric_names: Literal["v1", "legacy", "auto"] = Field(
+        "auto",
+        description="vLLM metric names to read: v1 (kv_cache_usage_perc, inter_token_latency_seconds, ...), "
+                    "legacy (gpu_cache_usage_perc, time_per_output_token_seconds, gpu_prefix_cache_*), or "
+                    "auto: both joined with PromQL `or`, which also reads a fleet mixing vLLM versions.",
+    )
+    latency_quantiles: tuple[float, ...] = Field(
+        (0.5, 0.9, 0.99), min_length=1, max_length=6,
+        description="TTFT and ITL quantiles read every cycle (each costs two queries); include your SLO's.",
+    )
+    warmup_s: float = Field(
+        120.0, ge=0,
+        description="Pods younger than this (process start, else first seen) are 'warming' and kept out of "
+                    "calibration: their first requests hit cold caches and their rate windows straddle the start.",
+    )
+    max_parallel_queries: int = Field(
+        2, ge=1, le=32,
+        description="Queries in flight at once. 2: on a small Prometheus more heavy histogram queries at once "
+                    "slow each other down (measured by benchmarks/bench_collection.py); raise it on a large one.",
+    )
+    collect_budget_s: float = Field(
+        10.0, gt=0,
+        description="Seconds after which a collection starts no more queries (their signals are unknown); "
+                    "keep it below controller.interval_s.",
+    )
+    retries: int = Field(2, ge=0, le=10, description="Retries of a query on connection errors and 429/502/503/504.")
+    retry_backoff_s: float = Field(0.25, ge=0, le=10, description="First retry delay; doubles each retry.")
+    ca_file: Path | None = Field(None, description="PEM CA bundle to verify Prometheus's certificate.")
+    cert_file: Path | None = Field(None, description="Client certificate (PEM) for mTLS; needs key_file.")
+    key_file: Path | None = Field(None, description="Client key (PEM) for mTLS; needs cert_file.")
+    insecure_skip_verify: bool = Field(False, description="Do not verify the server certificate (testing only).")
+    bearer_token_file: Path | None = Field(
+        None, description="File holding a bearer token, re-read when it changes (projected tokens rotate)."
+    )
+    basic_auth_username: str | None = Field(None, description="Basic-auth user; needs basic_auth_password_file.")
+    basic_auth_password_file: Path | None = Field(None, description="File holding the basic-auth password.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra HTTP headers on every query, e.g. X-Scope-OrgID for Mimir/Cortex."
+    )
+    allow_insecure_http: bool = Field(
+        False, description="Allow plain http:// to a non-loopback host (credentials and data travel in clear)."
+    )
+
+    @field_validator("latency_quantiles")
+    @classmethod
+    def _quantiles_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        bad = [q for q in value if not 0 < q < 1]
+        if bad:
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {bad}")
+        return value
 
 
 class LabelSettings(_Section):
@@ -55,6 +105,8 @@ class LabelSettings(_Section):
     role: str = "role"
     accelerator: str = "accelerator"
     pod: str = "pod"
+    instance: str = Field("instance", description="Tells pods apart where no pod label exists (plain hosts).")
+    engine: str = Field("engine", description="vLLM's data-parallel engine index; series of one pod per engine.")
 
 
 class KubeSettings(_Section):
@@ -90,6 +142,42 @@ class ControllerSettings(_Section):
     dry_run: bool = Field(False, description="Decide and log, change nothing.")
 
 
+class PlannerSettings(_Section):
+    """Predictive sizing: forecast demand at the provisioning horizon, capacity from performance profiles."""
+
+    predictive: bool = Field(True, description="False: reactive saturation scaling only (no forecast, no capacity).")
+    policy_file: Path | None = Field(
+        None, description="Policy YAML file or directory (policies/); re-read when it changes, a bad edit keeps "
+                          "the last good policy. Unset: thresholds and behaviour from this config.",
+    )
+    models_dir: Path | None = Field(None, description="Directory holding profiles/ (default: the repo's models/).")
+    forecast_lead_time_s: float = Field(
+        600.0, gt=0, description="Furthest forecast horizon; covers a pod start with weights to load.",
+    )
+    backlog_drain_s: float = Field(60.0, gt=0, description="Waiting requests are sized to clear within this.")
+    slo_ttft_s: float = Field(1.0, gt=0, description="TTFT target for models the policy does not name.")
+    slo_itl_s: float = Field(0.05, gt=0, description="ITL target for models the policy does not name.")
+    slo_percentile: float = Field(0.9, gt=0.5, lt=1.0, description="Percentile both targets apply at.")
+
+
+class NodeSettings(_Section):
+    """GPU nodes planned with the pods: OpenShift MachineSets scaled up before the pods that need them and
+    down, idle machines named, after the pods leave (autoscaler.kube.nodepool says which MachineSets)."""
+
+    enabled: bool = Field(False, description="Off: MachineSets are left to whatever manages them (a variant's "
+                                             "machineSetRef is still sized per variant by the scaler).")
+    accelerator_label: str = Field(
+        "variant-autoscaler.io/accelerator", min_length=1,
+        description="MachineSets with this label are managed; its value is the accelerator as "
+                    "VariantAutoscalings spell spec.accelerator.",
+    )
+    machine_namespace: str = Field("openshift-machine-api", min_length=1,
+                                   description="Where labelled MachineSets are looked for.")
+    node_selector: str | None = Field(
+        None, description="Label selector of the Nodes read for readiness and GPUs; unset: the accelerator label."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VAS_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -97,6 +185,8 @@ class Settings(BaseSettings):
     labels: LabelSettings = LabelSettings()
     kube: KubeSettings = KubeSettings()
     controller: ControllerSettings = ControllerSettings()
+    planner: PlannerSettings = PlannerSettings()
+    nodes: NodeSettings = NodeSettings()
     saturation: SaturationSettings = SaturationSettings()
     behavior: BehaviorSettings = BehaviorSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -341,7 +341,7 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
                config: PlannerConfig) -> PlannerState:
     """Feed each model's forecaster the recent past (Prometheus ``query_range``), so a restart or a new leader
     does not forecast from nothing. Points where an entry variant has no value are gaps, not zero demand."""
-    by_model: dict[str, list[tuple[VariantSpec, HistorySeries]]] = defaultdict(list)
+    by_model: dict[str, list[tuple[VariantSpec, TrafficHistory]]] = defaultdict(list)
     for spec, series in histories.items():
         by_model[spec.model].append((spec, series))
     mixes = dict(state.mixes)

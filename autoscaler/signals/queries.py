@@ -1,32 +1,99 @@
 """PromQL for every signal, batched: one query per signal for all variants, grouped by the mapped labels.
 
-The cost of a collection is O(signals), never O(variants) or O(pods).
-vLLM v1 metric names: vllm/v1/metrics/loggers.py (labels ``model_name``, ``engine``).
+The cost of a collection is O(signals), never O(variants) or O(pods). Pure: builds strings, reads nothing.
+
+Metric names are vLLM v1's (vllm/v1/metrics/loggers.py; labels ``model_name``, ``engine``). Older names still
+in the field are accepted through :class:`MetricNames`: ``auto`` joins both names with PromQL ``or``, which
+keeps one series per label set, so a pod exporting both (vLLM 0.9-0.10 export the deprecated name beside the
+new one) is counted once, and a fleet mixing versions is read whole; a detect-once switch could not do that.
+
+Every per-replica series is first reduced with ``max by (<variant labels>, pod, instance, engine)``: that
+collapses a pod scraped twice (a ServiceMonitor and a PodMonitor, or a federated copy differing only in
+``job``/``prometheus_replica``) into one, while data-parallel engines of one pod stay distinct. Non-finite
+samples are dropped before any aggregation (``> -Inf < +Inf`` is false for NaN), so one pod exporting NaN
+cannot turn its variant's sum into NaN.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
 
 from autoscaler.core.types import VariantSpec
 
-__all__ = ["LabelMap", "Signal", "SIGNALS", "REQUIRED", "build_queries", "variant_key", "SeriesKey"]
+__all__ = [
+    "METRICS",
+    "POD_AGES",
+    "REQUIRED",
+    "SIGNALS",
+    "TOKEN_QUANTILE",
+    "Combine",
+    "LabelMap",
+    "Metric",
+    "MetricNames",
+    "ModelKey",
+    "QueryPlan",
+    "SeriesKey",
+    "Signal",
+    "build_queries",
+    "by",
+    "model_key_of",
+    "quantile_name",
+    "quantile_query",
+    "variant_key",
+]
 
 SeriesKey = tuple[str, str, str, str]  # namespace, model, role, accelerator
+ModelKey = tuple[str, str, str]  # namespace, model, role: one model's pool in one role, over all accelerators
+
+POD_AGES = "pod_ages"  # outcome name of the one per-pod query (warm-up census)
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def by(*groups: Iterable[str]) -> str:
+    """Label lists joined for a ``by (...)`` clause, each label once."""
+    return ", ".join(_unique(n for g in groups for n in g))
 
 
 @dataclass(frozen=True, slots=True)
 class LabelMap:
+    """Which Prometheus label carries each identity (llm-d, KServe and plain deployments differ)."""
+
     namespace: str = "namespace"
     model: str = "model_name"
     role: str = "role"
     accelerator: str = "accelerator"
+    pod: str = "pod"
+    instance: str = "instance"  # tells pods apart where no ``pod`` label exists (plain deployments)
+    engine: str = "engine"  # vLLM's data-parallel engine index; absent on other servers, which is harmless
+
+    @property
+    def variant_labels(self) -> tuple[str, ...]:
+        return _unique((self.namespace, self.model, self.role, self.accelerator))
+
+    @property
+    def model_labels(self) -> tuple[str, ...]:
+        return _unique((self.namespace, self.model, self.role))
+
+    @property
+    def replica_labels(self) -> tuple[str, ...]:
+        """Labels of one replica's series: a variant's labels plus the pod and engine identity."""
+        return _unique((*self.variant_labels, self.pod, self.instance, self.engine))
+
+    @property
+    def pod_labels(self) -> tuple[str, ...]:
+        return _unique((self.namespace, self.pod, self.instance))
 
     @property
     def group(self) -> str:
-        return ", ".join((self.namespace, self.model, self.role, self.accelerator))
+        """The ``by (...)`` list of a per-variant query."""
+        return by(self.variant_labels)
 
-    def key_of(self, labels: dict[str, str]) -> SeriesKey:
+    def key_of(self, labels: Mapping[str, str]) -> SeriesKey:
         return (
             labels.get(self.namespace, ""),
             labels.get(self.model, ""),
@@ -34,41 +101,209 @@ class LabelMap:
             labels.get(self.accelerator, ""),
         )
 
+    def model_key_of(self, labels: Mapping[str, str]) -> ModelKey:
+        return (labels.get(self.namespace, ""), labels.get(self.model, ""), labels.get(self.role, ""))
+
+    def pod_of(self, labels: Mapping[str, str]) -> str:
+        return labels.get(self.pod) or labels.get(self.instance) or ""
+
+
+Builder = Callable[["QueryPlan", tuple[str, ...]], str]
+
 
 def variant_key(spec: VariantSpec) -> SeriesKey:
     return (spec.ref.namespace, spec.model, spec.role.value, spec.accelerator)
 
 
+def model_key_of(key: SeriesKey) -> ModelKey:
+    return key[:3]
+
+
+class MetricNames(StrEnum):
+    V1 = "v1"  # current vLLM names only
+    LEGACY = "legacy"  # the deprecated names where one existed (vLLM <= 0.10 deployments)
+    AUTO = "auto"  # both, joined with ``or``
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    v1: str
+    legacy: str | None = None
+
+    def names(self, mode: MetricNames) -> tuple[str, ...]:
+        if self.legacy is None or mode is MetricNames.V1:
+            return (self.v1,)
+        if mode is MetricNames.LEGACY:
+            return (self.legacy,)
+        return (self.v1, self.legacy)
+
+    def expr(self, mode: MetricNames, inner: Callable[[str], str]) -> str:
+        """``inner(name)`` for each accepted name, joined with ``or`` (v1 first, so it wins on overlap)."""
+        parts = [inner(n) for n in self.names(mode)]
+        return parts[0] if len(parts) == 1 else "(" + " or ".join(parts) + ")"
+
+
+# Sources: vllm/v1/metrics/loggers.py (v1 names; deprecation notes for gpu_cache_usage_perc and
+# gpu_prefix_cache_{queries,hits}, "deprecated in 0.9"); vLLM docs design/metrics.md for the v0 names,
+# where time_per_output_token_seconds was the inter-token latency histogram.
+METRICS: dict[str, Metric] = {
+    "running": Metric("vllm:num_requests_running"),
+    "waiting": Metric("vllm:num_requests_waiting"),
+    "kv": Metric("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    "prompt_tokens": Metric("vllm:prompt_tokens_total"),
+    "generation_tokens": Metric("vllm:generation_tokens_total"),
+    "request_success": Metric("vllm:request_success_total"),
+    "preemptions": Metric("vllm:num_preemptions_total"),
+    "prefix_hits": Metric("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
+    "prefix_queries": Metric("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+    "prompt_len": Metric("vllm:request_prompt_tokens"),
+    "generation_len": Metric("vllm:request_generation_tokens"),
+    "ttft": Metric("vllm:time_to_first_token_seconds"),
+    "itl": Metric("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+}
+
+
+class Combine(Enum):
+    """How values of one signal combine across series of one key, and across variants of one model."""
+
+    SUM = "sum"  # totals and rates: additive
+    MAX = "max"
+    MIN = "min"
+    BUCKETS = "buckets"  # histogram bucket rates by ``le``: add per bucket, quantiles computed after
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     name: str
-    template: str  # {g} = grouping labels, {w} = rate window
+    combine: Combine
+    build: Builder = field(repr=False)  # (plan, grouping labels) -> PromQL
+    lower: float | None = 0.0  # values below are nonsense (negative rates): rejected as unknown
+    upper: float | None = None
+
+
+def _finite(expr: str) -> str:
+    return f"({expr}) > -Inf < +Inf"
+
+
+def _per_replica(plan: QueryPlan, expr: str, *extra: str) -> str:
+    return f"max by ({by(plan.labels.replica_labels, extra)}) ({_finite(expr)})"
+
+
+def _gauge(metric: str, agg: str) -> Builder:
+    def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
+        sel = METRICS[metric].expr(plan.names, lambda n: n)
+        return f"{agg} by ({by(g)}) ({_per_replica(plan, sel)})"
+    return build
+
+
+def _rate(metric: str, suffix: str = "", *extra: str) -> Builder:
+    def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
+        sel = METRICS[metric].expr(plan.names, lambda n: f"rate({n}{suffix}[{plan.window}])")
+        return f"sum by ({by(g)}) ({_per_replica(plan, sel, *extra)})"
+    return build
+
+
+def _buckets(metric: str) -> Builder:
+    """Bucket rates per variant and ``le``. Quantiles are computed from them client-side
+    (:mod:`autoscaler.signals.histogram`): one query gives every quantile, per variant and per model, where
+    ``histogram_quantile`` would cost a query (the expensive rate over every bucket of every pod) for each
+    quantile and each grouping."""
+    def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
+        sel = METRICS[metric].expr(plan.names, lambda n: f"rate({n}_bucket[{plan.window}])")
+        return f"sum by ({by(g, ['le'])}) ({_per_replica(plan, sel, 'le')})"
+    return build
+
+
+def quantile_query(metric: str, q: float) -> Builder:
+    """``histogram_quantile`` server-side: for range queries (warm start), where buckets would be too many."""
+    def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
+        return f"histogram_quantile({q:g}, {_buckets(metric)(plan, g)})"
+    return build
+
+
+def _pods(plan: QueryPlan, g: tuple[str, ...]) -> str:
+    running = METRICS["running"].v1
+    return f"count by ({by(g)}) (count by ({by(g, plan.labels.pod_labels)}) ({running}))"
+
+
+def _sample_age(plan: QueryPlan, g: tuple[str, ...]) -> str:
+    # Age on Prometheus's own clock (time() at evaluation): immune to skew between it and the controller.
+    waiting = METRICS["waiting"].v1
+    return f"min by ({by(g)}) (time() - timestamp({waiting}))"
+
+
+def _pod_ages(plan: QueryPlan) -> str:
+    """Per pod (the one O(pods) query): seconds since its process started, or -1 when it exports no start time.
+
+    ``process_start_time_seconds`` comes from the same scrape target as the vLLM series (prometheus_client's
+    process collector), so it shares namespace/pod/instance; it lacks ``model_name``, hence the join.
+    """
+    lm = plan.labels
+    running = METRICS["running"].v1
+    pods = f"group by ({by(lm.variant_labels, lm.pod_labels)}) ({running})"
+    started = f"max by ({by(lm.pod_labels)}) (process_start_time_seconds)"
+    return f"({pods} * on ({by(lm.pod_labels)}) group_left () (time() - {started})) or ({pods} * -1)"
+
+
+def quantile_name(prefix: str, q: float) -> str:
+    """``ttft`` and 0.9 -> ``ttft_p90_s``; 0.995 -> ``ttft_p99.5_s``."""
+    return f"{prefix}_p{q * 100:g}_s"
 
 
 SIGNALS: tuple[Signal, ...] = (
-    Signal("pods", "count by ({g}) (vllm:num_requests_running)"),
-    Signal("waiting", "sum by ({g}) (vllm:num_requests_waiting)"),
-    Signal("running", "sum by ({g}) (vllm:num_requests_running)"),
-    Signal("kv_usage_mean", "avg by ({g}) (vllm:kv_cache_usage_perc)"),
-    Signal("kv_usage_max", "max by ({g}) (vllm:kv_cache_usage_perc)"),
-    Signal("prompt_tokens_per_s", "sum by ({g}) (rate(vllm:prompt_tokens_total[{w}]))"),
-    Signal("generation_tokens_per_s", "sum by ({g}) (rate(vllm:generation_tokens_total[{w}]))"),
-    Signal("requests_per_s", "sum by ({g}) (rate(vllm:request_success_total[{w}]))"),
-    Signal(
-        "ttft_p90_s",
-        "histogram_quantile(0.9, sum by ({g}, le) (rate(vllm:time_to_first_token_seconds_bucket[{w}])))",
-    ),
-    Signal(
-        "itl_p90_s",
-        "histogram_quantile(0.9, sum by ({g}, le) (rate(vllm:inter_token_latency_seconds_bucket[{w}])))",
-    ),
-    # Age of the newest scrape, to tell fresh from stale.
-    Signal("newest_sample", "max by ({g}) (timestamp(vllm:num_requests_waiting))"),
+    Signal("pods", Combine.SUM, _pods),
+    Signal("waiting", Combine.SUM, _gauge("waiting", "sum")),
+    Signal("running", Combine.SUM, _gauge("running", "sum")),
+    Signal("kv_usage_sum", Combine.SUM, _gauge("kv", "sum")),
+    Signal("kv_engines", Combine.SUM, _gauge("kv", "count")),
+    Signal("kv_usage_max", Combine.MAX, _gauge("kv", "max"), upper=1.0 + 1e-6),
+    Signal("prompt_tokens_per_s", Combine.SUM, _rate("prompt_tokens")),
+    Signal("generation_tokens_per_s", Combine.SUM, _rate("generation_tokens")),
+    Signal("requests_per_s", Combine.SUM, _rate("request_success", "", "finished_reason")),
+    Signal("preemptions_per_s", Combine.SUM, _rate("preemptions")),
+    Signal("prefix_hits_per_s", Combine.SUM, _rate("prefix_hits")),
+    Signal("prefix_queries_per_s", Combine.SUM, _rate("prefix_queries")),
+    Signal("prompt_len_sum_per_s", Combine.SUM, _rate("prompt_len", "_sum")),
+    Signal("prompt_len_count_per_s", Combine.SUM, _rate("prompt_len", "_count")),
+    Signal("generation_len_sum_per_s", Combine.SUM, _rate("generation_len", "_sum")),
+    Signal("generation_len_count_per_s", Combine.SUM, _rate("generation_len", "_count")),
+    Signal("sample_age_s", Combine.MIN, _sample_age, lower=None),
+    Signal("ttft_buckets", Combine.BUCKETS, _buckets("ttft")),
+    Signal("itl_buckets", Combine.BUCKETS, _buckets("itl")),
+    Signal("prompt_len_buckets", Combine.BUCKETS, _buckets("prompt_len")),
+    Signal("generation_len_buckets", Combine.BUCKETS, _buckets("generation_len")),
 )
 
 # Without these a variant is not decided on (held where it is).
-REQUIRED: frozenset[str] = frozenset({"waiting", "kv_usage_mean", "newest_sample"})
+REQUIRED: frozenset[str] = frozenset({"waiting", "kv_usage_sum", "kv_engines", "sample_age_s"})
+
+TOKEN_QUANTILE = 0.9  # of the prompt and generation lengths (the *_tokens_p90 fields)
 
 
-def build_queries(labels: LabelMap, window: str) -> dict[str, str]:
-    return {s.name: s.template.format(g=labels.group, w=window) for s in SIGNALS}
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    """Everything that shapes the queries of one collection."""
+
+    labels: LabelMap = field(default_factory=LabelMap)
+    window: str = "1m"
+    names: MetricNames = MetricNames.AUTO
+    latency_quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)  # computed from buckets: they cost no query
+
+    def __post_init__(self) -> None:
+        bad = [q for q in self.latency_quantiles if not 0 < q < 1]
+        if bad:
+            raise ValueError(f"latency_quantiles must lie in (0, 1), got {bad}")
+
+    @property
+    def signals(self) -> tuple[Signal, ...]:
+        return SIGNALS
+
+    def queries(self) -> dict[str, str]:
+        """Name -> PromQL: one per signal, then the pod census."""
+        out = {s.name: s.build(self, self.labels.variant_labels) for s in self.signals}
+        out[POD_AGES] = _pod_ages(self)
+        return out
+
+
+def build_queries(labels: LabelMap, window: str, *, names: MetricNames = MetricNames.AUTO) -> dict[str, str]:
+    return QueryPlan(labels=labels, window=window, names=names).queries()
