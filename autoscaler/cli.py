@@ -71,19 +71,24 @@ def run(
     import signal
     import threading
 
-    from autoscaler.controller.wiring import build_controller
+    from autoscaler.controller.runtime import load_runtime_settings, run_controller
 
     settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
                      interval=interval, dry_run=dry_run, log_format=log_format)
+    try:
+        runtime = load_runtime_settings()  # leader election, probes, shard: VAS_RUNTIME_* variables
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        controller = build_controller(settings)
+        code = run_controller(settings=settings, runtime=runtime, stop=stop, duration_s=duration)
     except AutoscalerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    controller.run(interval_s=settings.controller.interval_s, duration_s=duration, stop=stop)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -126,6 +131,158 @@ def demo(
     except AutoscalerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def adapter(
+    config: ConfigOpt = None,
+    prometheus_url: PromOpt = None,
+    kubeconfig: KubeOpt = None,
+    namespace: NsOpt = None,
+    interval: Annotated[float | None, typer.Option(help="Seconds between cycles.")] = None,
+    port: Annotated[int, typer.Option(help="HTTPS port of the external metrics API.")] = 6443,
+    bind: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    tls_cert: Annotated[Path | None, typer.Option(help="Serving certificate (PEM).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Serving key (PEM).")] = None,
+    self_signed: Annotated[bool, typer.Option(help="Generate a self-signed certificate (local runs).")] = False,
+    requestheader_ca: Annotated[Path | None, typer.Option(
+        help="Front-proxy CA file; default: ConfigMap kube-system/extension-apiserver-authentication.")] = None,
+    allowed_name: Annotated[list[str] | None, typer.Option(
+        help="Allowed CN of front-proxy client certificates (repeatable; with --requestheader-ca).")] = None,
+    stale_after: Annotated[float, typer.Option(
+        help="Serve nothing (HTTP 503) for decisions older than this many intervals.")] = 3.0,
+    metrics_port: Annotated[int, typer.Option(help="Port of the controller's /metrics (0: off).")] = 9100,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    log_format: LogOpt = None,
+) -> None:
+    """Serve the controller's decisions to the HPA as external metrics (the HPA scales; this changes nothing)."""
+    import signal
+    import threading
+
+    from autoscaler.adapter.run import AdapterOptions, run_adapter
+
+    settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
+                     interval=interval, log_format=log_format)
+    options = AdapterOptions(host=bind, port=port, cert=tls_cert, key=tls_key, self_signed=self_signed,
+                             requestheader_ca=requestheader_ca, allowed_names=tuple(allowed_name or ()),
+                             stale_after_intervals=stale_after, metrics_port=metrics_port or None)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        run_adapter(settings, options, duration_s=duration, stop=stop)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except AutoscalerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def simulate(
+    trace: Annotated[Path, typer.Option("--trace", help="Mooncake JSONL or Azure CSV trace (format from content).")],
+    policy: Annotated[list[str] | None, typer.Option(
+        "--policy", help="Policy to run (repeatable or comma-separated); default: oracle, default and every "
+                         "baseline.")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    profile: Annotated[str, typer.Option(help="Model x accelerator profile (see `profiles`).")] = "llama-3.1-8b/h100",
+    slo_ttft: Annotated[float, typer.Option("--slo-ttft", help="TTFT target per request, seconds.")] = 1.0,
+    slo_itl: Annotated[float, typer.Option("--slo-itl", help="Mean ITL target per request, seconds.")] = 0.05,
+    rate_scale: Annotated[float, typer.Option("--rate-scale", help="Multiply the arrival rate (keeps the shape).")
+                          ] = 1.0,
+    time_stretch: Annotated[float, typer.Option("--time-stretch", help="Stretch the time axis by this factor.")
+                            ] = 1.0,
+    node_delay: Annotated[float | None, typer.Option("--node-delay", help="GPU node provisioning, seconds "
+                                                                          "(default: the profile's).")] = None,
+    pod_delay: Annotated[float | None, typer.Option("--pod-delay", help="Pod start-up, seconds (default: the "
+                                                                        "profile's).")] = None,
+    start: Annotated[float, typer.Option(help="Replay from this second of the trace.")] = 0.0,
+    duration: Annotated[float | None, typer.Option(help="Replay this many seconds (after --start).")] = None,
+    interval: Annotated[float, typer.Option(help="Control-loop interval, seconds (the oracle's too).")] = 15.0,
+    out: Annotated[Path, typer.Option(help="Directory for the PNG plots.")] = Path("."),
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed (the simulation is deterministic for a seed).")] = 0,
+) -> None:
+    """Replay a trace through a simulated disaggregated cluster under each policy: GPU-hours vs SLO attainment."""
+    import dataclasses
+    import json
+
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from autoscaler.logs import configure_logging
+    from autoscaler.sim.policies import STANDARD, check_names
+    from autoscaler.sim.scenario import Scenario, resolve_profile
+    from autoscaler.traces import rate_scale as scale_rate
+    from autoscaler.traces import read_trace, window
+    from autoscaler.traces import time_stretch as stretch
+
+    configure_logging(level="error", fmt="console")
+    names = [n.strip() for item in (policy or list(STANDARD)) for n in item.split(",") if n.strip()]
+    try:
+        check_names(names)
+        chosen = resolve_profile(profile)
+        scenario = Scenario(profile=profile, slo_ttft_s=slo_ttft, slo_itl_s=slo_itl, node_delay_s=node_delay,
+                            pod_delay_s=pod_delay, interval_s=interval, rate_scale=rate_scale, seed=seed,
+                            tick_s=min(0.5, interval),
+                            extra=(("time_stretch", time_stretch), ("start_s", start), ("duration_s", duration)))
+        loaded = read_trace(trace)
+        if start or duration is not None:
+            loaded = window(loaded, start_s=start, end_s=start + (duration if duration is not None else 1e18))
+        if time_stretch != 1.0:
+            loaded = stretch(loaded, time_stretch)
+        if rate_scale != 1.0:
+            loaded = scale_rate(loaded, rate_scale)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except AutoscalerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if len(loaded) == 0:
+        typer.echo(f"error: {trace}: no requests to replay", err=True)
+        raise typer.Exit(2)
+
+    from autoscaler.sim.report import print_table, report_json, run_policies, write_plots
+
+    err = Console(stderr=True)
+    total = loaded.duration_s
+    with Progress(TextColumn("{task.description:<14}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                  TimeRemainingColumn(), console=err, transient=json_output) as bar:
+        tasks = {name: bar.add_task(name, total=max(total, 1e-9)) for name in names}
+
+        def progress(name: str, done: float) -> None:
+            bar.update(tasks[name], completed=min(done, total))
+
+        results = run_policies(loaded, scenario, names, profile=chosen, progress=progress)
+        for name in names:
+            bar.update(tasks[name], completed=total)
+    title = (f"{trace.name} x{rate_scale:g} on {chosen.name}: TTFT <= {slo_ttft:g} s, ITL <= {slo_itl:g} s")
+    written = write_plots(results, directory=out, stem=trace.stem, scenario=scenario, title=title) if plots else {}
+    if json_output:
+        report = report_json(trace_name=str(trace), trace=loaded, scenario=dataclasses.replace(scenario),
+                             profile=chosen, results=results, plots=written)
+        sys.stdout.write(json.dumps(report) + "\n")
+        return
+    console = Console(width=None if Console().is_terminal else 140)
+    print_table(results, scenario=scenario, console=console, title=title)
+    for what, path in written.items():
+        console.print(f"{what}: {path}")
+
+
+@app.command()
+def profiles() -> None:
+    """List the performance profile names (model x accelerator), one a line."""
+    from autoscaler.perf.profiles import default_profiles
+
+    try:
+        names = sorted(default_profiles())
+    except AutoscalerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    for name in names:
+        typer.echo(name)
 
 
 @app.command()
