@@ -328,8 +328,10 @@ class Engine:
         return self._prefill_blocks + int(((self._ctx + self.block_size) // self.block_size).sum())
 
     def _admit_cost(self, seq: _Seq) -> int:
-        # A decode-only engine stores the received context plus the token its first step writes.
-        extra = 1 if self.role is Role.DECODE else 0
+        # A decode-only engine stores the received context plus the token its first step writes; an aggregated
+        # one holds the token its prefill produces as soon as the sequence joins the decode batch. (Reserving
+        # only the context let a re-admitted, preempted sequence overflow the cache by a block at that moment.)
+        extra = 0 if self.role is Role.PREFILL else 1
         return _blocks(seq.context + extra, self.block_size)
 
     def _can_admit(self) -> bool:
@@ -343,10 +345,16 @@ class Engine:
         self._dec, self._ctx, self._left, self._gen = seqs, ctx, left, gen
 
     def _append_decode(self, seq: _Seq) -> None:
-        self._dec.append(seq)
-        self._ctx = np.append(self._ctx, seq.context)
-        self._left = np.append(self._left, seq.request.output_tokens - seq.generated)
-        self._gen = np.append(self._gen, seq.generated)
+        self._append_decode_many([seq])
+
+    def _append_decode_many(self, seqs: list[_Seq]) -> None:
+        if not seqs:
+            return
+        self._dec.extend(seqs)
+        self._ctx = np.concatenate((self._ctx, np.fromiter((s.context for s in seqs), np.int64, len(seqs))))
+        self._left = np.concatenate((self._left, np.fromiter(
+            (s.request.output_tokens - s.generated for s in seqs), np.int64, len(seqs))))
+        self._gen = np.concatenate((self._gen, np.fromiter((s.generated for s in seqs), np.int64, len(seqs))))
 
     def _preempt_one(self) -> None:
         """Preempt the newest sequence (vLLM v1 pops the tail of its running list); back to the queue front."""
@@ -386,16 +394,40 @@ class Engine:
         self._prefilling.append(seq)
         return seq
 
+    def _admit_decode_only(self) -> None:
+        """Admit waiting requests in order while seats and KV blocks allow (what ``_can_admit`` checks one by
+        one, with the blocks counted once and kept up to date as requests are admitted)."""
+        if not self._waiting:
+            return
+        seats = self.profile.max_num_seqs - len(self._prefilling) - len(self._dec)
+        if seats <= 0:
+            return
+        used = self._blocks_next_step()
+        admitted: list[_Seq] = []
+        while self._waiting and seats > 0:
+            seq = self._waiting[0]
+            cost = self._admit_cost(seq)  # = its blocks once it stores one more token
+            if used + cost > self._blocks_total:
+                break
+            self._waiting.popleft()
+            seq.blocks = 0  # held in the decode arrays instead
+            admitted.append(seq)
+            used += cost
+            seats -= 1
+        self._append_decode_many(admitted)
+
     def _iterate(self, horizon: float, done: list[Completion]) -> None:
         self._make_room_for_decode()
         if self.role is Role.DECODE:
-            while self._can_admit():
-                self._admit_head()
+            self._admit_decode_only()
         batch = len(self._dec)
         budget = self.profile.max_num_batched_tokens - batch
 
         prefill_busy = bool(self._prefilling) or (self.role is not Role.DECODE and self._can_admit())
-        if batch and (not prefill_busy or budget <= 0) and bool(self._gen.min() > 0):
+        # A decode-only engine's new requests (nothing generated yet) start within a run: their first token
+        # is timed at the end of the run's first step.
+        fresh_ok = self.role is Role.DECODE or bool(self._gen.min() > 0) if batch else False
+        if batch and (not prefill_busy or budget <= 0) and fresh_ok:
             self._decode_run(horizon, done)
             return
 
@@ -414,7 +446,7 @@ class Engine:
                 chunks.append((seq, take))
                 budget -= take
         chunk_tokens = sum(take for _, take in chunks)
-        mean_ctx = float(self._ctx.mean()) if batch else 0.0
+        mean_ctx = float(self._ctx.sum()) / batch if batch else 0.0  # ints: the sum is exact, as mean's
         step = self.profile.decode_step_time(batch, mean_ctx) + self._prefill_time(chunks, chunk_tokens)
         if batch and chunk_tokens:  # one forward pass: the weights are read once, not once per phase
             step -= min(self.profile.prefill_a, self.profile.decode_alpha)
@@ -469,44 +501,62 @@ class Engine:
                 self._ttft.append(now - seq.request.arrival_s)
 
     def _decode_run(self, horizon: float, done: list[Completion]) -> None:
-        """Advance k decode steps in closed form while the batch cannot change."""
+        """Advance k decode steps in closed form while the batch cannot change.
+
+        k is the number of steps that start before the window ends and before the next arrival (it might be
+        admissible), at most until the first sequence finishes and while every sequence can store its tokens.
+        Step times grow linearly with the context, so the steps before ``stop`` are estimated in closed form
+        and counted exactly on that prefix only; the KV check runs at that k first (the common case).
+        """
         batch = len(self._dec)
         k_cap = int(self._left.min())
-        # KV: the largest k for which every sequence can store k more tokens (at least 1 after make_room).
-        lo, hi = 1, k_cap
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            need = self._prefill_blocks + int(((self._ctx + mid + self.block_size - 1) // self.block_size).sum())
-            if need <= self._blocks_total:
-                lo = mid
-            else:
-                hi = mid - 1
-        k_cap = lo
-        mean_ctx = float(self._ctx.mean())
+        mean_ctx = float(self._ctx.sum()) / batch
         base = self.profile.decode_step_time(batch, mean_ctx)
         per_step = self.profile.decode_step_time(batch, mean_ctx + 1.0) - base  # linear in context
-        times = base + per_step * np.arange(k_cap, dtype=np.float64)
+        if base <= 0:
+            raise ValueError(f"profile {self.profile.name}: a decode step must take time, got {base}")
         # Steps may start only before the window ends and before the next arrival (it might be admissible).
         stop = min(horizon, self._pending[0][0] if self._pending else math.inf)
+        bound = k_cap
+        if math.isfinite(stop):
+            span = max(0.0, stop - self._now)
+            # start of step j: j*base + per_step*j*(j-1)/2 <= j*base; so j < span/base + 1 bounds the count
+            bound = min(k_cap, int(span / base) + 2)
+        times = base + per_step * np.arange(bound, dtype=np.float64)
         starts_before = self._now + np.concatenate(([0.0], np.cumsum(times[:-1])))
         k = max(1, int(np.searchsorted(starts_before, stop, side="left")))
+        k = min(k, bound)
+        # KV: the largest k' <= k for which every sequence can store k' more tokens (>= 1 after make_room).
+        if self._blocks_after(k) > self._blocks_total:
+            lo, hi = 1, k
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if self._blocks_after(mid) <= self._blocks_total:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            k = lo
         times = times[:k]
         elapsed = float(times.sum())
-        if elapsed <= 0:
-            raise ValueError(f"profile {self.profile.name}: a decode step must take time, got {base}")
         self._now += elapsed
         self._busy += elapsed
         self._iterations += k
         self._decode_tokens(k, times, done)
 
+    def _blocks_after(self, k: int) -> int:
+        """Blocks held once every decoding sequence has stored ``k`` more tokens."""
+        return self._prefill_blocks + int(((self._ctx + k + self.block_size - 1) // self.block_size).sum())
+
     def _decode_tokens(self, k: int, step_times: np.ndarray, done: list[Completion]) -> None:
         """Every decoding sequence generated ``k`` tokens, the j-th taking ``step_times[j]``; finish the done."""
         batch = len(self._dec)
         now = self._now
-        # Decode-only role: a request's first local token is its first token (only in single steps).
-        fresh = np.flatnonzero(self._gen == 0)
-        for i in fresh:
-            self._first_token_or_next(self._dec[int(i)], now)
+        # Decode-only role: a request's first local token is its first token, at the end of the first step.
+        fresh = np.flatnonzero(self._gen == 0) if self.role is Role.DECODE else np.zeros(0, dtype=np.int64)
+        if fresh.size:
+            first = now - float(step_times[1:].sum()) if k > 1 else now
+            for i in fresh:
+                self._first_token_or_next(self._dec[int(i)], first)
         self._ctx += k
         self._left -= k
         self._gen += k

@@ -1,0 +1,119 @@
+"""Policies that run the product's control loop, :class:`autoscaler.controller.loop.Controller`, unchanged.
+
+The controller gets the simulator's ports (variant source, signal source, scaler, clock), the scenario's
+profile, and the planner configuration the product builds from its settings
+(:func:`autoscaler.controller.wiring.planner_config`, with the scenario's interval and SLO):
+
+- ``default``: the planner predictive (forecast upper quantile over the lead time, capacity from the profile,
+  cost-optimal allocation, saturation on top, prediction-based early rejection). The gateway applies the
+  admission ratio each cycle reports for the model (``CycleReport.outlooks``): that share of new requests is
+  admitted, drawn with the scenario's seed;
+- ``saturation``: the planner reactive only (``predictive=False``): llm-d WVA-style saturation scaling.
+
+A controller that has been running has stabilisation history and a warmed forecaster; a fresh one has neither
+(its first cycle may scale down at once). So the controller first runs in dry-run (it observes, decides and
+learns, changes nothing) until ``SimContext.live_from_s``, during the unmeasured warm-up, then goes live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from autoscaler.config import load_settings
+from autoscaler.controller.loop import Controller, CycleReport
+from autoscaler.controller.wiring import planner_config
+from autoscaler.core.decide import ScalingPolicy
+from autoscaler.core.plan import PlannerConfig
+from autoscaler.forecast import Method
+from autoscaler.perf.profile import PerformanceProfile
+from autoscaler.sim.runner import SimContext
+from autoscaler.sim.scenario import Scenario
+from autoscaler.sim.sizing import Sizing
+
+__all__ = ["ControllerPolicy", "product_planner"]
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merge(out.get(key, {}), value) if isinstance(value, Mapping) else value
+    return out
+
+
+def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predictive: bool = True,
+                    quantile: float | None = None,
+                    methods: tuple[Method, ...] | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> tuple[PlannerConfig, ScalingPolicy]:
+    """The planner configuration and scaling policy the product builds from its settings, for this scenario.
+
+    ``overrides`` are settings in the shape of the settings file (``{"planner": {"backlog_drain_s": 30}}``),
+    applied over the scenario's: how a tuned default is tried without touching the simulator.
+    """
+    s = scenario
+    base: dict[str, Any] = {
+        "controller": {"interval_s": s.interval_s},
+        "planner": {"predictive": predictive, "slo_ttft_s": s.slo_ttft_s, "slo_itl_s": s.slo_itl_s,
+                    "slo_percentile": s.slo_percentile,
+                    "forecast_lead_time_s": max(s.interval_s, s.node_delay(profile) + s.pod_delay(profile))},
+    }
+    settings = load_settings(None, _merge(base, overrides or {}))
+    config = planner_config(settings)
+    if quantile is not None:
+        config = replace(config, forecast=replace(config.forecast, quantile=quantile))
+    if methods is not None:
+        config = replace(config, forecast=replace(config.forecast, methods=methods))
+    config = replace(config, admission=replace(config.admission, interval_s=s.interval_s))
+    return config, settings.scaling_policy()
+
+
+@dataclass
+class ControllerPolicy:
+    """The real controller on the simulated cluster (see the module docstring)."""
+
+    name: str = "default"
+    predictive: bool = True
+    apply_admission: bool = True
+    """The gateway admits the share of requests the cycle's admission ratio says (early rejection)."""
+    quantile: float | None = None
+    """Forecast quantile capacity covers; None = the product's default."""
+    methods: tuple[Method, ...] | None = None
+    """Forecasting methods; None = the product's default (all of them)."""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Product settings to change, in the settings file's shape (see :func:`product_planner`)."""
+    instant_capacity: bool = False
+    _ctx: SimContext | None = field(default=None, init=False, repr=False)
+    _controller: Controller | None = field(default=None, init=False, repr=False)
+    _ratio: float = field(default=1.0, init=False, repr=False)
+    _rng: np.random.Generator | None = field(default=None, init=False, repr=False)
+    reports: list[CycleReport] = field(default_factory=list, init=False, repr=False)
+
+    def initial(self, ctx: SimContext) -> Sizing | None:
+        return None  # the common warm start, whatever this controller's own settings
+
+    def start(self, ctx: SimContext) -> None:
+        self._ctx = ctx
+        planner, scaling = product_planner(scenario=ctx.scenario, profile=ctx.profile, predictive=self.predictive,
+                                           quantile=self.quantile, methods=self.methods, overrides=self.overrides)
+        self._controller = Controller(variants=ctx.variants, signals=ctx.signals, scaler=ctx.scaler,
+                                      policy=scaling, clock=ctx.clock, dry_run=True,
+                                      profiles={ctx.profile.name: ctx.profile}, planner=planner)
+        self._ratio = 1.0
+        self._rng = np.random.default_rng(ctx.scenario.seed)
+        self.reports = []
+        if self.apply_admission and self.predictive:
+            rng = self._rng
+            ctx.cluster.admission = lambda _i, _at: self._ratio >= 1.0 or bool(rng.random() < self._ratio)
+
+    def cycle(self, now: float) -> None:
+        ctx, controller = self._ctx, self._controller
+        assert ctx is not None and controller is not None
+        controller.dry_run = now < ctx.live_from_s - 1e-9
+        report = controller.run_cycle()
+        outlook = report.outlooks.get(ctx.profile.model)
+        if not controller.dry_run:
+            self._ratio = outlook.admission_ratio if outlook is not None else 1.0
+        self.reports.append(report)

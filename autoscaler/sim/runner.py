@@ -1,0 +1,278 @@
+"""Replay a trace through the simulated cluster under one policy: the loop that moves simulated time.
+
+Every ``Scenario.tick_s`` the cluster steps; every ``Scenario.interval_s`` the policy's control cycle runs first
+(on the simulated clock). Deterministic: the trace, the scenario and the policy's own seed fix every result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from autoscaler.core.types import Role
+from autoscaler.perf.profile import PerformanceProfile
+from autoscaler.sim.adapters import SimClock, SimScaler, SimSignalSource, SimVariantSource, variant_specs
+from autoscaler.sim.cluster import SimCluster, ttft_and_itl
+from autoscaler.sim.scenario import Scenario, kv_bytes_per_token, resolve_profile
+from autoscaler.sim.sizing import Sizing, feasible, mix_of, size_pools
+from autoscaler.traces import Trace, window
+
+__all__ = ["RunResult", "SimContext", "SimPolicy", "Timeline", "simulate", "warm_start_sizing", "with_warmup"]
+
+WARM_START_S = 300.0  # every dynamic policy starts sized for the first five minutes, as if already running
+OBSERVE_S = 300.0  # the HPA's default scale-down window: what a policy's history must span to be in steady state
+DEFAULT_KV_BYTES_PER_TOKEN = 131072  # Llama-3.1-8B BF16, when a profile file does not say
+
+
+@dataclass
+class SimContext:
+    """What a policy may use: the ports of the control loop, and (for the oracle only) the trace itself."""
+
+    cluster: SimCluster
+    scenario: Scenario
+    profile: PerformanceProfile
+    trace: Trace
+    clock: SimClock
+    variants: SimVariantSource
+    signals: SimSignalSource
+    scaler: SimScaler
+    live_from_s: float = 0.0
+    """Before this time a policy with memory only observes (dry-run): it enters the trace in steady state."""
+
+
+class SimPolicy(Protocol):
+    """A scaling policy plugged into the simulator."""
+
+    name: str
+    instant_capacity: bool
+    """True for the oracle: nodes and pods are ready the moment they are asked for."""
+
+    def initial(self, ctx: SimContext) -> Sizing | None:
+        """Replicas at time 0 (None: the common warm start)."""
+        ...
+
+    def start(self, ctx: SimContext) -> None: ...
+
+    def cycle(self, now: float) -> None: ...
+
+
+@dataclass
+class Timeline:
+    """Per control interval: load, replicas, GPUs and the latency of the requests arriving in it."""
+
+    interval_s: float = 0.0
+    t: list[float] = field(default_factory=list)
+    arrivals_per_s: list[float] = field(default_factory=list)
+    prefill_replicas: list[int] = field(default_factory=list)
+    prefill_ready: list[int] = field(default_factory=list)
+    decode_replicas: list[int] = field(default_factory=list)
+    decode_ready: list[int] = field(default_factory=list)
+    gpus: list[int] = field(default_factory=list)
+    ttft_p90_s: list[float] = field(default_factory=list)
+    itl_p90_s: list[float] = field(default_factory=list)
+    attainment: list[float] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    policy: str
+    gpu_hours: float
+    cost: float
+    ttft_attainment: float
+    itl_attainment: float
+    both_attainment: float
+    rejected: int
+    scale_actions: int
+    requests: int
+    retries: int
+    unfinished: int
+    simulated_s: float
+    wall_s: float
+    timeline: Timeline
+    extra: dict[str, object] = field(default_factory=dict)
+    cluster: SimCluster | None = None
+    """The simulated cluster at the end (only when asked for: it holds every engine)."""
+    measured: np.ndarray | None = None
+    """Which requests of ``cluster.trace`` were measured (the warm-up copy is not), with ``cluster``."""
+
+    def summary(self) -> dict[str, object]:
+        """The fields of the ``simulate --json`` output for this policy."""
+        out: dict[str, object] = {
+            "gpu_hours": round(self.gpu_hours, 4), "cost": round(self.cost, 2),
+            "ttft_attainment": round(self.ttft_attainment, 5), "itl_attainment": round(self.itl_attainment, 5),
+            "attainment": round(self.both_attainment, 5), "rejected": self.rejected,
+            "scale_actions": self.scale_actions, "retries": self.retries, "unfinished": self.unfinished,
+            "wall_s": round(self.wall_s, 2),
+        }
+        out.update(self.extra)
+        return out
+
+
+def warm_start_sizing(*, trace: Trace, scenario: Scenario, profile: PerformanceProfile) -> Sizing:
+    """The replicas the capacity model gives for the first five minutes of the trace."""
+    end = min(WARM_START_S, max(trace.duration_s, 1.0))
+    hi = int(np.searchsorted(trace.arrival_s, end, side="left"))
+    mix = mix_of(trace.input_tokens[:hi], np.maximum(trace.output_tokens[:hi], 1), rate_rps=hi / end)
+    return size_pools(mix=mix, rate_rps=hi / end, profile=profile, slo=scenario.slo,
+                      min_replicas=scenario.min_replicas, max_replicas=scenario.max_replicas)
+
+
+def with_warmup(trace: Trace, warmup_s: float, *, grid_s: float) -> tuple[Trace, int, float]:
+    """The trace preceded by a copy of its first ``warmup_s`` seconds (at most its length, in whole ``grid_s``);
+    returns (trace, warm-up requests, offset of the trace proper)."""
+    warmup_s = math.floor(min(warmup_s, trace.duration_s) / grid_s + 1e-9) * grid_s
+    if warmup_s <= 0:
+        return trace, 0, 0.0
+    head = window(trace, start_s=0.0, end_s=warmup_s)
+    hashes = None
+    if trace.hash_ids is not None and head.hash_ids is not None:
+        hashes = head.hash_ids + trace.hash_ids
+    extended = Trace(
+        arrival_s=np.concatenate([head.arrival_s, trace.arrival_s + warmup_s]),
+        input_tokens=np.concatenate([head.input_tokens, trace.input_tokens]),
+        output_tokens=np.concatenate([head.output_tokens, trace.output_tokens]),
+        hash_ids=hashes, start_epoch_s=trace.start_epoch_s, source=trace.source)
+    return extended, len(head), warmup_s
+
+
+def simulate(
+    trace: Trace,
+    scenario: Scenario,
+    policy: SimPolicy,
+    *,
+    profile: PerformanceProfile | None = None,
+    progress: Callable[[float], None] | None = None,
+    keep_cluster: bool = False,
+    record_latencies: bool = False,
+) -> RunResult:
+    """Replay ``trace`` under ``policy``; ``progress`` gets the simulated seconds of the trace done so far.
+    ``keep_cluster`` returns the cluster with the result; ``record_latencies`` keeps every decode step's ITL.
+
+    The run starts ``Scenario.warmup_s`` early on a copy of the trace's beginning, with the warm-start replicas
+    and the control loop running, so that every policy is in its steady state (histories, forecasts, windows)
+    when the trace proper starts; only the trace proper is measured (its requests, and GPU-seconds from its
+    start).
+    """
+    started = time.perf_counter()
+    profile = profile or resolve_profile(scenario.profile)
+    run_scenario = scenario.without_delays() if policy.instant_capacity else scenario
+    extended, skipped, offset = with_warmup(trace, scenario.warmup_s, grid_s=scenario.interval_s)
+    kv_bytes = kv_bytes_per_token(scenario.profile) or DEFAULT_KV_BYTES_PER_TOKEN
+    cluster = SimCluster(trace=extended, scenario=run_scenario, profile=profile, kv_bytes_per_token=kv_bytes,
+                         record_latencies=record_latencies)
+    specs = variant_specs(model=profile.model, accelerator=profile.accelerator,
+                          min_replicas=scenario.min_replicas, max_replicas=scenario.max_replicas)
+    clock = SimClock()
+    ctx = SimContext(cluster=cluster, scenario=run_scenario, profile=profile, trace=extended, clock=clock,
+                     variants=SimVariantSource(specs),
+                     signals=SimSignalSource(cluster, window_s=scenario.rate_window_s), scaler=SimScaler(cluster))
+
+    sizing = policy.initial(ctx) or warm_start_sizing(trace=trace, scenario=scenario, profile=profile)
+    for role in (Role.PREFILL, Role.DECODE):
+        cluster.warm_start(role, sizing.of(role))
+    policy.start(ctx)
+
+    end = extended.duration_s + scenario.tail_s
+    ticks_per_cycle = round(scenario.interval_s / scenario.tick_s)
+    timeline = Timeline()
+    gpu_seconds_before, actions_before, measuring = 0.0, 0, False
+    # Signals of idle engines at time 0 say nothing: the loop starts once a rate window of traffic has passed,
+    # observes for a scale-down window, then acts.
+    control_from = min(math.ceil(scenario.rate_window_s / scenario.interval_s) * scenario.interval_s, offset)
+    ctx.live_from_s = min(offset, control_from + OBSERVE_S)
+    tick = 0
+    while True:
+        now = tick * scenario.tick_s
+        if now >= end or (now > extended.duration_s and cluster.arrived == len(extended) and cluster.idle()):
+            break
+        if not measuring and now >= offset - 1e-9:
+            gpu_seconds_before, actions_before, measuring = cluster.gpu_seconds(), len(ctx.scaler.events), True
+        if tick % ticks_per_cycle == 0 and now >= control_from - 1e-9:
+            clock.t = now
+            policy.cycle(now)
+            cluster.settle()
+            if measuring:
+                _record(timeline, cluster, now - offset)
+                if progress is not None:
+                    progress(now - offset)
+        cluster.step(now + scenario.tick_s)
+        tick += 1
+    finished_at = cluster.now
+    measured = np.arange(len(extended)) >= skipped
+    result = _result(policy.name, cluster=cluster, trace=extended, measured=measured, offset=offset,
+                   scenario=scenario, profile=profile, timeline=timeline,
+                   gpu_seconds=cluster.gpu_seconds(until=finished_at) - gpu_seconds_before,
+                   scale_actions=len(ctx.scaler.events) - actions_before, finished_at=finished_at,
+                   wall_s=time.perf_counter() - started, kv_bytes=kv_bytes)
+    if keep_cluster:
+        result.cluster, result.measured = cluster, measured
+    return result
+
+
+def _record(timeline: Timeline, cluster: SimCluster, t: float) -> None:
+    timeline.t.append(t)
+    for role, total, ready in ((Role.PREFILL, timeline.prefill_replicas, timeline.prefill_ready),
+                               (Role.DECODE, timeline.decode_replicas, timeline.decode_ready)):
+        total.append(cluster.replicas(role))
+        ready.append(cluster.replica_counts(role).ready)
+    timeline.gpus.append(cluster.gpus_allocated())
+
+
+def _result(name: str, *, cluster: SimCluster, trace: Trace, measured: np.ndarray, offset: float,
+            scenario: Scenario, profile: PerformanceProfile, timeline: Timeline, gpu_seconds: float,
+            scale_actions: int, finished_at: float, wall_s: float, kv_bytes: int) -> RunResult:
+    out = cluster.outcomes
+    ttft, itl = ttft_and_itl(out, trace.arrival_s)
+    ttft_ok = np.nan_to_num(ttft, nan=math.inf) <= scenario.slo_ttft_s
+    itl_ok = np.nan_to_num(itl, nan=math.inf) <= scenario.slo_itl_s
+    both = ttft_ok & itl_ok
+    n = int(measured.sum())
+    prompts, outputs = trace.input_tokens[measured], np.maximum(trace.output_tokens[measured], 1)
+    transfer = scenario.kv_latency_s + prompts * kv_bytes / scenario.kv_bandwidth_bytes_per_s
+    ok = feasible(prompts, outputs, profile=profile, slo=scenario.slo, transfer_s=transfer)
+    _fill_latency(timeline, arrival_s=trace.arrival_s[measured] - offset, ttft=ttft[measured], itl=itl[measured],
+                  both=both[measured], rejected=out.rejected[measured], interval=scenario.interval_s)
+
+    def share(flags: np.ndarray) -> float:
+        return float(flags[measured].mean()) if n else 1.0
+
+    return RunResult(
+        policy=name,
+        gpu_hours=gpu_seconds / 3600.0,
+        cost=gpu_seconds / 3600.0 * profile.cost_per_gpu_hour,
+        ttft_attainment=share(ttft_ok),
+        itl_attainment=share(itl_ok),
+        both_attainment=share(both),
+        rejected=int(out.rejected[measured].sum()),
+        scale_actions=scale_actions,
+        requests=n,
+        retries=int(out.retries[measured].sum()),
+        unfinished=int((~out.rejected & np.isnan(out.finish_s))[measured].sum()),
+        simulated_s=finished_at - offset,
+        wall_s=wall_s,
+        timeline=timeline,
+        extra={"feasible_fraction": round(float(ok.mean()), 5) if n else 1.0},
+    )
+
+
+def _fill_latency(timeline: Timeline, *, arrival_s: np.ndarray, ttft: np.ndarray, itl: np.ndarray,
+                  both: np.ndarray, rejected: np.ndarray, interval: float) -> None:
+    steps = len(timeline.t)
+    timeline.interval_s = interval
+    index = np.minimum((arrival_s // interval).astype(np.int64), max(steps - 1, 0))
+    for i in range(steps):
+        sel = index == i
+        count = int(sel.sum())
+        timeline.arrivals_per_s.append(count / interval)
+        timeline.rejected.append(int(rejected[sel].sum()))
+        served = sel & ~np.isnan(ttft)
+        timeline.ttft_p90_s.append(float(np.quantile(ttft[served], 0.9)) if served.any() else math.nan)
+        served_itl = sel & ~np.isnan(itl)
+        timeline.itl_p90_s.append(float(np.quantile(itl[served_itl], 0.9)) if served_itl.any() else math.nan)
+        timeline.attainment.append(float(both[sel].mean()) if count else math.nan)

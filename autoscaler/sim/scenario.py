@@ -1,0 +1,160 @@
+"""What one simulation runs: the model x accelerator profile, the SLOs, the delays, the cluster's shape.
+
+A :class:`Scenario` is a frozen value reported whole in the JSON output, so a result always says what it measured.
+Profiles come from ``models/profiles`` (:func:`autoscaler.perf.profiles.default_profiles`); the KV-cache bytes per
+token (for the KV transfer between prefill and decode) are read from the same file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoscaler.errors import ConfigError
+from autoscaler.perf.capacity import SloTargets
+from autoscaler.perf.profile import PerformanceProfile
+from autoscaler.perf.profiles import ProfileFile, default_models_dir, default_profiles
+
+__all__ = ["DEFAULT_PROFILE", "Scenario", "kv_bytes_per_token", "resolve_profile"]
+
+DEFAULT_PROFILE = "llama-3.1-8b/h100"
+
+# KV transfer between a prefill and a decode pod: Mooncake's transfer engine moves KV over RDMA at up to
+# 8 x 400 Gbps per node (Qin et al., FAST'25, section 4); one 400 Gbps NIC per GPU gives 50 GB/s. Latency: a few
+# microseconds of RDMA plus the connector's per-request handshake, taken as 1 ms.
+DEFAULT_KV_BANDWIDTH_BYTES_PER_S = 50e9
+DEFAULT_KV_LATENCY_S = 1e-3
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """The simulated cluster and its targets. Times in seconds.
+
+    >>> Scenario(profile=DEFAULT_PROFILE).slo.ttft_s
+    1.0
+    """
+
+    profile: str = DEFAULT_PROFILE
+    """Name of the model x accelerator profile serving both prefill and decode (``variant-autoscaler profiles``)."""
+    slo_ttft_s: float = 1.0
+    """A request attains the TTFT SLO when its own time to first token is within this."""
+    slo_itl_s: float = 0.05
+    """A request attains the ITL SLO when its mean inter-token latency is within this."""
+    slo_percentile: float = 0.9
+    """Percentile of TTFT/ITL the capacity model sizes for (oracle, static, warm start, the default's planner),
+    as the product's ``planner.slo_percentile``. Attainment is measured per request whatever this is. (At 0.99 the
+    capacity model's prefill rate for heavy-tailed prompts collapses: 0.012 req/s per 70B replica for the Azure
+    mix at TTFT 1 s, where 3.0 at 0.9 keeps 99.9% of simulated requests within the SLO.)"""
+    node_delay_s: float | None = None
+    """GPU node request to ready; None = the profile's ``startup.node_s``."""
+    pod_delay_s: float | None = None
+    """Pod start (on a ready node) to ready, weights loaded; None = the profile's ``startup.pod_s``."""
+    gpus_per_node: int | None = None
+    """GPUs per node; None = one replica per node (cloud VMs sized to the replica, e.g. 1x H100 for 8B)."""
+    node_release_delay_s: float = 0.0
+    """An empty node is released after this long (0: at once, as the MachineSet scaler removes it)."""
+    interval_s: float = 15.0
+    """Control-loop interval (the controller's default, and the HPA's sync period); the oracle's interval too."""
+    tick_s: float = 0.5
+    """Simulation step: routing decisions and pod life-cycle changes happen on this grid."""
+    rate_window_s: float = 60.0
+    """Window of the simulated Prometheus ``rate()`` and histogram quantiles (the controller's default 1m)."""
+    drain_grace_s: float = 120.0
+    """A pod being removed finishes its requests for up to this long (terminationGracePeriodSeconds), then the
+    rest are evicted and retried elsewhere from the start."""
+    warmup_s: float = 600.0
+    """Replayed before the trace (a copy of its start) so every policy enters it in steady state; unmeasured.
+    Policies observe for the first part (dry-run) and act for the rest."""
+    tail_s: float = 300.0
+    """Simulated time after the last arrival; requests unfinished by then count as missing both SLOs."""
+    kv_bandwidth_bytes_per_s: float = DEFAULT_KV_BANDWIDTH_BYTES_PER_S
+    kv_latency_s: float = DEFAULT_KV_LATENCY_S
+    min_replicas: int = 1
+    max_replicas: int = 64
+    """Per variant (prefill, decode): the VariantAutoscaling's bounds."""
+    rate_scale: float = 1.0
+    """The trace's arrival rate was multiplied by this (reported; applied by the caller to the trace)."""
+    seed: int = 0
+    block_size: int = 16
+    extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    """Free-form facts about how the trace was transformed (``time_stretch``, ``window``...), reported as given."""
+
+    def __post_init__(self) -> None:
+        for name in ("slo_ttft_s", "slo_itl_s", "interval_s", "tick_s", "rate_window_s", "kv_bandwidth_bytes_per_s",
+                     "rate_scale"):
+            _positive(name, getattr(self, name))
+        for name in ("node_release_delay_s", "drain_grace_s", "tail_s", "kv_latency_s", "warmup_s"):
+            _positive(name, getattr(self, name), allow_zero=True)
+        for name in ("node_delay_s", "pod_delay_s"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name), allow_zero=True)
+        if not 0.5 <= self.slo_percentile < 1:
+            raise ValueError(f"slo_percentile must be in [0.5, 1), got {self.slo_percentile}")
+        if self.gpus_per_node is not None and self.gpus_per_node < 1:
+            raise ValueError(f"gpus_per_node must be >= 1, got {self.gpus_per_node}")
+        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+            raise ValueError(f"need 0 <= min_replicas <= max_replicas >= 1, got {self.min_replicas}, "
+                             f"{self.max_replicas}")
+        ratio = self.interval_s / self.tick_s
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise ValueError(f"interval_s ({self.interval_s}) must be a multiple of tick_s ({self.tick_s})")
+
+    @property
+    def slo(self) -> SloTargets:
+        return SloTargets(ttft_s=self.slo_ttft_s, itl_s=self.slo_itl_s, percentile=self.slo_percentile)
+
+    def node_delay(self, profile: PerformanceProfile) -> float:
+        return profile.node_startup_s if self.node_delay_s is None else self.node_delay_s
+
+    def pod_delay(self, profile: PerformanceProfile) -> float:
+        return profile.startup_s if self.pod_delay_s is None else self.pod_delay_s
+
+    def node_gpus(self, profile: PerformanceProfile) -> int:
+        return max(profile.gpus_per_replica, self.gpus_per_node or profile.gpus_per_replica)
+
+    def without_delays(self) -> Scenario:
+        """The same cluster where capacity arrives at once (the oracle's world)."""
+        return replace(self, node_delay_s=0.0, pod_delay_s=0.0)
+
+    def to_json(self, profile: PerformanceProfile) -> dict[str, Any]:
+        """The scenario as reported: every field, with the delays resolved from the profile."""
+        out = {k: v for k, v in asdict(self).items() if k != "extra"}
+        out["slo_ttft_s"], out["slo_itl_s"] = self.slo_ttft_s, self.slo_itl_s
+        out["node_delay_s"], out["pod_delay_s"] = self.node_delay(profile), self.pod_delay(profile)
+        out["gpus_per_node"] = self.node_gpus(profile)
+        out["gpus_per_replica"] = profile.gpus_per_replica
+        out["usd_per_gpu_hour"] = profile.cost_per_gpu_hour
+        out["model"] = profile.model
+        out["accelerator"] = profile.accelerator
+        out.update(dict(self.extra))
+        return out
+
+
+def resolve_profile(name: str, *, profiles: dict[str, PerformanceProfile] | None = None) -> PerformanceProfile:
+    """The profile called ``name``; a ConfigError lists the known names otherwise."""
+    known = default_profiles() if profiles is None else profiles
+    if name not in known:
+        raise ConfigError(f"profile: unknown profile {name!r}; known: {', '.join(sorted(known))}", field="profile")
+    return known[name]
+
+
+def kv_bytes_per_token(profile_name: str, *, models_dir: Path | None = None) -> int | None:
+    """``kv_cache.bytes_per_token`` of the profile file that defines ``profile_name`` (None when not given).
+
+    The files were validated when the profile was resolved; only the matching one is validated again here."""
+    directory = (models_dir or default_models_dir()) / "profiles"
+    for path in sorted(directory.glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if isinstance(raw, dict) and raw.get("name") == profile_name:
+            return ProfileFile.model_validate(raw).kv_cache.bytes_per_token
+    return None

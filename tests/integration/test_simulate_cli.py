@@ -1,0 +1,101 @@
+"""``variant-autoscaler simulate`` and ``profiles`` as processes: the JSON the issue specifies, the PNGs, both
+trace formats recognised from content, malformed rows reported with their line, bad flags refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoscaler import traces
+
+SHIPPED = Path(traces.__file__).parent / "data" / "traces"
+AZURE = SHIPPED / "azure_llm_2023_conv.csv"
+MOONCAKE = SHIPPED / "mooncake_conversation_trace.jsonl"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "autoscaler.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd, check=False)
+
+
+def test_simulate_prints_one_json_object_with_every_policy_asked_for_and_writes_the_plots(tmp_path):
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "120", "--policy", "oracle",
+               "--policy", "static-peak,hpa-queue", "--json", "--out", str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["trace"] == str(AZURE)
+    assert list(report["policies"]) == ["oracle", "static-peak", "hpa-queue"]
+    for entry in report["policies"].values():
+        assert {"gpu_hours", "cost", "ttft_attainment", "itl_attainment", "rejected", "scale_actions"} <= set(entry)
+        assert 0.0 <= entry["ttft_attainment"] <= 1.0
+    assert report["policies"]["oracle"]["interval_s"] == 15.0
+    scenario = report["scenario"]
+    assert (scenario["profile"], scenario["slo_ttft_s"], scenario["slo_itl_s"]) == ("llama-3.1-8b/h100", 1.0, 0.05)
+    for png in report["plots"].values():
+        assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_reads_mooncake_jsonl_and_applies_the_scenario_flags(tmp_path):
+    proc = cli("simulate", "--trace", str(MOONCAKE), "--duration", "120", "--policy", "oracle", "--json",
+               "--no-plots", "--slo-ttft", "10", "--slo-itl", "0.1", "--rate-scale", "2", "--node-delay", "30",
+               "--pod-delay", "5", "--profile", "llama-3.1-70b/h100-tp8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    scenario = report["scenario"]
+    assert scenario["profile"] == "llama-3.1-70b/h100-tp8" and scenario["gpus_per_replica"] == 8
+    assert (scenario["slo_ttft_s"], scenario["slo_itl_s"], scenario["rate_scale"]) == (10.0, 0.1, 2.0)
+    assert (scenario["node_delay_s"], scenario["pod_delay_s"]) == (30.0, 5.0)
+    assert report["duration_s"] <= 60.0  # two minutes at twice the rate
+    assert "plots" not in report and not list(tmp_path.glob("*.png"))
+
+
+def test_simulate_without_json_prints_a_table(tmp_path):
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "60", "--policy", "static-peak", "--no-plots",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "static-peak" in proc.stdout and "GPU-h" in proc.stdout
+
+
+@pytest.mark.parametrize(("content", "suffix", "where"), [
+    pytest.param('{"timestamp": 0, "input_length": 10, "output_length": 5}\n'
+                 '{"timestamp": 10, "input_length": 10, "output_length": 5}\n'
+                 '{"timestamp": 20, "input_length": "ten", "output_length": 5}\n', ".jsonl", ":3:", id="mooncake"),
+    pytest.param("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.0000000,374,44\n"
+                 "yesterday,10,1\n", ".csv", ":3:", id="azure"),
+])
+def test_a_malformed_row_is_reported_with_its_line(tmp_path, content, suffix, where):
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(content)
+    proc = cli("simulate", "--trace", str(path), "--policy", "oracle", "--no-plots", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"{path}{where}" in proc.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    pytest.param(("--policy", "magic"), "unknown policy 'magic'", id="unknown-policy"),
+    pytest.param(("--profile", "gpt-9/tpu"), "unknown profile 'gpt-9/tpu'", id="unknown-profile"),
+    pytest.param(("--slo-ttft", "0"), "slo_ttft_s", id="zero-slo"),
+    pytest.param(("--rate-scale", "-1"), "rate_scale", id="negative-rate-scale"),
+])
+def test_bad_flags_are_refused_with_exit_2(tmp_path, args, message):
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "30", "--no-plots", *args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+def test_a_missing_trace_file_is_refused(tmp_path):
+    proc = cli("simulate", "--trace", str(tmp_path / "nope.csv"), "--no-plots", cwd=tmp_path)
+    assert proc.returncode == 2 and "nope.csv" in proc.stderr
+
+
+def test_profiles_lists_the_profile_names_one_a_line(tmp_path):
+    proc = cli("profiles", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = proc.stdout.splitlines()
+    assert names == sorted(names)
+    assert {"llama-3.1-8b/h100", "llama-3.1-70b/h100-tp4"} <= set(names)
+    assert all(" " not in name for name in names)
