@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DURATION ?= 150
+TRACE    ?= autoscaler/data/traces/azure_llm_2023_conv.csv
 
 .PHONY: setup run demo test test-core bench clean
 
@@ -18,11 +19,14 @@ setup: $(VENV)/.installed
 	@bash scripts/ensure-system-deps.sh
 	$(BIN)/python -m autoscaler.localstack.assets
 
-# Main job: without a cluster, run on the embedded default (the local stack).
-run: setup
-	$(BIN)/variant-autoscaler demo --duration $(DURATION)
+# Main job without a cluster: replay a shipped trace through the simulator under the default policy and every
+# baseline (GPU-hours vs SLO attainment); plots go to out/.
+run: $(VENV)/.installed
+	$(BIN)/variant-autoscaler simulate --trace $(TRACE) --out out
 
-demo: run
+# The live local stack: kube-apiserver/etcd, Prometheus and the vLLM emulator, autoscaled by the real loop.
+demo: setup
+	$(BIN)/variant-autoscaler demo --duration $(DURATION)
 
 test: setup
 	$(BIN)/python -m pytest
