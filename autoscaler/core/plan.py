@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from autoscaler.core.admission import (
     AdmissionConfig,
@@ -58,16 +58,19 @@ from autoscaler.perf.capacity import SloTargets, TrafficMix, estimate_capacity
 from autoscaler.perf.profile import PerformanceProfile
 
 __all__ = [
-    "PlannerConfig",
-    "PlannerState",
-    "VariantObservation",
     "ModelOutlook",
     "Plan",
+    "PlannerConfig",
+    "PlannerState",
+    "TrafficHistory",
+    "VariantObservation",
     "plan_cycle",
     "resolve_profile",
     "warm_start",
-    "TrafficHistory",
 ]
+
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,27 +168,41 @@ def _weighted_mean(pairs: Sequence[tuple[float | None, float | None]]) -> float 
     return total / weight if weight > 0 else None
 
 
+def _entry_and_exit(items: Sequence[_T], role: Callable[[_T], Role]) -> tuple[list[_T], list[_T]]:
+    """Where a model's requests enter (prefill or aggregated variants; decode when there is nothing else) and
+    where they leave (decode or aggregated; the entry when there is nothing else)."""
+    entry = [i for i in items if role(i) in (Role.PREFILL, Role.BOTH)] or \
+        [i for i in items if role(i) is Role.DECODE]
+    exit_ = [i for i in items if role(i) in (Role.DECODE, Role.BOTH)] or entry
+    return entry, exit_
+
+
+def _sum_known(values: Sequence[float | None]) -> float | None:
+    """The sum, or None if any part is unknown (one unreadable variant makes the model's total unknown)."""
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _tokens_mean(sig: VariantSignals, *, prompt: bool) -> float | None:
+    """Mean tokens per request: from the histogram when read, else token rate over request rate."""
+    mean = sig.prompt_tokens_mean if prompt else sig.generation_tokens_mean
+    if mean is not None:
+        return mean
+    rates = MixObservation.from_token_rates(requests_per_s=sig.requests_per_s,
+                                            prompt_tokens_per_s=sig.prompt_tokens_per_s,
+                                            generation_tokens_per_s=sig.generation_tokens_per_s)
+    return rates.mean_input_tokens if prompt else rates.mean_output_tokens
+
+
 def _observe(model_obs: Sequence[VariantObservation]) -> tuple[MixObservation, float]:
     """The model's traffic this cycle, and the requests waiting at its entry."""
-    entry = [o for o in model_obs if o.spec.role in (Role.PREFILL, Role.BOTH)]
-    if not entry:
-        entry = [o for o in model_obs if o.spec.role is Role.DECODE]
-    exit_ = [o for o in model_obs if o.spec.role in (Role.DECODE, Role.BOTH)] or entry
+    entry, exit_ = _entry_and_exit(model_obs, lambda o: o.spec.role)
     if not entry or not all(_fresh(o.signals) for o in entry):
         return MixObservation(None, None, None), 0.0  # unknown: never read as zero demand
-    rates = [o.signals.requests_per_s for o in entry]
-    rate = None if any(r is None for r in rates) else sum(r for r in rates if r is not None)
+    rate = _sum_known([o.signals.requests_per_s for o in entry])
     waiting = sum(o.signals.waiting or 0.0 for o in entry)
-    prompt = _weighted_mean([(o.signals.prompt_tokens_mean, o.signals.requests_per_s) for o in entry])
-    if prompt is None:
-        prompt = _weighted_mean([((o.signals.prompt_tokens_per_s or 0) / o.signals.requests_per_s
-                                  if o.signals.requests_per_s else None, o.signals.requests_per_s) for o in entry])
-    output = _weighted_mean([(o.signals.generation_tokens_mean, o.signals.requests_per_s) for o in exit_
-                             if _fresh(o.signals)])
-    if output is None:
-        output = _weighted_mean([((o.signals.generation_tokens_per_s or 0) / o.signals.requests_per_s
-                                  if o.signals.requests_per_s else None, o.signals.requests_per_s)
-                                 for o in exit_ if _fresh(o.signals)])
+    prompt = _weighted_mean([(_tokens_mean(o.signals, prompt=True), o.signals.requests_per_s) for o in entry])
+    output = _weighted_mean([(_tokens_mean(o.signals, prompt=False), o.signals.requests_per_s)
+                             for o in exit_ if _fresh(o.signals)])
     return MixObservation(rate, prompt, output), waiting
 
 
@@ -346,16 +363,13 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
         by_model[spec.model].append((spec, series))
     mixes = dict(state.mixes)
     for model, items in by_model.items():
-        entry = [(s, h) for s, h in items if s.role in (Role.PREFILL, Role.BOTH)] or \
-                [(s, h) for s, h in items if s.role is Role.DECODE]
-        exit_ = [(s, h) for s, h in items if s.role in (Role.DECODE, Role.BOTH)] or entry
+        entry, exit_ = _entry_and_exit(items, lambda item: item[0].role)
         timestamps = entry[0][1].timestamps
         if any(h.timestamps != timestamps for _, h in items):
             continue  # misaligned series: starting cold beats learning from a skewed past
         mix = mixes.get(model) or new_mix(config.forecast)
         for i, t in enumerate(timestamps):
-            rates = [h.requests_per_s[i] for _, h in entry]
-            rate = None if any(r is None for r in rates) else sum(r for r in rates if r is not None)
+            rate = _sum_known([h.requests_per_s[i] for _, h in entry])
             prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
             output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
             mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
