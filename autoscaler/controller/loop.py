@@ -43,6 +43,7 @@ from autoscaler.core.policyset import PolicySet
 from autoscaler.core.types import Condition, Decision, Freshness, VariantRef, VariantSignals, VariantSpec
 from autoscaler.errors import ActuationError, AutoscalerError
 from autoscaler.logs import get_logger
+from autoscaler.perf.online import CalibrationReport
 from autoscaler.perf.profile import PerformanceProfile
 
 __all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands"]
@@ -83,6 +84,8 @@ class CycleReport:
     conditions: tuple[Condition, ...] = ()
     nodes: NodeOutcome | None = None
     """The node plan, when a NodeProvisioner is set and the pools could be read."""
+    calibrations: tuple[CalibrationReport, ...] = ()
+    """Per profile and stage: how the profile compares with what the pods measure (online calibration)."""
 
     @property
     def scaled(self) -> int:

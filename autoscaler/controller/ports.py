@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from autoscaler.core.nodes import MachineSetState, NodePlan, NodeState
-from autoscaler.core.types import Decision, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import Decision, ReplicaCounts, ScaleTarget, VariantRef, VariantSignals, VariantSpec
 from autoscaler.errors import SpecError
 
 __all__ = [
@@ -16,8 +16,10 @@ __all__ = [
     "NodeExecution",
     "NodeObservation",
     "NodeProvisioner",
+    "ReplicaReader",
     "Scaler",
     "SignalSource",
+    "VariantInsight",
     "VariantPlacement",
     "VariantSource",
     "WallClock",
@@ -36,12 +38,39 @@ class SignalSource(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class VariantInsight:
+    """What the cycle believes about a variant beyond its decision, for its status: the model's forecast at the
+    provisioning horizon, its admission ratio (early rejection) and the calibration of the variant's profile.
+    ``None`` means not known this cycle (the status keeps what it had)."""
+
+    forecast_horizon_s: float | None = None
+    forecast_rps: float | None = None
+    forecast_prompt_tokens_per_s: float | None = None
+    forecast_generation_tokens_per_s: float | None = None
+    admission_ratio: float | None = None
+    profile: str | None = None
+    calibration_samples: int | None = None
+    calibration_factor: float | None = None
+    """Observed / profile-predicted latency at the operating point (1 = the profile is right)."""
+    calibration_relative_error: float | None = None
+
+
 class Scaler(Protocol):
     def current_replicas(self, spec: VariantSpec) -> int: ...
 
     def scale(self, spec: VariantSpec, replicas: int) -> None: ...
 
-    def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None) -> None: ...
+    def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None,
+                     insight: VariantInsight | None = None) -> None: ...
+
+
+class ReplicaReader(Protocol):
+    """Optional on a Scaler: where the target's pods stand (ready, starting, Pending for lack of GPUs), so the
+    planner neither stacks scale-ups on pods that cannot start (AIBrix #2670) nor lets them block a scale-down
+    (Dynamo #14251). ``None``: not known this cycle."""
+
+    def replica_counts(self, spec: VariantSpec) -> ReplicaCounts | None: ...
 
 
 @dataclass(frozen=True, slots=True)

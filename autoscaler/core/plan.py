@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from autoscaler.core.admission import (
@@ -112,6 +112,10 @@ class ModelOutlook:
     mean_output_tokens: float | None
     unserved_rps: float = 0.0
     admission: AdmissionDecision | None = None
+    horizon_s: float | None = None
+    """The provisioning lead time the demand was forecast over."""
+    forecast_error: float | None = None
+    """Recent relative error (back-test) of the arrival-rate forecast method in use; None until scored."""
 
     @property
     def admission_ratio(self) -> float:
@@ -337,8 +341,7 @@ def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, 
 def _with_unserved(outlook: ModelOutlook, unserved: float) -> ModelOutlook:
     if unserved <= 0:
         return outlook
-    return ModelOutlook(outlook.model, outlook.observed_rps, outlook.demand_rps, outlook.forecast_method,
-                        outlook.mean_input_tokens, outlook.mean_output_tokens, unserved, outlook.admission)
+    return replace(outlook, unserved_rps=unserved)
 
 
 class TrafficHistory(Protocol):
