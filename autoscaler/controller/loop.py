@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from structlog.typing import FilteringBoundLogger
@@ -26,6 +26,7 @@ from autoscaler.controller.ports import (
     NodeProvisioner,
     Scaler,
     SignalSource,
+    VariantInsight,
     VariantPlacement,
     VariantSource,
 )
@@ -40,13 +41,21 @@ from autoscaler.core.plan import (
     warm_start,
 )
 from autoscaler.core.policyset import PolicySet
-from autoscaler.core.types import Condition, Decision, Freshness, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Condition,
+    Decision,
+    Freshness,
+    ReplicaCounts,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 from autoscaler.errors import ActuationError, AutoscalerError
 from autoscaler.logs import get_logger
 from autoscaler.perf.online import CalibrationReport
 from autoscaler.perf.profile import PerformanceProfile
 
-__all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands"]
+__all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands", "variant_insight"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +177,7 @@ class Controller:
                 get_logger("controller", variant=str(spec.ref), cycle=cycle).warning(
                     "signals_unavailable", freshness=sig.freshness.value, note=sig.note, replicas=current)
             observations.append(VariantObservation(spec=spec, signals=sig, current=current,
+                                                   replicas=self._replica_counts(spec),
                                                    last_scaled_at=self._last_scaled.get(spec.ref)))
 
         if not self._warmed:
@@ -179,7 +189,8 @@ class Controller:
         by_plan: dict[VariantRef, str] = {}  # variants the node plan scaled ("") or could not (why)
         if self.nodes is not None:
             nodes, by_plan = self._run_node_plan(self.nodes, observations, decisions, log)
-        outcomes = [self._apply(o, decisions[o.spec.ref], now, by_plan=by_plan.get(o.spec.ref))
+        outcomes = [self._apply(o, decisions[o.spec.ref], now, by_plan=by_plan.get(o.spec.ref),
+                                insight=variant_insight(plan.outlooks.get(o.spec.model)))
                     for o in observations] + failed
         live = {s.ref for s in specs}
         self._last_scaled = {r: t for r, t in self._last_scaled.items() if r in live}
@@ -194,6 +205,18 @@ class Controller:
         log.info("cycle", duration_ms=round(report.duration_s * 1000, 1), variants=len(specs),
                  scaled=report.scaled, errors=len(report.errors), dry_run=self.dry_run)
         return report
+
+    def _replica_counts(self, spec: VariantSpec) -> ReplicaCounts | None:
+        """Where the target's pods stand, when the scaler can tell; unknown on failure (the planner then
+        goes by the replica count alone, as it did before)."""
+        read = getattr(self.scaler, "replica_counts", None)
+        if read is None:
+            return None
+        try:
+            return cast(ReplicaCounts | None, read(spec))
+        except AutoscalerError as exc:
+            get_logger("controller", variant=str(spec.ref)).warning("replica_counts_failed", error=str(exc))
+            return None
 
     def _warm_start(self, specs: list[VariantSpec], now: float) -> None:
         """Once: history from the signal source, if it has any to give; any failure means starting cold."""
@@ -247,7 +270,7 @@ class Controller:
         return NodeOutcome(plan, result.done, f"node plan: {result.error}" if result.error else ""), by_plan
 
     def _apply(self, obs: VariantObservation, decision: Decision | None, now: float, *,
-               by_plan: str | None = None) -> VariantOutcome:
+               by_plan: str | None = None, insight: VariantInsight | None = None) -> VariantOutcome:
         """Scale and write status. ``by_plan``: the node plan scaled this variant ("") or failed to (why)."""
         spec, sig, current = obs.spec, obs.signals, obs.current
         vlog = get_logger("controller", variant=str(spec.ref), role=spec.role.value, cycle=self._cycle)
@@ -276,7 +299,7 @@ class Controller:
                        message=decision.message)
         if not dry:
             try:
-                self.scaler.write_status(spec, decision, scaled_at=now if applied else None)
+                self.scaler.write_status(spec, decision, scaled_at=now if applied else None, insight=insight)
             except AutoscalerError as exc:
                 vlog.warning("status_write_failed", error=str(exc))
         return VariantOutcome(spec, sig, decision, applied, error)
@@ -300,6 +323,22 @@ class Controller:
             self.run_cycle()
         except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad cycle
             get_logger("controller").exception("cycle_crashed", error=str(exc))
+
+
+def variant_insight(outlook: ModelOutlook | None) -> VariantInsight | None:
+    """The model's outlook as one of its variants' status shows it (the forecast is the model's, at entry)."""
+    if outlook is None:
+        return None
+    per_s = outlook.demand_rps
+    return VariantInsight(
+        forecast_horizon_s=outlook.horizon_s,
+        forecast_rps=per_s,
+        forecast_prompt_tokens_per_s=per_s * outlook.mean_input_tokens
+        if per_s is not None and outlook.mean_input_tokens is not None else None,
+        forecast_generation_tokens_per_s=per_s * outlook.mean_output_tokens
+        if per_s is not None and outlook.mean_output_tokens is not None else None,
+        admission_ratio=outlook.admission_ratio,
+    )
 
 
 def pod_demands(

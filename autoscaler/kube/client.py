@@ -24,6 +24,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from autoscaler.controller.ports import VariantInsight
 from autoscaler.core.types import Decision, VariantRef, VariantSpec
 from autoscaler.errors import ActuationError, SpecError
 from autoscaler.kube.api import (
@@ -210,7 +211,8 @@ class KubeScaler:
                                                f"the target was scaled to {replicas}")
         log.debug("scale_patched", replicas=replicas, was=current)
 
-    def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None) -> None:
+    def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None,
+                     insight: VariantInsight | None = None) -> None:
         va = self._variant(spec)
         if va is None:
             raise ActuationError(f"{spec.ref}: cannot write status: the VariantAutoscaling could not be read")

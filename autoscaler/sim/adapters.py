@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from autoscaler.controller.ports import VariantInsight
 from autoscaler.core.types import (
     Decision,
     Freshness,
+    ReplicaCounts,
     Role,
     ScaleTarget,
     VariantRef,
@@ -81,13 +83,17 @@ class SimScaler:
     def current_replicas(self, spec: VariantSpec) -> int:
         return self.cluster.replicas(spec.role)
 
+    def replica_counts(self, spec: VariantSpec) -> ReplicaCounts:
+        return self.cluster.replica_counts(spec.role)
+
     def scale(self, spec: VariantSpec, replicas: int) -> None:
         before = self.cluster.replicas(spec.role)
         if replicas != before:
             self.cluster.set_replicas(spec.role, replicas)
             self.events.append(ScaleEvent(self.cluster.now, spec.role, before, replicas))
 
-    def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None) -> None:
+    def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None,
+                     insight: VariantInsight | None = None) -> None:
         self.decisions[spec.ref] = decision
 
 

@@ -63,7 +63,7 @@ class Scaler:
             raise ActuationError(f"{s.ref}: HTTP 403 forbidden", status=403)
         self.replicas[s.ref.name] = n
 
-    def write_status(self, s, decision: Decision, *, scaled_at):
+    def write_status(self, s, decision: Decision, *, scaled_at, insight=None):
         self.statuses.append((s.ref.name, decision.desired))
 
 

@@ -188,7 +188,7 @@ class DeploymentScale:
     def scale(self, spec, replicas):
         raise AssertionError("the adapter mode never patches replicas")
 
-    def write_status(self, spec, decision, *, scaled_at):
+    def write_status(self, spec, decision, *, scaled_at, insight=None):
         raise AssertionError("dry-run writes no status")
 
 
