@@ -24,7 +24,7 @@ from autoscaler.emulator.variant import EmulatedVariant
 from autoscaler.localstack.stack import LocalStack, StackVariant
 from autoscaler.perf.profiles import default_profiles
 
-__all__ = ["run_demo", "rise_and_fall", "demo_variants"]
+__all__ = ["demo_variants", "rise_and_fall", "run_demo"]
 
 NAMESPACE = "demo"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -70,8 +70,8 @@ def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Con
     console = console or Console(width=None if Console().is_terminal else 150)
     variants = demo_variants(duration_s=duration_s)
     load = variants[0].emulated.load
-    console.print(f"[bold]variant-autoscaler demo[/bold]: starting kube-apiserver/etcd, the vLLM emulator "
-                  f"and Prometheus (first run builds the Kubernetes binaries) ...")
+    console.print("[bold]variant-autoscaler demo[/bold]: starting kube-apiserver/etcd, the vLLM emulator "
+                  "and Prometheus (first run builds the Kubernetes binaries) ...")
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     started = time.monotonic()
 

@@ -13,11 +13,11 @@ Errors raised at an I/O boundary chain the original with ``raise ... from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "ActuationError",
     "AutoscalerError",
     "ConfigError",
-    "SpecError",
     "SignalError",
-    "ActuationError",
+    "SpecError",
     "StackError",
 ]
 

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from autoscaler.controller.loop import CycleReport
 
-__all__ = ["report_rows", "print_table", "to_json"]
+__all__ = ["print_table", "report_rows", "to_json"]
 
 
 def report_rows(report: CycleReport) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -30,6 +30,7 @@ from autoscaler.controller.ports import (
     VariantPlacement,
     VariantSource,
 )
+from autoscaler.core.behavior import Recommendation
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.nodes import NodePlan, PodDemand, ScaleMachineSet, ScaleVariant, plan_nodes
 from autoscaler.core.plan import (
@@ -55,7 +56,7 @@ from autoscaler.logs import get_logger
 from autoscaler.perf.online import CalibrationReport
 from autoscaler.perf.profile import PerformanceProfile
 
-__all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands", "variant_insight"]
+__all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands", "seed_histories", "variant_insight"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +183,7 @@ class Controller:
 
         if not self._warmed:
             self._warm_start(specs, now)
+        self._state = seed_histories(self._state, observations, now=now)
         plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=self.profiles,
                                        policy=self.current_policy(), config=self.planner, now=now)
         decisions = {o.spec.ref: plan.decision(o.spec.ref) for o in observations}
@@ -323,6 +325,23 @@ class Controller:
             self.run_cycle()
         except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad cycle
             get_logger("controller").exception("cycle_crashed", error=str(exc))
+
+
+_SEED_AGE_S = 1e-3
+
+
+def seed_histories(state: PlannerState, observations: Sequence[VariantObservation], *,
+                   now: float) -> PlannerState:
+    """A variant this process has no history for (first cycle after a start, a crash or a leader change) gets
+    its current count as if recommended now: the scale-down window must then pass before it shrinks, as it would
+    have in the process that scaled it. Without this a new leader could scale everything down at once."""
+    missing = [o for o in observations if o.spec.ref not in state.histories]
+    if not missing:
+        return state
+    seeded = dict(state.histories)
+    for o in missing:  # an instant before now: a zero-length scale-up window does not hold on it
+        seeded[o.spec.ref] = (Recommendation(at=now - _SEED_AGE_S, replicas=o.current),)
+    return replace(state, histories=seeded)
 
 
 def variant_insight(outlook: ModelOutlook | None) -> VariantInsight | None:

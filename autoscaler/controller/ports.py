@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from autoscaler.core.nodes import MachineSetState, NodePlan, NodeState
-from autoscaler.core.types import Decision, ReplicaCounts, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Decision,
+    ReplicaCounts,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 from autoscaler.errors import SpecError
 
 __all__ = [

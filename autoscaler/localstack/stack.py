@@ -22,7 +22,7 @@ from autoscaler.kube.client import apply_crd
 from autoscaler.localstack.kube import ControlPlane
 from autoscaler.localstack.prometheus import PrometheusServer
 
-__all__ = ["StackVariant", "LocalStack", "create_deployment", "create_variant_autoscaling"]
+__all__ = ["LocalStack", "StackVariant", "create_deployment", "create_variant_autoscaling"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class LocalStack:
         self.prometheus: PrometheusServer | None = None
         self.api: client.ApiClient | None = None
 
-    def __enter__(self) -> "LocalStack":
+    def __enter__(self) -> LocalStack:
         self.start()
         return self
 

@@ -9,7 +9,15 @@ import pytest
 from autoscaler.controller.loop import Controller
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.decide import ScalingPolicy
-from autoscaler.core.types import Decision, Freshness, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Decision,
+    Freshness,
+    Role,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 from autoscaler.errors import ActuationError, SignalError, SpecError
 
 
@@ -124,3 +132,34 @@ def test_dry_run_writes_neither_scale_nor_status(dry_run):
     scaler = Scaler({"a": 1})
     controller([a], scaler, dry_run=dry_run).run_cycle()
     assert (scaler.replicas["a"], bool(scaler.statuses)) == ((1, False) if dry_run else (2, True))
+
+
+IDLE_LOW = VariantSignals(freshness=Freshness.FRESH, waiting=0.0, running=1.0, kv_usage_mean=0.05, pods=8,
+                          requests_per_s=0.5)
+
+
+@pytest.mark.parametrize(("elapsed_s", "expected"), [
+    pytest.param(0.0, 8, id="first-cycle-after-start-holds"),
+    pytest.param(120.0, 8, id="within-the-scale-down-window-holds"),
+    pytest.param(330.0, 7, id="after-the-window-scales-down-one-step"),
+])
+def test_a_new_controller_does_not_scale_down_before_its_window_passes(elapsed_s, expected):
+    # A restart or a leader change loses the stabilisation history; the current count counts as recommended.
+    a = spec("a")
+    scaler = Scaler({"a": 8})
+    ctl = Controller(variants=Variants([a]), signals=Signals({a: IDLE_LOW}), scaler=scaler,
+                     policy=ScalingPolicy(behavior=Behavior(max_step_down=1, scale_down_window_s=300.0)),
+                     clock=Clock())
+    ctl.run_cycle()
+    if elapsed_s:
+        ctl.clock.t += elapsed_s  # type: ignore[attr-defined]
+        ctl.run_cycle()
+    assert scaler.replicas["a"] == expected
+
+
+def test_a_new_controller_scales_up_at_once_with_a_zero_scale_up_window():
+    a = spec("a")
+    scaler = Scaler({"a": 1})
+    ctl = controller([a], scaler)
+    ctl.run_cycle()
+    assert scaler.replicas["a"] == 2

@@ -2,7 +2,15 @@ import pytest
 
 from autoscaler.core.behavior import Behavior, Recommendation
 from autoscaler.core.decide import ScalingPolicy, decide
-from autoscaler.core.types import Freshness, Reason, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Freshness,
+    Reason,
+    Role,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 
 SPEC = VariantSpec(ref=VariantRef("ns", "llama-decode"), model="llama", role=Role.DECODE, accelerator="H100",
                    target=ScaleTarget("apps/v1", "Deployment", "llama-decode"), min_replicas=1, max_replicas=6)

@@ -16,9 +16,13 @@ from autoscaler.controller.wiring import build_controller
 from autoscaler.core.types import Freshness, Reason, Role
 from autoscaler.emulator.variant import EmulatedVariant, constant_load
 from autoscaler.kube.api import GROUP, PLURAL, VERSION
-from autoscaler.localstack.stack import LocalStack, StackVariant, create_deployment, create_variant_autoscaling
+from autoscaler.localstack.stack import (
+    LocalStack,
+    StackVariant,
+    create_deployment,
+    create_variant_autoscaling,
+)
 from autoscaler.perf.profiles import default_profiles
-from tests.plugins.require import require
 
 pytestmark = pytest.mark.integration
 
