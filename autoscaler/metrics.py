@@ -1,8 +1,11 @@
 """The controller's own Prometheus metrics, on a registry of their own, served by :func:`serve_metrics`.
 
 Every name starts with ``variant_autoscaler_`` and follows the Prometheus conventions (base units, ``_total``
-on counters, ``_seconds`` for durations, a state-set gauge for an enumeration). Per-variant series carry
-``namespace`` and ``variant`` and disappear when the variant does.
+on counters, ``_seconds`` for durations, ``_ratio`` for shares, a state-set gauge for an enumeration, an
+``_info`` gauge for a name). Per-variant series carry ``namespace`` and ``variant`` and disappear when the
+variant does; per-model series (``model``: forecast, admission) and per-profile series (``profile``,
+``stage``: online calibration) are set afresh each cycle, and a value the cycle did not compute is removed
+rather than left at an old number.
 
     metrics = ControllerMetrics()
     controller = Controller(..., on_cycle=metrics.record_cycle)
@@ -14,7 +17,8 @@ only names defined here).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from threading import Lock, Thread
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -22,7 +26,9 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from autoscaler.controller.loop import CycleReport, VariantOutcome
+from autoscaler.core.plan import ModelOutlook
 from autoscaler.core.types import Freshness, VariantRef
+from autoscaler.perf.online import CalibrationReport
 
 __all__ = ["DEFAULT_METRICS", "PREFIX", "ControllerMetrics", "error_kind", "record_cycle", "serve_metrics"]
 
@@ -89,13 +95,47 @@ class ControllerMetrics:
                                   "provisioning lead time plus the waiting backlog).", ["model"], registry=r)
         self.model_observed = Gauge(f"{PREFIX}model_observed_requests_per_second",
                                     "Requests/s observed where the model's requests enter.", ["model"], registry=r)
+        self.forecast_horizon = Gauge(f"{PREFIX}model_forecast_horizon_seconds",
+                                      "Provisioning lead time the model's demand was forecast over.", ["model"],
+                                      registry=r)
+        self.forecast_error = Gauge(f"{PREFIX}model_forecast_error_ratio",
+                                    "Recent relative error of the model's arrival-rate forecast (back-test of the "
+                                    "method in use; 0.1 = 10 %).", ["model"], registry=r)
+        self.forecast_method = Gauge(f"{PREFIX}model_forecast_method_info",
+                                     "1 for the forecast method in use for the model.", ["model", "method"],
+                                     registry=r)
+        self.mean_input_tokens = Gauge(f"{PREFIX}model_mean_input_tokens",
+                                       "Mean prompt length of the model's requests.", ["model"], registry=r)
+        self.mean_output_tokens = Gauge(f"{PREFIX}model_mean_output_tokens",
+                                        "Mean generated length of the model's requests.", ["model"], registry=r)
         self.admission_ratio = Gauge(f"{PREFIX}admission_ratio",
                                      "Share of the model's new requests to admit (early rejection, cost bounds).",
                                      ["model"], registry=r)
+        self.predicted_prefill_load = Gauge(f"{PREFIX}predicted_prefill_load",
+                                            "Predicted TTFT of a request arriving now over the TTFT SLO (1 = at "
+                                            "the SLO).", ["model"], registry=r)
         self.predicted_decode_load = Gauge(f"{PREFIX}predicted_decode_load",
                                            "Predicted decode step time over the ITL SLO when a request admitted "
                                            "now reaches decode (1 = at the SLO).", ["model"], registry=r)
-        self._models: set[str] = set()
+        calibration = ("profile", "stage")
+        self.calibration_factor = Gauge(f"{PREFIX}calibration_factor",
+                                        "Observed over profile-predicted latency at the operating point (1 = the "
+                                        "profile is right).", calibration, registry=r)
+        self.calibration_samples = Gauge(f"{PREFIX}calibration_samples",
+                                         "Samples behind the profile stage's online calibration.", calibration,
+                                         registry=r)
+        self.calibration_error = Gauge(f"{PREFIX}calibration_relative_error_ratio",
+                                       "Mean |observed - calibrated prediction| / observed over the samples.",
+                                       calibration, registry=r)
+        self.calibration_coefficient = Gauge(f"{PREFIX}calibration_coefficient",
+                                             "A latency-model coefficient in use after calibration (units as in "
+                                             "the profile).", (*calibration, "coefficient"), registry=r)
+        self._model_gauges = (self.model_demand, self.model_observed, self.forecast_horizon, self.forecast_error,
+                              self.forecast_method, self.mean_input_tokens, self.mean_output_tokens,
+                              self.admission_ratio, self.predicted_prefill_load, self.predicted_decode_load)
+        self._calibration_gauges = (self.calibration_factor, self.calibration_samples, self.calibration_error,
+                                    self.calibration_coefficient)
+        self._per_cycle = {g: _SetEachCycle(g) for g in (*self._model_gauges, *self._calibration_gauges)}
         self._labels: dict[VariantRef, tuple[str, ...]] = {}
         # Every per-variant child created, so that a variant's series can be removed when it goes away.
         self._children: dict[VariantRef, set[tuple[Any, tuple[str, ...]]]] = {}
@@ -121,27 +161,43 @@ class ControllerMetrics:
         for outcome in report.outcomes:
             self._record_variant(outcome)
         if not listing_failed:
-            self._record_models(report)
+            self._record_models(report.outlooks)
+            self._record_calibrations(report.calibrations)
 
-    def _record_models(self, report: CycleReport) -> None:
-        """Per-model outlook; a value the cycle did not compute is removed rather than left at an old one."""
-        families = (self.model_demand, self.model_observed, self.admission_ratio, self.predicted_decode_load)
-        for model in self._models - set(report.outlooks):
-            for family in families:
-                _remove(family, (model,))
-        self._models = set(report.outlooks)
-        for model, outlook in report.outlooks.items():
-            values = (
-                outlook.demand_rps,
-                outlook.observed_rps,
-                outlook.admission_ratio if outlook.admission is not None or outlook.unserved_rps > 0 else None,
-                outlook.admission.decode_load_at_horizon if outlook.admission is not None else None,
-            )
-            for family, value in zip(families, values, strict=True):
-                if value is None:
-                    _remove(family, (model,))
-                else:
-                    family.labels(model).set(value)
+    def _record_models(self, outlooks: Mapping[str, ModelOutlook]) -> None:
+        series: dict[Gauge, dict[tuple[str, ...], float | None]] = {g: {} for g in self._model_gauges}
+        for model, o in outlooks.items():
+            key = (model,)
+            admission = o.admission
+            series[self.model_demand][key] = o.demand_rps
+            series[self.model_observed][key] = o.observed_rps
+            series[self.forecast_horizon][key] = o.horizon_s
+            series[self.forecast_error][key] = o.forecast_error
+            if o.forecast_method:
+                series[self.forecast_method][(model, o.forecast_method)] = 1.0
+            series[self.mean_input_tokens][key] = o.mean_input_tokens
+            series[self.mean_output_tokens][key] = o.mean_output_tokens
+            # Without early rejection or unserved demand nothing computed a ratio: no series, not a default 1.
+            computed = admission is not None or o.unserved_rps > 0
+            series[self.admission_ratio][key] = o.admission_ratio if computed else None
+            series[self.predicted_prefill_load][key] = admission.prefill_load if admission is not None else None
+            series[self.predicted_decode_load][key] = admission.decode_load_at_horizon if admission is not None else None
+        self._set_each_cycle(series)
+
+    def _record_calibrations(self, reports: Iterable[CalibrationReport]) -> None:
+        series: dict[Gauge, dict[tuple[str, ...], float | None]] = {g: {} for g in self._calibration_gauges}
+        for c in reports:
+            key = (c.profile, str(c.stage))
+            series[self.calibration_factor][key] = c.factor
+            series[self.calibration_samples][key] = float(c.samples)
+            series[self.calibration_error][key] = c.relative_error
+            for name, coefficient in c.coefficients.items():
+                series[self.calibration_coefficient][(*key, name)] = coefficient
+        self._set_each_cycle(series)
+
+    def _set_each_cycle(self, series: Mapping[Gauge, Mapping[tuple[str, ...], float | None]]) -> None:
+        for gauge, values in series.items():
+            self._per_cycle[gauge].set(values)
 
     def observe_request(self, endpoint: str, code: int, seconds: float) -> None:
         """An :data:`autoscaler.adapter.server.RequestObserver`."""
@@ -190,6 +246,25 @@ class ControllerMetrics:
         for gauge in (self.desired, self.current):
             _remove(gauge, described)
             children.discard((gauge, described))
+
+
+class _SetEachCycle:
+    """A gauge whose series are all set again every cycle: a series not set (or set to None or NaN: no sample)
+    is removed, so that a model or profile that went away, or a value not computed, leaves no old number."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self._gauge = gauge
+        self._live: set[tuple[str, ...]] = set()
+
+    def set(self, series: Mapping[tuple[str, ...], float | None]) -> None:
+        live = {labels for labels, value in series.items() if value is not None and not math.isnan(value)}
+        for labels in self._live - live:
+            _remove(self._gauge, labels)
+        for labels in live:
+            value = series[labels]
+            assert value is not None
+            self._gauge.labels(*labels).set(value)
+        self._live = live
 
 
 def _remove(family: Any, labels: tuple[str, ...]) -> None:

@@ -2,7 +2,8 @@
 
 The adapter runs in a child process (so client and server do not share a GIL) with 200 variants in its store
 and the authentication the aggregator uses (front-proxy client certificate + X-Remote-User; the caller in
-system:masters, so no SubjectAccessReview round trip: reviews are cached for 10 s in a cluster anyway).
+system:masters, so no SubjectAccessReview round trip: reviews are cached for 10 s in a cluster anyway), set up
+as ``variant-autoscaler adapter`` does: a reloadable TLS context and trust, with both reloads polling.
 Clients ask for ``variant_desired_replicas`` of one variant each, as the HPA does.
 
 Bounded: a fixed number of requests per phase and a time cap. Phases:
@@ -35,14 +36,16 @@ def _serve(directory: str, ready: multiprocessing.synchronize.Event, port_value:
 
     from autoscaler.adapter.api import ExternalMetricsAPI
     from autoscaler.adapter.auth import (
+        AuthenticationConfig,
         PrivilegedGroupAuthorizer,
-        RequestHeaderAuthenticator,
         RequestHeaderConfig,
+        TrustedCertAuthenticator,
         UnionAuthenticator,
     )
+    from autoscaler.adapter.reload import AuthenticationReloader, Periodic
     from autoscaler.adapter.server import AdapterServer
     from autoscaler.adapter.store import DecisionStore, VariantValues
-    from autoscaler.adapter.tls import server_context
+    from autoscaler.adapter.tls import ServingTLS
     from autoscaler.controller.ports import WallClock
     from autoscaler.core.types import VariantRef
     from autoscaler.logs import configure_logging
@@ -61,12 +64,16 @@ def _serve(directory: str, ready: multiprocessing.synchronize.Event, port_value:
             return False, "benchmark: only system:masters"
 
     front_ca = x509.load_pem_x509_certificate((d / "front-ca.crt").read_bytes())
-    config = RequestHeaderConfig(client_cas=(front_ca,), allowed_names=("front-proxy-client",))
-    api = ExternalMetricsAPI(store=store, authenticator=UnionAuthenticator([RequestHeaderAuthenticator(config)]),
+    config = AuthenticationConfig(request_header=RequestHeaderConfig(client_cas=(front_ca,),
+                                                                     allowed_names=("front-proxy-client",)))
+    certificates = TrustedCertAuthenticator(config)
+    api = ExternalMetricsAPI(store=store, authenticator=UnionAuthenticator([certificates]),
                              authorizer=PrivilegedGroupAuthorizer(Deny()))
-    context = server_context(cert=d / "serving.crt", key=d / "serving.key",
-                             client_cas_pem=(d / "front-ca.crt").read_text())
-    with AdapterServer(api=api, ssl_context=context) as server:
+    tls = ServingTLS(cert=d / "serving.crt", key=d / "serving.key", client_cas_pem=config.trusted_cas_pem())
+    reloader = AuthenticationReloader(load=lambda: config, authenticator=certificates, tls=tls)
+    with AdapterServer(api=api, ssl_context=tls.current) as server, \
+            Periodic(name="auth-reload", interval_s=30.0, task=reloader.reload), \
+            Periodic(name="cert-reload", interval_s=10.0, task=tls.reload):
         port_value.value = server.port
         ready.set()
         stop.wait()
@@ -144,7 +151,7 @@ def main() -> int:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per phase at most")
     args = parser.parse_args()
 
-    from autoscaler.adapter.tls import Authority, self_signed
+    from autoscaler.certs import Authority, self_signed
 
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
         d = Path(tmp)

@@ -3,7 +3,8 @@
 Modules: ``selectors`` (label selectors), ``quantity`` (Kubernetes quantities), ``catalog`` (the metrics
 served), ``store`` (latest decision per variant), ``documents`` (JSON shapes), ``auth`` (authentication and
 authorisation as aggregated API servers do them), ``api`` (routing without HTTP), ``server`` (HTTPS),
-``tls`` (certificates), ``run`` (the ``variant-autoscaler adapter`` command).
+``tls`` (the serving context, reloaded on rotation), ``reload`` (re-reading the trust ConfigMap and the
+certificate files), ``run`` (the ``variant-autoscaler adapter`` command).
 
 The names below are the public surface; submodules import without pulling in the HTTP server.
 """

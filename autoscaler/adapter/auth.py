@@ -9,6 +9,10 @@ Authentication (first authenticator that recognises the credentials wins, :class
 - :class:`ClientCertAuthenticator`: any other client certificate issued by the client CA (user = CN, groups = O).
 - :class:`TokenReviewAuthenticator`: ``Authorization: Bearer`` tokens, checked with a TokenReview.
 
+:class:`TrustedCertAuthenticator` holds the first two under one :class:`AuthenticationConfig` and swaps them
+whole when the trust is re-read (``autoscaler.adapter.reload``), as the generic apiserver's dynamic CA
+content does: a request is checked against the old trust or the new one, never a mix.
+
 Authorisation: :class:`PrivilegedGroupAuthorizer` (``system:masters`` needs no round trip, as in the generic
 apiserver) in front of :class:`SubjectAccessReviewAuthorizer`. Review results are cached briefly (10 s, the
 generic apiserver's default webhook cache TTLs).
@@ -35,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import urllib3
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.x509.oid import NameOID
@@ -59,6 +64,7 @@ __all__ = [
     "RequestHeaderConfig",
     "SubjectAccessReviewAuthorizer",
     "TokenReviewAuthenticator",
+    "TrustedCertAuthenticator",
     "Unauthenticated",
     "UnionAuthenticator",
     "UserInfo",
@@ -210,6 +216,8 @@ def load_authentication_config(api: kube_client.ApiClient) -> AuthenticationConf
     except ApiException as exc:
         raise ConfigError(f"{_CONFIGMAP}: cannot read: HTTP {exc.status}: {str(exc.body)[:_BODY_LIMIT]}",
                           field="authentication") from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # no answer at all (connection refused, timeout)
+        raise ConfigError(f"{_CONFIGMAP}: cannot read: {exc}", field="authentication") from exc
     return authentication_config_from_configmap(cm.data or {})
 
 
@@ -312,6 +320,41 @@ class ClientCertAuthenticator:
         if issued is None:
             return None
         return UserInfo(name=issued[1], groups=issued[2])
+
+
+class TrustedCertAuthenticator:
+    """Request-header, then client-certificate authentication under one :class:`AuthenticationConfig`, which
+    :meth:`update` replaces atomically (one reference swapped; readers take no lock)."""
+
+    def __init__(self, config: AuthenticationConfig) -> None:
+        self._state = self._build(config)
+
+    @staticmethod
+    def _build(config: AuthenticationConfig) -> tuple[AuthenticationConfig, tuple[Authenticator, ...]]:
+        authenticators: list[Authenticator] = []
+        if config.request_header is not None:
+            authenticators.append(RequestHeaderAuthenticator(config.request_header))
+        if config.client_cas:
+            authenticators.append(ClientCertAuthenticator(config.client_cas))
+        return config, tuple(authenticators)
+
+    @property
+    def config(self) -> AuthenticationConfig:
+        return self._state[0]
+
+    def update(self, config: AuthenticationConfig) -> bool:
+        """Use ``config`` from the next request on; False when it is the one in use already."""
+        if config == self._state[0]:
+            return False
+        self._state = self._build(config)
+        return True
+
+    def authenticate(self, credentials: Credentials) -> UserInfo | None:
+        for authenticator in self._state[1]:
+            user = authenticator.authenticate(credentials)
+            if user is not None:
+                return user
+        return None
 
 
 class _TTLCache:

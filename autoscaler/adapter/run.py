@@ -2,12 +2,17 @@
 
 The control loop runs as usual but changes nothing (the HPA owns ``replicas``); after each cycle its report
 goes to the :class:`DecisionStore` the adapter serves from and to the controller's own metrics.
+
+:func:`build_security` assembles TLS, authentication and authorisation, with the reloads that keep them
+current (the authentication ConfigMap or ``--requestheader-ca`` file, the serving certificate files).
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,18 +23,18 @@ from autoscaler.adapter.auth import (
     AuthenticationConfig,
     Authenticator,
     Authorizer,
-    ClientCertAuthenticator,
     PrivilegedGroupAuthorizer,
-    RequestHeaderAuthenticator,
     SubjectAccessReviewAuthorizer,
     TokenReviewAuthenticator,
+    TrustedCertAuthenticator,
     UnionAuthenticator,
     authentication_config_from_files,
     load_authentication_config,
 )
+from autoscaler.adapter.reload import AuthenticationReloader, Periodic
 from autoscaler.adapter.server import AdapterServer
 from autoscaler.adapter.store import DecisionStore
-from autoscaler.adapter.tls import self_signed, server_context
+from autoscaler.adapter.tls import ServingTLS, self_signed
 from autoscaler.config import Settings
 from autoscaler.controller.loop import CycleReport
 from autoscaler.controller.ports import WallClock
@@ -37,7 +42,7 @@ from autoscaler.errors import ConfigError
 from autoscaler.logs import get_logger
 from autoscaler.metrics import ControllerMetrics, serve_metrics
 
-__all__ = ["AdapterOptions", "build_auth", "run_adapter"]
+__all__ = ["AdapterOptions", "Security", "build_auth", "build_security", "run_adapter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,25 +68,70 @@ class AdapterOptions:
     """Port of the controller's own /metrics; None: not served."""
     cert_dir: Path | None = None
     """Where ``self_signed`` writes its certificate; None: a fresh temporary directory, removed on exit."""
+    auth_reload_s: float = 30.0
+    """Seconds between re-reads of the authentication ConfigMap (or ``requestheader_ca``): a rotated
+    front-proxy CA is trusted within this."""
+    cert_reload_s: float = 10.0
+    """Seconds between checks of the serving certificate files: a renewed certificate is served within this."""
+
+    def __post_init__(self) -> None:
+        for name in ("auth_reload_s", "cert_reload_s"):
+            value = getattr(self, name)
+            if not value > 0:  # also refuses NaN
+                raise ConfigError(f"adapter option {name} must be > 0 seconds, got {value!r}", field=name)
 
 
 def build_auth(api: kube_client.ApiClient, config: AuthenticationConfig) -> tuple[Authenticator, Authorizer]:
     """Request-header, client-certificate and bearer-token authentication; SubjectAccessReview authorisation
     (``system:masters`` without a round trip). Needs the ``system:auth-delegator`` ClusterRole."""
-    authenticators: list[Authenticator] = []
-    if config.request_header is not None:
-        authenticators.append(RequestHeaderAuthenticator(config.request_header))
-    if config.client_cas:
-        authenticators.append(ClientCertAuthenticator(config.client_cas))
-    authenticators.append(TokenReviewAuthenticator(api))
-    return UnionAuthenticator(authenticators), PrivilegedGroupAuthorizer(SubjectAccessReviewAuthorizer(api))
+    authenticator, authorizer, _ = _auth(api, config)
+    return authenticator, authorizer
 
 
-def _authentication_config(api: kube_client.ApiClient, options: AdapterOptions) -> AuthenticationConfig:
-    if options.requestheader_ca is not None:
-        return authentication_config_from_files(requestheader_ca=options.requestheader_ca,
-                                                allowed_names=options.allowed_names)
-    return load_authentication_config(api)
+def _auth(api: kube_client.ApiClient, config: AuthenticationConfig
+          ) -> tuple[Authenticator, Authorizer, TrustedCertAuthenticator]:
+    certificates = TrustedCertAuthenticator(config)
+    authenticator = UnionAuthenticator([certificates, TokenReviewAuthenticator(api)])
+    return authenticator, PrivilegedGroupAuthorizer(SubjectAccessReviewAuthorizer(api)), certificates
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """What the server needs to let the right callers in, and the reloads that keep it current."""
+
+    tls: ServingTLS
+    authenticator: Authenticator
+    authorizer: Authorizer
+    certificates: TrustedCertAuthenticator
+    """The certificate-based part of :attr:`authenticator`, swapped on a changed authentication config."""
+    auth_reloader: AuthenticationReloader
+
+    @contextlib.contextmanager
+    def reloading(self, *, auth_interval_s: float, cert_interval_s: float) -> Iterator[None]:
+        """Poll the authentication config and the certificate files while the block runs."""
+        with Periodic(name="adapter-auth-reload", interval_s=auth_interval_s, task=self.auth_reloader.reload), \
+                Periodic(name="adapter-cert-reload", interval_s=cert_interval_s, task=self.tls.reload):
+            yield
+
+
+def _authentication_loader(api: kube_client.ApiClient, options: AdapterOptions
+                           ) -> Callable[[], AuthenticationConfig]:
+    requestheader_ca = options.requestheader_ca
+    if requestheader_ca is not None:
+        return lambda: authentication_config_from_files(requestheader_ca=requestheader_ca,
+                                                        allowed_names=options.allowed_names)
+    return lambda: load_authentication_config(api)
+
+
+def build_security(api: kube_client.ApiClient, options: AdapterOptions, *, cert: Path, key: Path) -> Security:
+    """TLS from ``cert``/``key``, authentication from the ConfigMap (or ``options.requestheader_ca``), and
+    SubjectAccessReview authorisation; :class:`~autoscaler.errors.ConfigError` if any cannot be read now."""
+    load = _authentication_loader(api, options)
+    config = load()
+    authenticator, authorizer, certificates = _auth(api, config)
+    tls = ServingTLS(cert=cert, key=key, client_cas_pem=config.trusted_cas_pem())
+    return Security(tls=tls, authenticator=authenticator, authorizer=authorizer, certificates=certificates,
+                    auth_reloader=AuthenticationReloader(load=load, authenticator=certificates, tls=tls))
 
 
 def _tls_files(options: AdapterOptions, scratch: Path | None = None) -> tuple[Path, Path]:
@@ -114,8 +164,7 @@ def _run(settings: Settings, options: AdapterOptions, *, scratch: Path, api: kub
     log = get_logger("adapter")
     cert, key = _tls_files(options, scratch)  # configuration errors first, before any connection
     api = api or load_api_client(settings.kube.kubeconfig, settings.kube.context)
-    auth_config = _authentication_config(api, options)
-    authenticator, authorizer = build_auth(api, auth_config)
+    security = build_security(api, options, cert=cert, key=key)
     interval_s = settings.controller.interval_s
     store = DecisionStore(max_age_s=options.stale_after_intervals * interval_s, clock=WallClock())
     metrics = ControllerMetrics()
@@ -126,15 +175,16 @@ def _run(settings: Settings, options: AdapterOptions, *, scratch: Path, api: kub
 
     controller = build_controller(settings, api_client=api, dry_run=True, on_cycle=on_cycle)
     # Not ready before the first cycle: the Service then routes to replicas that have something to serve.
-    api_handler = ExternalMetricsAPI(store=store, authenticator=authenticator, authorizer=authorizer,
-                                     ready=lambda: store.last_cycle_at is not None)
-    context = server_context(cert=cert, key=key, client_cas_pem=auth_config.trusted_cas_pem())
+    api_handler = ExternalMetricsAPI(store=store, authenticator=security.authenticator,
+                                     authorizer=security.authorizer, ready=lambda: store.last_cycle_at is not None)
     metrics_server = serve_metrics(options.metrics_port, metrics=metrics) if options.metrics_port else None
     try:
-        with AdapterServer(api=api_handler, ssl_context=context, host=options.host, port=options.port,
-                           observer=metrics.observe_request):
+        with AdapterServer(api=api_handler, ssl_context=security.tls.current, host=options.host,
+                           port=options.port, observer=metrics.observe_request), \
+                security.reloading(auth_interval_s=options.auth_reload_s, cert_interval_s=options.cert_reload_s):
             log.info("adapter_started", port=options.port, interval_s=interval_s,
-                     stale_after_s=store.max_age_s, request_header=auth_config.request_header is not None)
+                     stale_after_s=store.max_age_s, cert_not_after=security.tls.not_after,
+                     request_header=security.certificates.config.request_header is not None)
             controller.run(interval_s=interval_s, duration_s=duration_s, stop=stop)
     finally:
         if metrics_server is not None:

@@ -5,6 +5,9 @@ connections), the TLS handshake done in the connection's thread so a slow client
 
     with AdapterServer(api=api, ssl_context=server_context(cert=..., key=...), port=6443) as server:
         print(server.url)
+
+``ssl_context`` may also be a function returning the context to use (``ServingTLS.current``): it is called for
+every accepted connection, so a rotated certificate or client CA applies to new connections at once.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ from autoscaler.adapter.auth import Credentials
 from autoscaler.errors import StackError
 from autoscaler.logs import get_logger
 
-__all__ = ["AdapterServer", "RequestObserver"]
+__all__ = ["AdapterServer", "ContextSource", "RequestObserver"]
 
 RequestObserver = Callable[[str, int, float], None]
 """Called after every request with (endpoint, HTTP status, seconds)."""
+
+ContextSource = Callable[[], ssl.SSLContext]
+"""Returns the TLS context for the next accepted connection."""
 
 _HANDSHAKE_TIMEOUT_S = 10.0
 _IDLE_TIMEOUT_S = 90.0  # longer than Go's default idle connection timeout towards us (90 s)
@@ -78,7 +84,7 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], *, api: ExternalMetricsAPI, ssl_context: ssl.SSLContext | None,
+    def __init__(self, address: tuple[str, int], *, api: ExternalMetricsAPI, ssl_context: ContextSource | None,
                  observer: RequestObserver | None, idle_timeout_s: float) -> None:
         self.api = api
         self.ssl_context = ssl_context
@@ -91,7 +97,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = self.socket.accept()
         if self.ssl_context is not None:
-            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            sock = self.ssl_context().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with self._connections_lock:
             self._connections.add(sock)
         return sock, address
@@ -116,14 +122,18 @@ class _HTTPServer(ThreadingHTTPServer):
         get_logger("adapter.http").debug("connection_error", client=str(client_address))
 
 
+def _fixed(context: ssl.SSLContext) -> ContextSource:
+    return lambda: context
+
+
 class AdapterServer:
     """Serves ``api`` on ``host:port`` (port 0: any free port; see :attr:`port`) until :meth:`stop`."""
 
-    def __init__(self, *, api: ExternalMetricsAPI, ssl_context: ssl.SSLContext | None, host: str = "127.0.0.1",
-                 port: int = 0, observer: RequestObserver | None = None,
+    def __init__(self, *, api: ExternalMetricsAPI, ssl_context: ssl.SSLContext | ContextSource | None,
+                 host: str = "127.0.0.1", port: int = 0, observer: RequestObserver | None = None,
                  idle_timeout_s: float = _IDLE_TIMEOUT_S) -> None:
         self._api = api
-        self._ssl_context = ssl_context
+        self._ssl_context = _fixed(ssl_context) if isinstance(ssl_context, ssl.SSLContext) else ssl_context
         self._address = (host, port)
         self._observer = observer
         self._idle_timeout_s = idle_timeout_s

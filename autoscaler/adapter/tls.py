@@ -1,116 +1,32 @@
-"""TLS for the adapter: the server's SSL context, and throwaway certificates for local runs and tests.
+"""TLS for the adapter: the serving context, reloaded when its certificate files or client CAs change.
 
 In a cluster the serving certificate comes from a mounted Secret (cert-manager, or the service CA of
-OpenShift); :func:`self_signed` is only for local runs (``--self-signed``) and tests. Keys are ECDSA P-256:
-quick to generate and accepted by Go's TLS stack, which is what dials us (the aggregator).
+OpenShift), which is rotated in place: :class:`ServingTLS` re-reads the files (:meth:`ServingTLS.reload`,
+called periodically) and swaps in a new ``SSLContext``; new connections get the new certificate, open ones keep
+theirs. A pair that does not load (a key not yet matching its certificate half-way through a rotation) keeps
+the old context and is logged once. :func:`self_signed` and :class:`Authority` (from :mod:`autoscaler.certs`)
+are for local runs (``--self-signed``) and tests.
+
+    tls = ServingTLS(cert=Path("/var/run/serving-cert/tls.crt"), key=Path(".../tls.key"), client_cas_pem=cas)
+    AdapterServer(api=api, ssl_context=tls.current)   # a fresh context per accepted connection
+    tls.reload()                                      # from a Periodic
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
+import hashlib
 import ssl
-from collections.abc import Sequence
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from autoscaler.certs import Authority, IssuedCert, self_signed
 from autoscaler.errors import ConfigError
+from autoscaler.logs import get_logger
 
-__all__ = ["Authority", "IssuedCert", "self_signed", "server_context"]
-
-_VALIDITY = dt.timedelta(days=365)
-_BACKDATE = dt.timedelta(hours=1)  # a little clock skew between processes must not make it "not yet valid"
-
-
-@dataclass(frozen=True, slots=True)
-class IssuedCert:
-    cert: Path
-    key: Path
-
-
-def _write(directory: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> IssuedCert:
-    directory.mkdir(parents=True, exist_ok=True)
-    key_path, cert_path = directory / f"{stem}.key", directory / f"{stem}.crt"
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return IssuedCert(cert=cert_path, key=key_path)
-
-
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.UTC)
-    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
-            .serial_number(x509.random_serial_number()).not_valid_before(now - _BACKDATE)
-            .not_valid_after(now + _VALIDITY))
-
-
-def _alt_names(hosts: Sequence[str]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    return x509.SubjectAlternativeName(names)
-
-
-class Authority:
-    """A certificate authority in memory, for local runs and tests (front-proxy CA, client CA)."""
-
-    def __init__(self, common_name: str) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        self.cert = (_builder(name, name, self.key.public_key())
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
-                                                  key_encipherment=False, data_encipherment=False,
-                                                  key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                                  encipher_only=False, decipher_only=False), critical=True)
-                     .sign(self.key, hashes.SHA256()))
-
-    @property
-    def pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def write(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.pem)
-        return path
-
-    def issue(self, directory: Path, stem: str, *, common_name: str, organizations: Sequence[str] = (),
-              hosts: Sequence[str] = ()) -> IssuedCert:
-        """A serving certificate when ``hosts`` are given, else a client certificate."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-                            + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations])
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if hosts else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (_builder(subject, self.cert.subject, key.public_key())
-                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-        if hosts:
-            builder = builder.add_extension(_alt_names(hosts), critical=False)
-        return _write(directory, stem, key, builder.sign(self.key, hashes.SHA256()))
-
-
-def self_signed(directory: Path, *, hosts: Sequence[str] = ("localhost", "127.0.0.1")) -> IssuedCert:
-    """A self-signed serving certificate for ``hosts`` (it is its own CA: usable as an APIService caBundle).
-
-    For an APIService with a caBundle the aggregator checks the name ``<service>.<namespace>.svc``, so
-    include that in ``hosts``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0] if hosts else "variant-autoscaler")])
-    cert = (_builder(name, name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(_alt_names(hosts), critical=False)
-            .sign(key, hashes.SHA256()))
-    return _write(directory, "serving", key, cert)
+__all__ = ["Authority", "IssuedCert", "ServingTLS", "self_signed", "server_context"]
 
 
 def server_context(*, cert: Path, key: Path, client_cas_pem: str = "") -> ssl.SSLContext:
@@ -125,6 +41,106 @@ def server_context(*, cert: Path, key: Path, client_cas_pem: str = "") -> ssl.SS
     # Go's client offers h2 first; we speak HTTP/1.1 only.
     context.set_alpn_protocols(["http/1.1"])
     if client_cas_pem:
-        context.load_verify_locations(cadata=client_cas_pem)
+        try:
+            context.load_verify_locations(cadata=client_cas_pem)
+        except ssl.SSLError as exc:
+            raise ConfigError(f"client CA bundle: cannot load: {exc}", field="client_cas") from exc
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    context: ssl.SSLContext
+    fingerprint: str  # of the certificate and key files' bytes
+    client_cas_pem: str
+    not_after: str
+
+
+def _fingerprint(cert: Path, key: Path) -> str:
+    digest = hashlib.sha256()
+    for path in (cert, key):
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _not_after(cert: Path) -> str:
+    try:
+        return x509.load_pem_x509_certificate(cert.read_bytes()).not_valid_after_utc.isoformat()
+    except (OSError, ValueError):
+        return ""
+
+
+class ServingTLS:
+    """The serving context in effect; thread-safe (readers take no lock, a reload replaces one reference).
+
+    Raises :class:`~autoscaler.errors.ConfigError` at construction when the files do not load: at start there
+    is no good context to keep."""
+
+    def __init__(self, *, cert: Path, key: Path, client_cas_pem: str = "") -> None:
+        self.cert, self.key = cert, key
+        self._log = get_logger("adapter.tls")
+        self._lock = threading.Lock()  # one reload at a time; readers never wait
+        self._failed: str | None = None  # fingerprint of the last pair refused, so it is logged once
+        try:
+            fingerprint = _fingerprint(cert, key)
+        except OSError as exc:
+            raise ConfigError(f"TLS certificate {cert} / key {key}: cannot read: {exc}", field="tls") from exc
+        self._loaded = _Loaded(server_context(cert=cert, key=key, client_cas_pem=client_cas_pem), fingerprint,
+                               client_cas_pem, _not_after(cert))
+
+    def current(self) -> ssl.SSLContext:
+        """The context for the next connection (pass this method as the server's ``ssl_context``)."""
+        return self._loaded.context
+
+    @property
+    def not_after(self) -> str:
+        """Expiry (ISO 8601, UTC) of the certificate in use."""
+        return self._loaded.not_after
+
+    def reload(self) -> bool:
+        """Load the certificate files again if their bytes changed. True when a new pair is now in use."""
+        with self._lock:
+            loaded = self._loaded
+            try:
+                fingerprint = _fingerprint(self.cert, self.key)
+            except OSError as exc:  # a Secret volume swaps its files through a symlink: a moment without them
+                self._refuse(f"cannot read: {exc}", f"unreadable:{exc}")
+                return False
+            if fingerprint == loaded.fingerprint:
+                return False
+            try:
+                context = server_context(cert=self.cert, key=self.key, client_cas_pem=loaded.client_cas_pem)
+            except ConfigError as exc:
+                self._refuse(str(exc), fingerprint)
+                return False
+            self._loaded = _Loaded(context, fingerprint, loaded.client_cas_pem, _not_after(self.cert))
+            self._failed = None
+        self._log.info("serving_cert_reloaded", cert=str(self.cert), not_after=self._loaded.not_after)
+        return True
+
+    def set_client_cas(self, client_cas_pem: str) -> bool:
+        """Trust these CAs for client certificates on new connections (the request-header CA changed).
+        True when the context was replaced; on a bundle that does not load, the old one stays and this raises
+        :class:`~autoscaler.errors.ConfigError`."""
+        with self._lock:
+            loaded = self._loaded
+            if client_cas_pem == loaded.client_cas_pem:
+                return False
+            # An SSLContext loads its pair from files only, so the files are read again (and their
+            # fingerprint taken with them); half-way through a rotation this fails and the caller retries.
+            try:
+                fingerprint = _fingerprint(self.cert, self.key)
+            except OSError as exc:
+                raise ConfigError(f"TLS certificate {self.cert} / key {self.key}: cannot read: {exc}",
+                                  field="tls") from exc
+            context = server_context(cert=self.cert, key=self.key, client_cas_pem=client_cas_pem)
+            self._loaded = _Loaded(context, fingerprint, client_cas_pem, _not_after(self.cert))
+            return True
+
+    def _refuse(self, reason: str, failed: str) -> None:
+        if failed != self._failed:
+            self._log.warning("serving_cert_reload_failed", cert=str(self.cert), key=str(self.key),
+                              error=reason, keeping_not_after=self._loaded.not_after)
+        self._failed = failed

@@ -19,7 +19,6 @@ import base64
 import collections
 import datetime
 import functools
-import ipaddress
 import json
 import shutil
 import ssl
@@ -34,12 +33,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as kube_client
 
+from autoscaler import certs as certificates
 from autoscaler import errors
 from autoscaler.localstack import assets as kube_assets
 from autoscaler.localstack import ports
@@ -53,6 +51,8 @@ _STOP_TIMEOUT_S = 10.0
 _POLL_INTERVAL_S = 0.1
 # The name the apiserver's front-proxy client certificate carries; extension apiservers allow only it.
 _FRONT_PROXY_CLIENT = "front-proxy-client"
+# A plane lives for a test session or a demo: a month is plenty.
+_CERT_VALIDITY = datetime.timedelta(days=30)
 
 
 @dataclass(frozen=True)
@@ -241,33 +241,25 @@ class ControlPlane:
     def _write_certificates(self) -> None:
         certs = self._require_started() / "certs"
         certs.mkdir()
-        ca = _Authority.create("variant-autoscaler-local-ca")
+        ca = certificates.Authority("variant-autoscaler-local-ca", validity=_CERT_VALIDITY)
         ca.write(certs / "ca.crt")
-        serving_key, serving_cert = ca.issue(
-            common_name="kube-apiserver", server=True, ips=("127.0.0.1",), dns=("localhost",)
-        )
-        _write_key(certs / "apiserver.key", serving_key)
-        _write_cert(certs / "apiserver.crt", serving_cert)
-        admin_key, admin_cert = ca.issue(common_name="admin", organizations=("system:masters",))
-        _write_key(certs / "admin.key", admin_key)
-        _write_cert(certs / "admin.crt", admin_cert)
+        ca.issue(certs, "apiserver", common_name="kube-apiserver", hosts=("127.0.0.1", "localhost"))
+        ca.issue(certs, "admin", common_name="admin", organizations=("system:masters",))
         sa_key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(certs / "sa-signer.key", sa_key)
+        certificates.write_key(certs / "sa-signer.key", sa_key)
         (certs / "sa-signer.pub").write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
         if self._aggregation:
-            front_proxy = _Authority.create("variant-autoscaler-front-proxy-ca")
+            front_proxy = certificates.Authority("variant-autoscaler-front-proxy-ca", validity=_CERT_VALIDITY)
             front_proxy.write(certs / "front-proxy-ca.crt")
-            proxy_key, proxy_cert = front_proxy.issue(common_name=_FRONT_PROXY_CLIENT)
-            _write_key(certs / "front-proxy-client.key", proxy_key)
-            _write_cert(certs / "front-proxy-client.crt", proxy_cert)
+            proxy = front_proxy.issue(certs, "front-proxy-client", common_name=_FRONT_PROXY_CLIENT)
             self._aggregation_certs = AggregationCerts(
                 front_proxy_ca=certs / "front-proxy-ca.crt",
-                proxy_client_cert=certs / "front-proxy-client.crt",
-                proxy_client_key=certs / "front-proxy-client.key",
+                proxy_client_cert=proxy.cert,
+                proxy_client_key=proxy.key,
                 allowed_name=_FRONT_PROXY_CLIENT,
             )
 
@@ -487,95 +479,3 @@ def _unverified_tls() -> ssl.SSLContext:
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
     return tls
-
-
-class _Authority:
-    """A throwaway certificate authority (ECDSA P-256: fast to generate, accepted by every component)."""
-
-    def __init__(self, *, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-        self._key = key
-        self._cert = cert
-
-    @classmethod
-    def create(cls, common_name: str) -> _Authority:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        cert = (
-            _certificate_builder(subject=name, issuer=name, public_key=key.public_key())
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        return cls(key=key, cert=cert)
-
-    def write(self, path: Path) -> None:
-        _write_cert(path, self._cert)
-
-    def issue(
-        self,
-        *,
-        common_name: str,
-        organizations: Sequence[str] = (),
-        server: bool = False,
-        ips: Sequence[str] = (),
-        dns: Sequence[str] = (),
-    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        """A key and a leaf certificate: for TLS serving when ``server``, else for client authentication."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-            + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
-        )
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            _certificate_builder(subject=subject, issuer=self._cert.subject, public_key=key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        names += [x509.DNSName(name) for name in dns]
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        return key, builder.sign(self._key, hashes.SHA256())
-
-
-def _certificate_builder(
-    *, subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
-) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        # Back-dated so a small clock skew between processes cannot make it "not yet valid".
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-    )
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    path.chmod(0o600)

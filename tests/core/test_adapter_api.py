@@ -267,4 +267,5 @@ def test_the_public_surface_is_exactly_what_all_names():
 
     assert sorted(adapter.__all__) == sorted(n for n in vars(adapter) if not n.startswith("_")
                                              and n not in {"api", "catalog", "selectors", "store", "auth",
-                                                           "documents", "quantity", "tls", "server", "run"})
+                                                           "documents", "quantity", "tls", "server", "run",
+                                                           "reload"})

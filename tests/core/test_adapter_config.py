@@ -85,3 +85,16 @@ def test_an_unloadable_certificate_names_the_files(tmp_path):
     key.write_text("garbage")
     with pytest.raises(ConfigError, match=f"TLS certificate {cert} / key {key}: cannot load"):
         server_context(cert=cert, key=key)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("auth_reload_s", 0.0, id="auth-zero"),
+        pytest.param("cert_reload_s", -5.0, id="cert-negative"),
+        pytest.param("cert_reload_s", float("nan"), id="cert-nan"),
+    ],
+)
+def test_a_reload_interval_must_be_positive(field, value):
+    with pytest.raises(ConfigError, match=rf"adapter option {field} must be > 0 seconds"):
+        AdapterOptions(**{field: value})

@@ -159,3 +159,128 @@ def test_records_the_models_outlook_and_drops_values_not_computed():
 
     m.record_cycle(report(outcome(DECODE, desired=4), cycle=2))  # the model's outlook is gone this cycle
     assert value(m, f"{PREFIX}admission_ratio", model=DECODE.model) is None
+
+
+# -- forecast and calibration ------------------------------------------------------------------------------
+
+MODEL = DECODE.model
+
+
+def with_extras(*, outlooks=None, calibrations=(), at: float = T0, cycle: int = 1):
+    from dataclasses import replace
+
+    return replace(report(outcome(DECODE, desired=4), at=at, cycle=cycle), outlooks=outlooks or {},
+                   calibrations=tuple(calibrations))
+
+
+def outlook(**changes):
+    from dataclasses import replace
+
+    from tests.core.test_adapter_store import _outlook
+
+    return replace(_outlook(MODEL), **changes)
+
+
+def calibration(profile: str = "llama-3.1-8b/h100", stage: str = "decode", **changes):
+    from dataclasses import replace
+
+    from autoscaler.perf.calibration import Stage
+    from autoscaler.perf.online import CalibrationReport
+
+    report = CalibrationReport(profile=profile, stage=Stage(stage), samples=40, factor=1.15, relative_error=0.04,
+                               coefficients={"alpha": 6.5, "beta": 0.012, "gamma": 0.0003})
+    return replace(report, **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "name", "expected"),
+    [
+        pytest.param({"horizon_s": 95.0}, "model_forecast_horizon_seconds", 95.0, id="horizon"),
+        pytest.param({"forecast_error": 0.18}, "model_forecast_error_ratio", 0.18, id="forecast-error"),
+        pytest.param({}, "model_mean_input_tokens", 1000.0, id="mean-input-tokens"),
+        pytest.param({}, "model_mean_output_tokens", 200.0, id="mean-output-tokens"),
+        pytest.param({}, "model_observed_requests_per_second", 10.0, id="observed"),
+        pytest.param({}, "predicted_prefill_load", 0.4, id="prefill-load"),
+        pytest.param({"demand_rps": 30.5}, "model_demand_requests_per_second", 30.5, id="demand"),
+    ],
+)
+def test_exports_each_models_forecast(changes, name, expected):
+    m = ControllerMetrics()
+    m.record_cycle(with_extras(outlooks={MODEL: outlook(**changes)}))
+    assert value(m, f"{PREFIX}{name}", model=MODEL) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [
+        pytest.param({"horizon_s": None}, "model_forecast_horizon_seconds", id="horizon-not-filled"),
+        pytest.param({"forecast_error": None}, "model_forecast_error_ratio", id="error-not-scored-yet"),
+        pytest.param({"forecast_error": float("nan")}, "model_forecast_error_ratio", id="error-nan"),
+        pytest.param({"mean_input_tokens": None}, "model_mean_input_tokens", id="no-input-mix"),
+        pytest.param({"observed_rps": None}, "model_observed_requests_per_second", id="not-observed"),
+        pytest.param({"admission": None}, "predicted_prefill_load", id="no-admission-control"),
+    ],
+)
+def test_a_forecast_value_without_a_sample_loses_its_series(changes, name):
+    m = ControllerMetrics()
+    m.record_cycle(with_extras(outlooks={MODEL: outlook(horizon_s=95.0, forecast_error=0.18)}))
+    assert value(m, f"{PREFIX}{name}", model=MODEL) is not None
+    m.record_cycle(with_extras(outlooks={MODEL: outlook(**{"horizon_s": 95.0, "forecast_error": 0.18} | changes)},
+                               at=T0 + 15, cycle=2))
+    assert value(m, f"{PREFIX}{name}", model=MODEL) is None
+
+
+def test_the_forecast_method_series_names_only_the_method_in_use():
+    m = ControllerMetrics()
+    m.record_cycle(with_extras(outlooks={MODEL: outlook(forecast_method="holt")}))
+    m.record_cycle(with_extras(outlooks={MODEL: outlook(forecast_method="seasonal")}, at=T0 + 15, cycle=2))
+    assert value(m, f"{PREFIX}model_forecast_method_info", model=MODEL, method="seasonal") == 1
+    assert value(m, f"{PREFIX}model_forecast_method_info", model=MODEL, method="holt") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "expected"),
+    [
+        pytest.param("calibration_factor", {}, 1.15, id="factor"),
+        pytest.param("calibration_samples", {}, 40, id="samples"),
+        pytest.param("calibration_relative_error_ratio", {}, 0.04, id="relative-error"),
+        pytest.param("calibration_coefficient", {"coefficient": "alpha"}, 6.5, id="alpha"),
+        pytest.param("calibration_coefficient", {"coefficient": "gamma"}, 0.0003, id="gamma"),
+    ],
+)
+def test_exports_calibration_per_profile_and_stage(name, labels, expected):
+    m = ControllerMetrics()
+    m.record_cycle(with_extras(calibrations=[calibration(), calibration(stage="prefill", factor=0.9)]))
+    decode = {"profile": "llama-3.1-8b/h100", "stage": "decode"}
+    assert value(m, f"{PREFIX}{name}", **decode, **labels) == pytest.approx(expected)
+    assert value(m, f"{PREFIX}calibration_factor", profile="llama-3.1-8b/h100", stage="prefill") == 0.9
+
+
+@pytest.mark.parametrize(
+    ("second", "gone"),
+    [
+        pytest.param([], {"calibration_factor": {}, "calibration_samples": {},
+                          "calibration_coefficient": {"coefficient": "beta"}}, id="profile-vanishes"),
+        pytest.param([calibration(relative_error=None)], {"calibration_relative_error_ratio": {}},
+                     id="not-fitted-yet"),
+        pytest.param([calibration(coefficients={"alpha": 6.0})], {"calibration_coefficient": {"coefficient": "beta"}},
+                     id="coefficient-dropped"),
+    ],
+)
+def test_calibration_series_not_reported_again_go_away(second, gone):
+    m = ControllerMetrics()
+    decode = {"profile": "llama-3.1-8b/h100", "stage": "decode"}
+    m.record_cycle(with_extras(calibrations=[calibration()]))
+    for name, labels in gone.items():
+        assert value(m, f"{PREFIX}{name}", **decode, **labels) is not None
+    m.record_cycle(with_extras(calibrations=second, at=T0 + 15, cycle=2))
+    for name, labels in gone.items():
+        assert value(m, f"{PREFIX}{name}", **decode, **labels) is None, name
+
+
+def test_a_failed_listing_keeps_the_last_forecast_and_calibration():
+    m = ControllerMetrics()
+    m.record_cycle(with_extras(outlooks={MODEL: outlook(forecast_error=0.2)}, calibrations=[calibration()]))
+    m.record_cycle(report(at=T0 + 15, errors=("listing VariantAutoscalings: HTTP 503",), cycle=2))
+    assert value(m, f"{PREFIX}model_forecast_error_ratio", model=MODEL) == 0.2
+    assert value(m, f"{PREFIX}calibration_factor", profile="llama-3.1-8b/h100", stage="decode") == 1.15

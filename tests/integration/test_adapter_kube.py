@@ -16,6 +16,8 @@ from kubernetes import client as kube_client
 
 from autoscaler.adapter.api import ExternalMetricsAPI
 from autoscaler.adapter.auth import (
+    AUTH_CONFIGMAP_NAME,
+    AUTH_CONFIGMAP_NAMESPACE,
     AuthenticationConfig,
     ClientCertAuthenticator,
     PrivilegedGroupAuthorizer,
@@ -25,13 +27,16 @@ from autoscaler.adapter.auth import (
     UnionAuthenticator,
     load_authentication_config,
 )
+from autoscaler.adapter.run import AdapterOptions, build_security
 from autoscaler.adapter.server import AdapterServer
 from autoscaler.adapter.tls import self_signed, server_context
+from autoscaler.certs import Authority, IssuedCert
 from tests.core.test_adapter_store import outcome, spec, store_with
 
 pytestmark = pytest.mark.integration
 
 METRIC = "variant_desired_replicas"
+REQUESTHEADER_CA = "requestheader-client-ca-file"
 _RBAC_TIMEOUT_S = 10.0
 
 
@@ -168,3 +173,75 @@ def test_the_apiservers_front_proxy_certificate_carries_the_callers_identity(ada
     # The same identity headers without the proxy certificate prove nothing.
     assert adapter.get(metric_path(kube_namespace), headers={"X-Remote-User": "admin",
                                                             "X-Remote-Group": "system:masters"})[0] == 401
+
+
+# -- the trust ConfigMap changes under a running adapter ---------------------------------------------------
+
+_RELOAD_S = 0.2
+_RELOAD_WAIT_S = 10.0
+
+
+@pytest.fixture
+def trust_configmap(kube_api_client) -> Iterator[kube_client.V1ConfigMap]:
+    """The session plane's ConfigMap kube-system/extension-apiserver-authentication, restored afterwards (other
+    tests read it). The kube-apiserver merges its own CAs and names back into it, never removes any."""
+    core = kube_client.CoreV1Api(kube_api_client)
+    original = core.read_namespaced_config_map(AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE)
+    assert original.data is not None and REQUESTHEADER_CA in original.data
+    bundle = original.data[REQUESTHEADER_CA]
+    try:
+        yield original
+    finally:
+        core.patch_namespaced_config_map(AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
+                                         {"data": {REQUESTHEADER_CA: bundle}})
+
+
+def set_requestheader_ca(api: kube_client.ApiClient, original: kube_client.V1ConfigMap, ca: Authority) -> None:
+    # The apiserver's own front-proxy CA stays in the bundle, so its trust controller has nothing to merge back.
+    data = original.data or {}
+    bundle = data[REQUESTHEADER_CA].rstrip("\n") + "\n" + ca.pem.decode()
+    kube_client.CoreV1Api(api).patch_namespaced_config_map(AUTH_CONFIGMAP_NAME, AUTH_CONFIGMAP_NAMESPACE,
+                                                           {"data": {REQUESTHEADER_CA: bundle}})
+
+
+def proxied_status(server: AdapterServer, ca_file: Path, client: IssuedCert, namespace: str) -> int | str:
+    """The HTTP status of a proxied request made with ``client``'s certificate on a fresh connection, or
+    "refused" when the TLS handshake rejects the certificate."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.load_cert_chain(str(client.cert), str(client.key))
+    connection = http.client.HTTPSConnection("localhost", server.port, context=context, timeout=10)
+    try:
+        connection.request("GET", metric_path(namespace), headers={"X-Remote-User": "admin",
+                                                                   "X-Remote-Group": "system:masters"})
+        return connection.getresponse().status
+    except (ssl.SSLError, ConnectionError):
+        return "refused"
+    finally:
+        connection.close()
+
+
+def test_a_changed_requestheader_ca_applies_without_a_restart(kube_api_client, kube_namespace, trust_configmap,
+                                                            tmp_path):
+    old_ca, new_ca = Authority("rotated-front-proxy-ca-1"), Authority("rotated-front-proxy-ca-2")
+    old_client = old_ca.issue(tmp_path, "old", common_name="front-proxy-client")
+    new_client = new_ca.issue(tmp_path, "new", common_name="front-proxy-client")
+    set_requestheader_ca(kube_api_client, trust_configmap, old_ca)
+
+    serving = self_signed(tmp_path / "serving")
+    security = build_security(kube_api_client, AdapterOptions(), cert=serving.cert, key=serving.key)
+    store = store_with(outcome(spec("llama-decode", namespace=kube_namespace), desired=4))
+    api = ExternalMetricsAPI(store=store, authenticator=security.authenticator, authorizer=security.authorizer)
+    with AdapterServer(api=api, ssl_context=security.tls.current) as server, \
+            security.reloading(auth_interval_s=_RELOAD_S, cert_interval_s=_RELOAD_S):
+
+        def status(client: IssuedCert) -> int | str:
+            return proxied_status(server, serving.cert, client, kube_namespace)
+
+        assert (status(old_client), status(new_client)) == (200, "refused")
+        set_requestheader_ca(kube_api_client, trust_configmap, new_ca)
+        deadline = time.monotonic() + _RELOAD_WAIT_S
+        while status(new_client) != 200:
+            assert time.monotonic() < deadline, "the new requestheader CA was not picked up"
+            time.sleep(_RELOAD_S)
+        assert status(old_client) in ("refused", 401)
+        assert security.auth_reloader.error is None
