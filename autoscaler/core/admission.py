@@ -19,15 +19,15 @@ the same ``t_d``; ``t_d = mean output tokens x current step time`` here. :class:
 running batch drains: ``UNIFORM`` is the paper's assumption (ages spread evenly, so ``B * (1 - tau / t_d)`` are
 left after ``tau``); ``EXPONENTIAL`` (the default) treats the remaining decode time as memoryless, leaving
 ``B * exp(-tau / t_d)``. Real output lengths are spread (Mooncake conversation trace: mean 343 tokens, coefficient of
-variation 0.73), so part of today's batch outlives ``t_d`` by far; in ``benchmarks/bench_early_rejection.py`` the
-predicted decode load misses the load a request meets at entry by a standard deviation of 0.066-0.085 with the
-exponential model against 0.081-0.091 with the paper's.
+variation 0.73), so part of today's batch outlives ``t_d`` by far; replayed per request (an earlier version of
+``benchmarks/bench_early_rejection.py``), the predicted decode load missed the load a request met at entry by a
+standard deviation of 0.066-0.085 with the exponential model against 0.081-0.091 with the paper's.
 
-What the prediction buys, measured there (Mooncake trace at 2x, KV-bound decode): it damps early rejection's
-anti-phase swings and halves the prefill wasted by reactive rejection, but it rejects *more* requests than either:
-a decision taken one TTFT ahead is noisy (about ten times one request's share of the pool) while the decode-time
-check is exact, and the prefill reactive wastes is the buffer that keeps decode full. ``overcommit`` keeps such a
-buffer on purpose and moves the policy along that trade-off towards reactive.
+This module decides from pool totals once per control cycle; a gateway deciding per request, as Mooncake's Conductor
+does, uses :mod:`autoscaler.core.gateway_admission` over its own view of the queues and running sequences. What the
+prediction buys is measured in ``benchmarks/bench_early_rejection.py`` (Mooncake trace at 2x, KV-bound decode): it
+damps early rejection's anti-phase swings and wastes no prefill, but rejects more requests than reactive rejection
+at the decode door, whose exact check serves smaller prompts first (see that file's docstring).
 
 Besides the per-request decision the result carries an admission ratio (the share of the next interval's
 arrivals the pools can take while both loads stay under the threshold; a gateway applies it per interval) and

@@ -1,0 +1,283 @@
+"""Per-request early rejection at a gateway: Mooncake's prediction-based rule, decided as each request arrives.
+
+Source: Qin et al., "Mooncake: Trading More Storage for Less Computation", FAST'25 (arXiv 2407.00079), section 7.
+Its Conductor decides at arrival whether to take a request, on the prefill load (predicted TTFT / TTFT SLO) and the
+decode load. Plain early rejection reads the decode load *now*; the prediction-based variant reads it at the moment
+this request would start decoding: sequences whose decode will have finished by then are removed, requests that
+will have finished prefill by then are added.
+
+:func:`autoscaler.core.admission.assess_admission` answers the same question once per control cycle from pool
+totals (its admission ratio is the coarse export). Here the input is a :class:`PoolsView` a gateway or endpoint
+picker keeps per request: when each prefill replica's queue empties, the admitted requests not yet decoding, and
+each decoding sequence's KV and output so far. :func:`book_prefill` updates the view with the gateway's own
+admissions between scrapes of the engines.
+
+How long a sequence keeps decoding is not known. Mooncake assumes every request decodes for the same ``t_d``
+(:meth:`OutputLengths.fixed`); :meth:`OutputLengths.from_sample` uses the spread of recently finished requests
+instead, so a sequence survives a horizon with the probability its length distribution gives given what it has
+produced so far. The decode step time is held at today's over the horizon.
+
+Loads are those of :func:`autoscaler.core.admission.decode_load` (the highest of step time / TBT SLO, KV share and
+seat share), with the request in it: its prompt plus KV kept for a mean output, as the decode-time check reserves.
+Pure: values in, values out; times are seconds on the caller's clock.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, decode_load, prefill_seconds
+from autoscaler.perf.profile import PerformanceProfile
+
+__all__ = [
+    "DecodeForecast",
+    "DecodingSequence",
+    "GatewayConfig",
+    "OutputLengths",
+    "PoolsView",
+    "PrefillJob",
+    "RequestVerdict",
+    "admit_request",
+    "book_prefill",
+    "forecast_decode",
+    "judge_request",
+    "request_ttft",
+]
+
+
+def _check(owner: str, name: str, value: float, *, low: float = 0.0) -> None:
+    if not (math.isfinite(value) and value >= low):
+        raise ValueError(f"{owner}.{name} must be a finite number >= {low:g}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLengths:
+    """Output lengths (tokens, first token included) that requests of this model produce, sorted.
+
+    ``fixed(n)`` is Mooncake's assumption (every request produces the mean); ``from_sample`` the empirical
+    distribution of recently finished requests."""
+
+    tokens: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.tokens:
+            raise ValueError("OutputLengths.tokens must hold at least one length")
+        for value in self.tokens:
+            _check("OutputLengths", "tokens", value, low=1.0)
+        if any(a > b for a, b in zip(self.tokens, self.tokens[1:], strict=False)):
+            raise ValueError("OutputLengths.tokens must be sorted (use OutputLengths.from_sample)")
+
+    @classmethod
+    def fixed(cls, tokens: float) -> OutputLengths:
+        return cls((float(tokens),))
+
+    @classmethod
+    def from_sample(cls, lengths: Iterable[float]) -> OutputLengths:
+        return cls(tuple(sorted(float(x) for x in lengths)))
+
+    @property
+    def mean(self) -> float:
+        return sum(self.tokens) / len(self.tokens)
+
+    def survival(self, tokens: float) -> float:
+        """Share of requests producing more than ``tokens`` tokens."""
+        return 1.0 - bisect.bisect_right(self.tokens, tokens) / len(self.tokens)
+
+    def still_decoding(self, *, generated: float, more: float) -> float:
+        """Probability that a sequence which has produced ``generated`` tokens produces ``more`` more. 0 for one
+        already past every length seen: the distribution says it is done (Mooncake drops those older than t_d)."""
+        alive = self.survival(generated)
+        return self.survival(generated + more) / alive if alive > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillJob:
+    """A request admitted and not yet decoding."""
+
+    done_at: float
+    """When its prefill is expected to finish (seconds); at or before now: prefilled, waiting for a decode seat."""
+    prompt_tokens: float  # its whole prompt: the KV it brings to decode
+
+    def __post_init__(self) -> None:
+        _check("PrefillJob", "prompt_tokens", self.prompt_tokens)
+        if math.isnan(self.done_at):
+            raise ValueError("PrefillJob.done_at must be a number, got nan")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodingSequence:
+    context_tokens: float  # KV it holds now: prompt + tokens generated
+    generated_tokens: float  # output tokens so far, the first (from prefill) included
+
+    def __post_init__(self) -> None:
+        _check("DecodingSequence", "context_tokens", self.context_tokens)
+        _check("DecodingSequence", "generated_tokens", self.generated_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolsView:
+    """What a gateway knows of one model's prefill and decode pools at one instant."""
+
+    prefill_profile: PerformanceProfile
+    decode_profile: PerformanceProfile
+    prefill_free_at: tuple[float, ...]
+    """Per prefill replica, when the work queued on it is done (seconds; in the past: idle)."""
+    decode_replicas: int
+    outputs: OutputLengths
+    prefill_jobs: tuple[PrefillJob, ...] = ()
+    decoding: tuple[DecodingSequence, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.decode_replicas < 0:
+            raise ValueError(f"PoolsView.decode_replicas must be >= 0, got {self.decode_replicas}")
+        for value in self.prefill_free_at:
+            if math.isnan(value):
+                raise ValueError("PoolsView.prefill_free_at must hold numbers, got nan")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    slo: LatencySLO
+    policy: RejectionPolicy = RejectionPolicy.PREDICTIVE
+    reject_above: float = 1.0
+    """Load above which a request is rejected; 1.0 rejects exactly at the SLO (or a full KV cache)."""
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.reject_above) and self.reject_above > 0):
+            raise ValueError(f"GatewayConfig.reject_above must be a finite number > 0, got {self.reject_above}")
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeForecast:
+    """The decode pool expected at ``at``, before the request being decided joins it."""
+
+    at: float
+    running: float  # expected sequences decoding then
+    kv_tokens: float  # expected KV they hold
+    step_s: float  # decode step time assumed over the horizon (today's)
+    staying: float  # of those, sequences decoding now
+    entering: float  # of those, requests now in prefill (or waiting for a seat)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVerdict:
+    admit: bool
+    prefill_load: float  # predicted TTFT / TTFT SLO
+    decode_load_now: float  # decode load with the request added to today's batch
+    decode_load_at_entry: float  # decode load with the request when it would start decoding
+    entry_at: float  # when that is: now + predicted TTFT
+    reason: str
+
+
+def _pool(view: PoolsView) -> DecodePool:
+    return DecodePool(replicas=view.decode_replicas, profile=view.decode_profile)
+
+
+def _step_now(view: PoolsView) -> float:
+    running = len(view.decoding)
+    if view.decode_replicas == 0:
+        return math.inf
+    if running == 0:
+        return view.decode_profile.decode_step_time(1.0, 0.0)
+    context = sum(s.context_tokens for s in view.decoding) / running
+    return view.decode_profile.decode_step_time(running / view.decode_replicas, context)
+
+
+def request_ttft(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float) -> float:
+    """Wait for the replica free soonest plus this request's own prefill (its uncached part behind the cached
+    prefix); inf with no prefill replica."""
+    if not view.prefill_free_at:
+        return math.inf
+    cached = min(cached_tokens, prompt_tokens)
+    wait = max(0.0, min(view.prefill_free_at) - now)
+    return wait + prefill_seconds(view.prefill_profile, tokens=prompt_tokens - cached, cached_tokens=cached)
+
+
+def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast:
+    """Expected decode batch at ``at``: each sequence decoding now stays with the probability of producing the
+    tokens the horizon takes; each job in prefill enters when its prefill is done (a waiting one now) and stays
+    likewise. Survivors' KV grows by one token a step."""
+    step = _step_now(view)
+    horizon = max(0.0, at - now)
+    ahead = horizon / step if math.isfinite(step) else 0.0
+    staying = kv = 0.0
+    for seq in view.decoding:
+        p = view.outputs.still_decoding(generated=seq.generated_tokens, more=ahead)
+        staying += p
+        kv += p * (seq.context_tokens + ahead)
+    entering = 0.0
+    for job in view.prefill_jobs:
+        entered = max(job.done_at, now)
+        if entered > at:
+            continue
+        decoded = (at - entered) / step if math.isfinite(step) else 0.0
+        p = view.outputs.still_decoding(generated=1.0, more=decoded)
+        entering += p
+        kv += p * (job.prompt_tokens + decoded)
+    return DecodeForecast(at=at, running=staying + entering, kv_tokens=kv, step_s=step, staying=staying,
+                          entering=entering)
+
+
+def _load_with(view: PoolsView, *, slo: LatencySLO, running: float, kv_tokens: float, prompt_tokens: float) -> float:
+    """Decode load with one more sequence of ``prompt_tokens`` holding KV for a mean output besides."""
+    total = running + 1.0
+    return decode_load(_pool(view), slo=slo, running=total, context_tokens=(kv_tokens + prompt_tokens) / total,
+                       kv_tokens=kv_tokens + prompt_tokens + view.outputs.mean)
+
+
+def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float,
+                  config: GatewayConfig) -> RequestVerdict:
+    """Admit or reject one arriving request under ``config.policy``: REACTIVE on its TTFT alone (its decode is
+    checked when it gets there), EARLY also on the decode load now, PREDICTIVE on the decode load when it would
+    start decoding."""
+    _check("request", "prompt_tokens", prompt_tokens)
+    _check("request", "cached_tokens", cached_tokens)
+    slo, threshold = config.slo, config.reject_above
+    ttft = request_ttft(view, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, now=now)
+    prefill_load = ttft / slo.ttft_s
+    now_kv = sum(s.context_tokens for s in view.decoding)
+    load_now = _load_with(view, slo=slo, running=float(len(view.decoding)), kv_tokens=now_kv,
+                          prompt_tokens=prompt_tokens)
+    entry = now + ttft
+    if math.isfinite(entry):
+        outlook = forecast_decode(view, at=entry, now=now)
+        load_then = _load_with(view, slo=slo, running=outlook.running, kv_tokens=outlook.kv_tokens,
+                               prompt_tokens=prompt_tokens)
+    else:
+        load_then = math.inf
+    decode_load_used = {RejectionPolicy.REACTIVE: 0.0, RejectionPolicy.EARLY: load_now,
+                        RejectionPolicy.PREDICTIVE: load_then}[config.policy]
+    loads = f"prefill load {prefill_load:.2f}, decode load {load_now:.2f} now and {load_then:.2f} at entry"
+    if prefill_load > threshold:
+        admit, reason = False, f"reject: TTFT over SLO ({loads})"
+    elif decode_load_used > threshold:
+        when = "now" if config.policy is RejectionPolicy.EARLY else "when it would start decoding"
+        admit, reason = False, f"reject: decode over TBT SLO or KV {when} ({loads})"
+    else:
+        admit, reason = True, f"admit: {loads}"
+    return RequestVerdict(admit=admit, prefill_load=prefill_load, decode_load_now=load_now,
+                          decode_load_at_entry=load_then, entry_at=entry, reason=reason)
+
+
+def admit_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float,
+                  config: GatewayConfig) -> bool:
+    """Does ``config.policy`` admit a request of ``prompt_tokens`` (``cached_tokens`` of them in the prefix cache)
+    arriving at ``now``? See :func:`judge_request` for the loads behind the answer."""
+    return judge_request(view, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, now=now,
+                         config=config).admit
+
+
+def book_prefill(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float) -> PoolsView:
+    """The view after the gateway sends an admitted request to the prefill replica free soonest (FIFO there)."""
+    if not view.prefill_free_at:
+        raise ValueError("book_prefill needs a prefill replica; PoolsView.prefill_free_at is empty")
+    cached = min(cached_tokens, prompt_tokens)
+    free = list(view.prefill_free_at)
+    replica = min(range(len(free)), key=free.__getitem__)
+    free[replica] = max(free[replica], now) + prefill_seconds(view.prefill_profile, tokens=prompt_tokens - cached,
+                                                              cached_tokens=cached)
+    job = PrefillJob(done_at=free[replica], prompt_tokens=prompt_tokens)
+    return replace(view, prefill_free_at=tuple(free), prefill_jobs=(*view.prefill_jobs, job))
