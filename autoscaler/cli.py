@@ -29,6 +29,10 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "namespace": ("kube", "namespace"),
         "interval": ("controller", "interval_s"),
         "dry_run": ("controller", "dry_run"),
+        "leader_elect": ("runtime", "leader_elect"),
+        "lease_namespace": ("runtime", "lease_namespace"),
+        "health_port": ("runtime", "health_port"),
+        "metrics_port": ("runtime", "metrics_port"),
         "log_format": ("log_format",),
     }
     out: dict[str, Any] = {}
@@ -63,23 +67,27 @@ def run(
     kubeconfig: KubeOpt = None,
     namespace: NsOpt = None,
     interval: Annotated[float | None, typer.Option(help="Seconds between cycles.")] = None,
-    dry_run: Annotated[bool | None, typer.Option("--dry-run/--no-dry-run", help="Change nothing.")] = None,
+    dry_run: Annotated[bool | None, typer.Option(
+        "--dry-run/--no-dry-run", help="Decide and log, write nothing to the cluster (no Lease either).")] = None,
+    leader_elect: Annotated[bool | None, typer.Option(
+        "--leader-elect/--no-leader-elect", help="Take a Lease before acting (runtime.leader_elect).")] = None,
+    lease_namespace: Annotated[str | None, typer.Option(help="Namespace of the Lease.")] = None,
+    health_port: Annotated[int | None, typer.Option(help="Port of /healthz and /readyz (0: off).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Port of /metrics (0: off).")] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     log_format: LogOpt = None,
 ) -> None:
-    """Run the controller loop against a cluster."""
+    """Run the controller loop against a cluster (runtime: the file's runtime section, VAS_RUNTIME_*, flags)."""
     import signal
     import threading
 
-    from autoscaler.controller.runtime import load_runtime_settings, run_controller
+    from autoscaler.controller.runtime import run_controller
 
     settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
-                     interval=interval, dry_run=dry_run, log_format=log_format)
-    try:
-        runtime = load_runtime_settings()  # leader election, probes, shard: VAS_RUNTIME_* variables
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+                     interval=interval, dry_run=dry_run, leader_elect=leader_elect,
+                     lease_namespace=lease_namespace, health_port=health_port, metrics_port=metrics_port,
+                     log_format=log_format)
+    runtime = settings.runtime
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -7,12 +7,21 @@ Every field says its unit and why its default is what it is. An invalid value ra
 
 from __future__ import annotations
 
+import os
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,7 +34,10 @@ from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "format_validation_error"]
+if TYPE_CHECKING:
+    from autoscaler.perf.online import OnlineSettings
+
+__all__ = ["RuntimeSettings", "Settings", "format_validation_error", "load_settings", "runtime_environment"]
 
 # The YAML file of the load in progress (pydantic-settings builds sources per class, not per call).
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("_CONFIG_FILE", default=None)
@@ -87,6 +99,29 @@ class PrometheusSettings(_Section):
     allow_insecure_http: bool = Field(
         False, description="Allow plain http:// to a non-loopback host (credentials and data travel in clear)."
     )
+    recording_rules: bool = Field(
+        False,
+        description="Read rates and histogram buckets from the recording rules of manifests/base/"
+                    "recording-rules.yaml (variant:<signal>:<window>) instead of computing them per query: at "
+                    "thousands of pods the bucket queries otherwise cost seconds each. The rules must be "
+                    "generated for the same labels and rate_window (autoscaler.signals.rules).",
+    )
+    heavy_timeout_s: float = Field(
+        10.0, gt=0,
+        description="Timeout of the histogram bucket queries computed at query time (timeout_s covers the "
+                    "others): they scan every bucket of every pod, about 3 s each at 3,000 pods on a small "
+                    "Prometheus (benchmarks/bench_collection.py). Keep it within collect_budget_s.",
+    )
+
+    @model_validator(mode="after")
+    def _no_plain_http_off_loopback(self) -> PrometheusSettings:
+        from autoscaler.signals.transport import check_url  # the collector's own rule, checked at load time
+
+        try:
+            check_url(self.url, allow_insecure_http=self.allow_insecure_http)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return self
 
     @field_validator("latency_quantiles")
     @classmethod
@@ -95,6 +130,48 @@ class PrometheusSettings(_Section):
         if bad:
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {bad}")
         return value
+
+
+class CalibrationSettings(_Section):
+    """Online calibration of the performance profiles to what the pods measure (autoscaler.perf.online)."""
+
+    enabled: bool = Field(True, description="Off: the profiles are used as shipped.")
+    window_samples: int = Field(
+        240, ge=4, le=100_000,
+        description="Observations kept per profile and stage; at a 15 s interval one variant fills it in an hour.",
+    )
+    max_age_s: float = Field(3600.0, gt=0, description="Older observations are dropped (hardware or software "
+                                                        "changes make the cluster a different one).")
+    min_samples: int = Field(10, ge=4, description="Below this many observations the profile is kept as is.")
+    prior_samples: float = Field(
+        20.0, ge=0, description="Weight of the shipped profile, in observations: n samples count n/(n+this).",
+    )
+    bound: float = Field(3.0, gt=1, description="Each coefficient stays within [shipped/bound, shipped*bound]; "
+                                                "a profile off by more is the wrong profile.")
+    aggregated: bool = Field(False, description="Also learn from aggregated (role both) pods, whose steps mix "
+                                                "prefill into decode, which biases both fits.")
+    max_prefill_utilisation: float = Field(
+        0.3, gt=0, le=1,
+        description="Prefill windows count only while pods are this lightly loaded: under load prompts share a "
+                    "forward pass and each reports the whole pass as its prefill time.",
+    )
+
+    @model_validator(mode="after")
+    def _window_holds_a_fit(self) -> CalibrationSettings:
+        if self.min_samples > self.window_samples:
+            raise ValueError(f"min_samples ({self.min_samples}) must not exceed window_samples "
+                             f"({self.window_samples})")
+        return self
+
+    def online(self) -> OnlineSettings:
+        """As :class:`autoscaler.perf.online.OnlineSettings` (imported here: it pulls in scikit-learn)."""
+        from autoscaler.perf.calibration import CalibrationSettings as Fit
+        from autoscaler.perf.online import OnlineSettings
+
+        return OnlineSettings(window_samples=self.window_samples, max_age_s=self.max_age_s,
+                              fit=Fit(min_samples=self.min_samples, prior_samples=self.prior_samples,
+                                      bound=self.bound),
+                              aggregated=self.aggregated, max_prefill_utilisation=self.max_prefill_utilisation)
 
 
 class LabelSettings(_Section):
@@ -178,6 +255,96 @@ class NodeSettings(_Section):
     )
 
 
+class RuntimeSettings(_Section):
+    """How this controller instance runs in the cluster (autoscaler/controller/runtime.py): leader election,
+    shard, probes. Set in the file's ``runtime:`` section or per instance as ``VAS_RUNTIME_<FIELD>``
+    (e.g. VAS_RUNTIME_LEASE_NAME; the Deployment sets them per shard), which wins over the file."""
+
+    leader_elect: bool = Field(True, description="Off only for a single replica (or local runs).")
+    lease_name: str | None = Field(None, min_length=1, max_length=253,
+                                   description="Lease name; default variant-autoscaler[-<shard hash>].")
+    lease_namespace: str | None = Field(
+        None, min_length=1, max_length=63,
+        description="Default: POD_NAMESPACE, then the service account's namespace, then 'default'.")
+    identity: str | None = Field(None, min_length=1, max_length=253,
+                                 description="Default: POD_NAME (or hostname) + '_' + a random suffix.")
+    lease_duration_s: float = Field(15.0, gt=0, description="client-go default; followers wait this long.")
+    renew_deadline_s: float = Field(10.0, gt=0, description="client-go default; a leader acts this long "
+                                                            "without renewing.")
+    retry_period_s: float = Field(2.0, gt=0, description="client-go default; between attempts.")
+    health_bind: str = Field("0.0.0.0", description="Address of the probe and metrics servers.")
+    health_port: int = Field(8081, ge=0, le=65535, description="Probe port (controller-runtime's); 0 = off.")
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of /metrics (autoscaler.metrics); 0 = off.")
+    shard_namespaces: tuple[str, ...] = Field(
+        (), description="Namespaces this instance manages (a list, or comma-separated); empty = all "
+                        "(or kube.namespace).")
+    shard_label_selector: str | None = Field(
+        None, description="Only VariantAutoscalings matching this label selector, e.g. variant-autoscaler.io/shard=a.")
+    api_timeout_s: float = Field(10.0, gt=0, description="Per Kubernetes API request.")
+    stuck_cycle_s: float | None = Field(
+        None, gt=0, description="Liveness fails when a leader finished no cycle for this long; "
+                                "default max(5 x interval, 120 s).")
+    watch: bool = Field(True, description="Keep VariantAutoscalings in a watch-backed cache instead of listing "
+                                          "them every cycle (a LIST stands in while the cache is not synced).")
+    watch_timeout_s: float = Field(
+        300.0, ge=10, le=3600,
+        description="Server-side length of one watch request; then it resumes from the last resourceVersion. "
+                    "client-go informers use 5-10 minutes.")
+
+    @field_validator("shard_namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    # Election timing as client-go requires it (autoscaler.kube.lease.ElectionTiming checks the same again);
+    # each rule blames the field that follows the other, so the error names it.
+    @field_validator("renew_deadline_s")
+    @classmethod
+    def _renew_within_lease(cls, value: float, info: ValidationInfo) -> float:
+        lease = info.data.get("lease_duration_s")
+        if info.data.get("leader_elect", True) and lease is not None and not lease > value:
+            raise ValueError(f"must be below lease_duration_s ({lease:g}), got {value:g}: otherwise a deposed "
+                             "leader may still act")
+        return value
+
+    @field_validator("retry_period_s")
+    @classmethod
+    def _retry_within_renew(cls, value: float, info: ValidationInfo) -> float:
+        renew = info.data.get("renew_deadline_s")
+        if info.data.get("leader_elect", True) and renew is not None and not renew > 1.2 * value:
+            raise ValueError(f"renew_deadline_s ({renew:g}) must exceed 1.2 x retry_period_s ({value:g}), "
+                             "so a renewal can be retried before the deadline")
+        return value
+
+
+def runtime_environment() -> dict[str, str]:
+    """``VAS_RUNTIME_<FIELD>`` variables (any case) as runtime section values."""
+    prefix = "VAS_RUNTIME_"
+    wanted = set(RuntimeSettings.model_fields)
+    found: dict[str, str] = {}
+    for key, value in os.environ.items():
+        upper = key.upper()
+        if upper.startswith(prefix) and not upper.startswith(prefix + "_"):
+            name = upper[len(prefix):].lower()
+            if name in wanted:
+                found[name] = value
+    return found
+
+
+class _RuntimeEnvironment(PydanticBaseSettingsSource):
+    """The runtime section from VAS_RUNTIME_<FIELD> (one underscore, as the manifests spell it);
+    VAS_RUNTIME__<FIELD> works too, through the ordinary environment source."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found = runtime_environment()
+        return {"runtime": found} if found else {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VAS_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
@@ -186,9 +353,11 @@ class Settings(BaseSettings):
     kube: KubeSettings = KubeSettings()
     controller: ControllerSettings = ControllerSettings()
     planner: PlannerSettings = PlannerSettings()
+    calibration: CalibrationSettings = CalibrationSettings()
     nodes: NodeSettings = NodeSettings()
     saturation: SaturationSettings = SaturationSettings()
     behavior: BehaviorSettings = BehaviorSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a TTY, JSON lines otherwise (in-cluster)."
@@ -204,7 +373,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Earlier wins; pydantic-settings deep-merges nested sections across sources.
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _RuntimeEnvironment(settings_cls),
+                                                     env_settings]
         config_file = _CONFIG_FILE.get()
         if config_file is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))

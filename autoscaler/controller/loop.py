@@ -39,6 +39,7 @@ from autoscaler.core.plan import (
     PlannerState,
     VariantObservation,
     plan_cycle,
+    resolve_profile,
     warm_start,
 )
 from autoscaler.core.policyset import PolicySet
@@ -47,16 +48,32 @@ from autoscaler.core.types import (
     Decision,
     Freshness,
     ReplicaCounts,
+    Role,
     VariantRef,
     VariantSignals,
     VariantSpec,
 )
 from autoscaler.errors import ActuationError, AutoscalerError
 from autoscaler.logs import get_logger
-from autoscaler.perf.online import CalibrationReport
+from autoscaler.perf.calibration import Stage
+from autoscaler.perf.online import (
+    CalibrationReport,
+    OnlineCalibration,
+    OnlineSettings,
+    calibrated_profiles,
+    observe,
+)
 from autoscaler.perf.profile import PerformanceProfile
 
-__all__ = ["Controller", "CycleReport", "NodeOutcome", "VariantOutcome", "pod_demands", "seed_histories", "variant_insight"]
+__all__ = [
+    "Controller",
+    "CycleReport",
+    "NodeOutcome",
+    "VariantOutcome",
+    "pod_demands",
+    "seed_histories",
+    "variant_insight",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +138,10 @@ class Controller:
     """At the first cycle, read this much history (when the signal source can) to warm the forecaster."""
     nodes: NodeProvisioner | None = None
     """GPU MachineSets planned with the pods; None: nodes are someone else's business."""
+    calibration: OnlineSettings | None = field(default_factory=OnlineSettings)
+    """Online calibration of the profiles from the signals; None: plan with the profiles as written."""
     _state: PlannerState = field(default_factory=PlannerState)
+    _calibration: OnlineCalibration = field(default_factory=OnlineCalibration)
     _warmed: bool = False
     _last_scaled: dict[VariantRef, float] = field(default_factory=dict)
     _cycle: int = 0
@@ -184,15 +204,19 @@ class Controller:
         if not self._warmed:
             self._warm_start(specs, now)
         self._state = seed_histories(self._state, observations, now=now)
-        plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=self.profiles,
-                                       policy=self.current_policy(), config=self.planner, now=now)
+        policy = self.current_policy()
+        profiles, calibrations = self._calibrate(observations, policy, now)
+        plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=profiles,
+                                       policy=policy, config=self.planner, now=now)
         decisions = {o.spec.ref: plan.decision(o.spec.ref) for o in observations}
         nodes: NodeOutcome | None = None
         by_plan: dict[VariantRef, str] = {}  # variants the node plan scaled ("") or could not (why)
         if self.nodes is not None:
             nodes, by_plan = self._run_node_plan(self.nodes, observations, decisions, log)
+        reports = {(r.profile, r.stage): r for r in calibrations}
         outcomes = [self._apply(o, decisions[o.spec.ref], now, by_plan=by_plan.get(o.spec.ref),
-                                insight=variant_insight(plan.outlooks.get(o.spec.model)))
+                                insight=variant_insight(plan.outlooks.get(o.spec.model),
+                                                        _calibration_of(o.spec, policy, profiles, reports)))
                     for o in observations] + failed
         live = {s.ref for s in specs}
         self._last_scaled = {r: t for r, t in self._last_scaled.items() if r in live}
@@ -200,13 +224,29 @@ class Controller:
         node_errors = (nodes.error,) if nodes is not None and nodes.error else ()
         report = CycleReport(cycle, started_wall, time.perf_counter() - started, tuple(outcomes),
                              tuple(errors) + node_errors + tuple(o.error for o in outcomes if o.error),
-                             plan.outlooks, plan.conditions + (nodes.plan.conditions if nodes else ()), nodes)
+                             plan.outlooks, plan.conditions + (nodes.plan.conditions if nodes else ()), nodes,
+                             calibrations)
         for model, outlook in plan.outlooks.items():
             log.debug("model_outlook", model=model, observed_rps=outlook.observed_rps, demand_rps=outlook.demand_rps,
                       method=outlook.forecast_method, admission_ratio=round(outlook.admission_ratio, 3))
         log.info("cycle", duration_ms=round(report.duration_s * 1000, 1), variants=len(specs),
                  scaled=report.scaled, errors=len(report.errors), dry_run=self.dry_run)
         return report
+
+    def _calibrate(self, observations: Sequence[VariantObservation], policy: PolicySet,
+                   now: float) -> tuple[Mapping[str, PerformanceProfile], tuple[CalibrationReport, ...]]:
+        """Learn from this cycle's signals; the profiles corrected where there is enough to fit, and a report
+        per profile and stage. Each variant's signals teach the profile it is planned with."""
+        if self.calibration is None or not self.profiles:
+            return self.profiles, ()
+        state = self._calibration
+        for o in observations:
+            profile = resolve_profile(o.spec, self.profiles, policy)
+            if profile is not None:
+                state = observe(state, profile=profile, role=o.spec.role, signals=o.signals, now=now,
+                                settings=self.calibration)
+        self._calibration = state
+        return calibrated_profiles(state, profiles=self.profiles, settings=self.calibration)
 
     def _replica_counts(self, spec: VariantSpec) -> ReplicaCounts | None:
         """Where the target's pods stand, when the scaler can tell; unknown on failure (the planner then
@@ -344,20 +384,37 @@ def seed_histories(state: PlannerState, observations: Sequence[VariantObservatio
     return replace(state, histories=seeded)
 
 
-def variant_insight(outlook: ModelOutlook | None) -> VariantInsight | None:
-    """The model's outlook as one of its variants' status shows it (the forecast is the model's, at entry)."""
-    if outlook is None:
+def _calibration_of(spec: VariantSpec, policy: PolicySet, profiles: Mapping[str, PerformanceProfile],
+                    reports: Mapping[tuple[str, Stage], CalibrationReport]) -> CalibrationReport | None:
+    profile = resolve_profile(spec, profiles, policy)
+    if profile is None:
         return None
-    per_s = outlook.demand_rps
-    return VariantInsight(
-        forecast_horizon_s=outlook.horizon_s,
-        forecast_rps=per_s,
-        forecast_prompt_tokens_per_s=per_s * outlook.mean_input_tokens
-        if per_s is not None and outlook.mean_input_tokens is not None else None,
-        forecast_generation_tokens_per_s=per_s * outlook.mean_output_tokens
-        if per_s is not None and outlook.mean_output_tokens is not None else None,
-        admission_ratio=outlook.admission_ratio,
-    )
+    stage = Stage.PREFILL if spec.role is Role.PREFILL else Stage.DECODE
+    return reports.get((profile.name, stage))
+
+
+def variant_insight(outlook: ModelOutlook | None,
+                    calibration: CalibrationReport | None = None) -> VariantInsight | None:
+    """The model's outlook as one of its variants' status shows it (the forecast is the model's, at entry),
+    with the calibration of the profile stage the variant runs."""
+    if outlook is None and calibration is None:
+        return None
+    insight = VariantInsight()
+    if outlook is not None:
+        per_s, mean_in, mean_out = outlook.demand_rps, outlook.mean_input_tokens, outlook.mean_output_tokens
+        insight = VariantInsight(
+            forecast_horizon_s=outlook.horizon_s,
+            forecast_rps=per_s,
+            forecast_prompt_tokens_per_s=per_s * mean_in if per_s is not None and mean_in is not None else None,
+            forecast_generation_tokens_per_s=per_s * mean_out if per_s is not None and mean_out is not None
+            else None,
+            admission_ratio=outlook.admission_ratio,
+        )
+    if calibration is not None:
+        insight = replace(insight, profile=calibration.profile, calibration_samples=calibration.samples,
+                          calibration_factor=calibration.factor,
+                          calibration_relative_error=calibration.relative_error)
+    return insight
 
 
 def pod_demands(

@@ -13,8 +13,15 @@ Exit codes: 0 after SIGTERM/SIGINT or ``--duration`` (the lease is released, so 
 once); 1 when the lease was lost (the process restarts clean, as controller-runtime managers do). A signal
 lets the cycle in progress finish (every API call has a timeout) and starts no new one.
 
-Runtime settings come from the environment (``VAS_RUNTIME_*``), so the Deployment sets them per shard without
-changing the shared settings file.
+Runtime settings are the settings file's ``runtime:`` section (:class:`autoscaler.config.RuntimeSettings`);
+``VAS_RUNTIME_<FIELD>`` variables override it, so the Deployment sets them per shard without changing the
+shared file.
+
+Dry-run (``run --dry-run``): no Lease is taken or written and nothing else is either (``may_write`` is False
+for every writer); every instance decides and logs what it would do.
+
+VariantAutoscalings come from a watch-backed cache (``runtime.watch``), started before the first cycle and
+kept by standby instances too, so a new leader starts with it synced.
 """
 
 from __future__ import annotations
@@ -29,13 +36,12 @@ import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from kubernetes import client
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import ValidationError
 
-from autoscaler.config import Settings, format_validation_error
+from autoscaler.config import RuntimeSettings, Settings, format_validation_error, runtime_environment
 from autoscaler.controller.loop import Controller, CycleReport
 from autoscaler.controller.wiring import build_controller
 from autoscaler.errors import AutoscalerError, ConfigError
@@ -50,53 +56,11 @@ __all__ = ["ControllerRuntime", "HealthServer", "RuntimeSettings", "load_runtime
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-class RuntimeSettings(BaseSettings):
-    """How this instance runs; environment variables ``VAS_RUNTIME_<FIELD>`` (e.g. VAS_RUNTIME_LEASE_NAME)."""
-
-    model_config = SettingsConfigDict(env_prefix="VAS_RUNTIME_", extra="ignore", frozen=True)
-
-    leader_elect: bool = Field(True, description="Off only for a single replica (or local runs).")
-    lease_name: str | None = Field(None, description="Lease name; default variant-autoscaler[-<shard hash>].")
-    lease_namespace: str | None = Field(
-        None, description="Default: POD_NAMESPACE, then the service account's namespace, then 'default'.")
-    identity: str | None = Field(None, description="Default: POD_NAME (or hostname) + '_' + a random suffix.")
-    lease_duration_s: float = Field(15.0, gt=0, description="client-go default; followers wait this long.")
-    renew_deadline_s: float = Field(10.0, gt=0, description="client-go default; a leader acts this long "
-                                                            "without renewing.")
-    retry_period_s: float = Field(2.0, gt=0, description="client-go default; between attempts.")
-    health_bind: str = Field("0.0.0.0", description="Address of the probe server.")
-    health_port: int = Field(8081, ge=0, le=65535, description="Probe port (controller-runtime's); 0 = off.")
-    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of /metrics (autoscaler.metrics); 0 = off.")
-    shard_namespaces: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="Comma-separated namespaces this instance manages; empty = all (or kube.namespace).")
-    shard_label_selector: str | None = Field(
-        None, description="Only VariantAutoscalings matching this label selector, e.g. variant-autoscaler.io/shard=a.")
-    api_timeout_s: float = Field(10.0, gt=0, description="Per Kubernetes API request.")
-    stuck_cycle_s: float | None = Field(
-        None, gt=0, description="Liveness fails when a leader finished no cycle for this long; "
-                                "default max(5 x interval, 120 s).")
-
-    @field_validator("shard_namespaces", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @model_validator(mode="after")
-    def _timing(self) -> RuntimeSettings:
-        if self.leader_elect:
-            ElectionTiming(self.lease_duration_s, self.renew_deadline_s, self.retry_period_s)  # raises ValueError
-        return self
-
-    def election_timing(self) -> ElectionTiming:
-        return ElectionTiming(self.lease_duration_s, self.renew_deadline_s, self.retry_period_s)
-
-
 def load_runtime_settings(**overrides: Any) -> RuntimeSettings:
-    """From the environment; ConfigError names the variable's field on bad input."""
+    """From ``VAS_RUNTIME_*`` alone (no settings file); ConfigError names the variable's field on bad input.
+    ``variant-autoscaler run`` uses ``Settings.runtime`` instead, which adds the file."""
     try:
-        return RuntimeSettings(**overrides)
+        return RuntimeSettings.model_validate({**runtime_environment(), **overrides})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(format_validation_error(exc, source="environment VAS_RUNTIME_*"),
@@ -185,10 +149,12 @@ class ControllerRuntime:
         self.namespaces = runtime.shard_namespaces or ((settings.kube.namespace,) if settings.kube.namespace else ())
         self.lease_name = runtime.lease_name or _default_lease_name(self.namespaces, runtime.shard_label_selector)
         self.lease_namespace = runtime.lease_namespace or _default_namespace()
+        self.dry_run = settings.controller.dry_run
         self.elector: LeaderElector | None = None
-        if runtime.leader_elect:
+        if runtime.leader_elect and not self.dry_run:  # a dry run writes nothing, a Lease included
             lock = KubeLeaseLock(self.api, namespace=self.lease_namespace, name=self.lease_name)
-            self.elector = LeaderElector(lock, identity=self.identity, timing=runtime.election_timing(),
+            timing = ElectionTiming(runtime.lease_duration_s, runtime.renew_deadline_s, runtime.retry_period_s)
+            self.elector = LeaderElector(lock, identity=self.identity, timing=timing,
                                          request_timeout_s=min(runtime.api_timeout_s, runtime.renew_deadline_s))
         self._log = get_logger("runtime", identity=self.identity)
         self._api_ok = False
@@ -200,12 +166,16 @@ class ControllerRuntime:
         self.metrics = ControllerMetrics()  # a registry of its own: two runtimes in one process do not clash
         self.source = KubeVariantSource(self.api, namespaces=self.namespaces,
                                         label_selector=runtime.shard_label_selector, store=VariantStore(),
-                                        timeout_s=runtime.api_timeout_s)
+                                        timeout_s=runtime.api_timeout_s, watch=runtime.watch,
+                                        watch_timeout_s=runtime.watch_timeout_s,
+                                        retry_s=runtime.retry_period_s)
         self.controller = self._build_controller()
 
     # -- assembly --------------------------------------------------------------------------------------------
 
     def may_write(self) -> bool:
+        if self.dry_run:
+            return False
         return self.elector is None or self.elector.is_leader()
 
     def _build_controller(self) -> Controller:
@@ -255,7 +225,9 @@ class ControllerRuntime:
                                               metrics=self.metrics)
         self._log.info("runtime_started", lease=f"{self.lease_namespace}/{self.lease_name}",
                        leader_elect=self.elector is not None, shard_namespaces=list(self.namespaces),
-                       shard_selector=self.runtime.shard_label_selector, dry_run=self.controller.dry_run)
+                       shard_selector=self.runtime.shard_label_selector, dry_run=self.controller.dry_run,
+                       watch=self.runtime.watch)
+        self.source.start()
         halt = threading.Event()
         watcher = threading.Thread(target=self._watch, args=(halt, deadline), name="stop-watch", daemon=True)
         watcher.start()
@@ -264,6 +236,7 @@ class ControllerRuntime:
         finally:
             halt.set()
             watcher.join(timeout=5)
+            self.source.stop()
             if health is not None:
                 health.stop()
             if metrics_server is not None:

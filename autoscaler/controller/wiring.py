@@ -51,6 +51,8 @@ def build_controller(
         warmup_s=prom.warmup_s,
         max_parallel=prom.max_parallel_queries,
         budget_s=prom.collect_budget_s,
+        heavy_timeout_s=prom.heavy_timeout_s,
+        recorded=prom.recording_rules,
         http=HttpOptions(
             ca_file=prom.ca_file, cert_file=prom.cert_file, key_file=prom.key_file,
             insecure_skip_verify=prom.insecure_skip_verify, bearer_token_file=prom.bearer_token_file,
@@ -70,6 +72,7 @@ def build_controller(
         profiles=load_planner_profiles(settings),
         planner=planner_config(settings),
         nodes=node_provisioner(settings, api, may_write=may_write),
+        calibration=settings.calibration.online() if settings.calibration.enabled else None,
     )
 
 

@@ -114,6 +114,14 @@ class VariantSignals:
     # Pods past their warm-up, and pods still warming (kept out of calibration, Dynamo #12430).
     warm_pods: tuple[str, ...] = ()
     warming_pods: tuple[str, ...] = ()
+    # What online calibration fits the profile to, averaged over the rate window (None: not exported or no
+    # observation in the window). ``decoding`` is the time-averaged count of sequences in decode steps, summed
+    # over pods (the rate of the ITL histogram's sum: seconds of inter-token latency per second).
+    itl_mean_s: float | None = None
+    decoding: float | None = None
+    kv_usage_window_mean: float | None = None  # 0..1, averaged over the window and the engines
+    prefill_time_mean_s: float | None = None  # vllm:request_prefill_time_seconds: scheduled to first token
+    prompt_tokens_sq_mean: float | None = None  # E[prompt tokens^2], estimated from the length histogram
 
     @classmethod
     def unknown(cls, note: str) -> VariantSignals:

@@ -17,7 +17,19 @@ from prometheus_client.utils import floatToGoString
 from autoscaler.emulator import vllm_metrics as vm
 from autoscaler.perf.engine import Completion, EngineStats, LatencyObservations
 
-__all__ = ["HistogramState", "MetricsView", "PodMetrics", "VllmCollector"]
+__all__ = ["HistogramState", "MetricsView", "PodMetrics", "RequestPhases", "VllmCollector"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPhases:
+    """Queue and prefill seconds of the requests that finished in a tick (those the engine scheduled itself)."""
+
+    queue_s: np.ndarray
+    prefill_s: np.ndarray
+
+    @classmethod
+    def none(cls) -> RequestPhases:
+        return cls(np.zeros(0), np.zeros(0))
 
 
 class HistogramState:
@@ -62,6 +74,8 @@ class MetricsView:
     e2e: HistogramView
     prompt_tokens: HistogramView
     generation_tokens: HistogramView
+    queue_time: HistogramView
+    prefill_time: HistogramView
 
 
 class PodMetrics:
@@ -77,9 +91,15 @@ class PodMetrics:
         tokens = vm.token_buckets(max_model_len)
         self._prompt = HistogramState(tokens)
         self._gen = HistogramState(tokens)
+        self._queue = HistogramState(vm.REQUEST_LATENCY_BUCKETS)
+        self._prefill = HistogramState(vm.REQUEST_LATENCY_BUCKETS)
         self.view = self._publish(stats)
 
-    def record(self, *, stats: EngineStats, completions: Sequence[Completion], latencies: LatencyObservations) -> None:
+    def record(self, *, stats: EngineStats, completions: Sequence[Completion], latencies: LatencyObservations,
+               phases: RequestPhases | None = None) -> None:
+        if phases is not None:
+            self._queue.observe(phases.queue_s)
+            self._prefill.observe(phases.prefill_s)
         self._ttft.observe(latencies.ttft_s)
         self._itl.observe(latencies.itl_s, latencies.itl_count)
         if completions:
@@ -100,6 +120,8 @@ class PodMetrics:
             e2e=self._e2e.frozen(),
             prompt_tokens=self._prompt.frozen(),
             generation_tokens=self._gen.frozen(),
+            queue_time=self._queue.frozen(),
+            prefill_time=self._prefill.frozen(),
         )
 
 
@@ -164,3 +186,6 @@ class VllmCollector(Collector):
         yield histogram(vm.REQUEST_PROMPT_TOKENS, "Prompt tokens per finished request.", view.prompt_tokens)
         yield histogram(vm.REQUEST_GENERATION_TOKENS, "Generated tokens per finished request.",
                         view.generation_tokens)
+        yield histogram(vm.REQUEST_QUEUE_TIME, "Seconds a request waited before first scheduled.", view.queue_time)
+        yield histogram(vm.REQUEST_PREFILL_TIME, "Seconds from first scheduled to the first token.",
+                        view.prefill_time)

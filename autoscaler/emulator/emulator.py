@@ -110,6 +110,7 @@ class Emulator:
         tick_s: float = 0.1,
         speedup: float = 1.0,
         legacy_names: bool = False,
+        openmetrics: bool = False,
         host: str = "127.0.0.1",
         poll_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
@@ -132,6 +133,7 @@ class Emulator:
         self.tick_s = tick_s
         self.speedup = speedup
         self.legacy_names = legacy_names
+        self.openmetrics = openmetrics  # serve what the scraper negotiates (renamed ``vllm_`` names included)
         self.host = host
         self.poll_interval_s = poll_interval_s
         self._clock = clock
@@ -238,7 +240,7 @@ class Emulator:
     def _promote(self, state: _VariantState) -> None:
         for pod in state.pods:
             if not pod.ready and pod.ready_at_s <= self._t:
-                pod.start(now_s=self._t, host=self.host, legacy_names=self.legacy_names)
+                pod.start(now_s=self._t, host=self.host, legacy_names=self.legacy_names, openmetrics=self.openmetrics)
                 log.info("pod ready", namespace=state.variant.namespace, pod=pod.name, address=pod.address)
 
     # ------------------------------------------------------------------ time

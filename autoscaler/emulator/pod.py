@@ -7,14 +7,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import numpy as np
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from autoscaler.emulator.collector import PodMetrics, VllmCollector
+from autoscaler.emulator.collector import PodMetrics, RequestPhases, VllmCollector
 from autoscaler.emulator.variant import EmulatedVariant
 from autoscaler.perf.engine import Completion, Engine, EngineStats, Request
 
-__all__ = ["EmulatedPod"]
+__all__ = ["EmulatedPod", "SchedulingEngine"]
 
 
 _App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -25,11 +26,35 @@ def _classic_text_format(app: _App) -> _App:
 
     Asked for OpenMetrics without an ``escaping`` parameter (as Prometheus 2.x asks), prometheus-client
     0.2x rewrites the colons of ``vllm:...`` sample names to underscores (prometheus/client_python#1177).
-    The text format keeps vLLM's names as Prometheus 3 stores them.
+    The text format keeps vLLM's names as Prometheus 3 stores them. (``openmetrics=True`` on the pod serves
+    what the scraper negotiates, renamed names included, to test that the collector reads both spellings.)
     """
     def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         return app({k: v for k, v in environ.items() if k != "HTTP_ACCEPT"}, start_response)
     return wrapped
+
+
+class SchedulingEngine(Engine):
+    """The engine, noting when it first schedules each request (admission to the running batch), which
+    vLLM's queue-time and prefill-time histograms need and :class:`Completion` does not carry."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scheduled_s: dict[int, float] = {}
+
+    def _admit_head(self) -> Any:
+        seq = super()._admit_head()
+        # Admission happens at the start of the iteration that takes the first chunk; a preempted request
+        # keeps its first scheduling time, as vLLM's scheduled_ts does.
+        self.scheduled_s.setdefault(seq.request.id, self._now)
+        return seq
+
+    def phases(self, completions: list[Completion]) -> RequestPhases:
+        """Queue and prefill times of ``completions`` (those admitted here: not a decode pod's handovers)."""
+        pairs = [(s, c) for c in completions if (s := self.scheduled_s.pop(c.request.id, None)) is not None]
+        queue = np.fromiter((s - c.request.arrival_s for s, c in pairs), np.float64, len(pairs))
+        prefill = np.fromiter((c.first_token_s - s for s, c in pairs), np.float64, len(pairs))
+        return RequestPhases(queue_s=np.maximum(queue, 0.0), prefill_s=prefill)
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -45,7 +70,7 @@ class EmulatedPod:
         self.name = name
         self.created_s = created_s
         self.ready_at_s = ready_at_s
-        self.engine: Engine | None = None
+        self.engine: SchedulingEngine | None = None
         self.metrics: PodMetrics | None = None
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -55,10 +80,10 @@ class EmulatedPod:
     def ready(self) -> bool:
         return self.engine is not None
 
-    def start(self, *, now_s: float, host: str, legacy_names: bool) -> None:
+    def start(self, *, now_s: float, host: str, legacy_names: bool, openmetrics: bool = False) -> None:
         """Load the "weights" (create the engine) and serve /metrics on a port the OS picks."""
         v = self.variant
-        self.engine = Engine(
+        self.engine = SchedulingEngine(
             profile=v.profile,
             role=v.role,
             start_s=now_s,
@@ -82,7 +107,9 @@ class EmulatedPod:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(VllmCollector(self.metrics, legacy_names=legacy_names))
         # Port 0: the OS picks a free port while binding, so there is no race with other processes.
-        app = _classic_text_format(make_wsgi_app(registry))
+        app = make_wsgi_app(registry)
+        if not openmetrics:
+            app = _classic_text_format(app)
         self._server = make_server(host, 0, app, ThreadingWSGIServer, handler_class=_QuietHandler)
         # A short poll interval bounds how long stop() waits for the serving loop to notice the shutdown.
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -98,7 +125,8 @@ class EmulatedPod:
         assert self.engine is not None and self.metrics is not None, f"pod {self.name} is not ready"
         completions = self.engine.advance(dt)
         self.metrics.record(
-            stats=self.engine.snapshot(), completions=completions, latencies=self.engine.drain_latencies()
+            stats=self.engine.snapshot(), completions=completions, latencies=self.engine.drain_latencies(),
+            phases=self.engine.phases(completions),
         )
         return completions
 

@@ -29,7 +29,9 @@ __all__ = [
     "PROMPT_TOKENS",
     "REQUEST_GENERATION_TOKENS",
     "REQUEST_LATENCY_BUCKETS",
+    "REQUEST_PREFILL_TIME",
     "REQUEST_PROMPT_TOKENS",
+    "REQUEST_QUEUE_TIME",
     "REQUEST_SUCCESS",
     "TIME_PER_OUTPUT_TOKEN",
     "TIME_TO_FIRST_TOKEN",
@@ -63,6 +65,10 @@ TIME_PER_OUTPUT_TOKEN = "vllm:time_per_output_token_seconds"  # legacy name of t
 E2E_REQUEST_LATENCY = "vllm:e2e_request_latency_seconds"
 REQUEST_PROMPT_TOKENS = "vllm:request_prompt_tokens"
 REQUEST_GENERATION_TOKENS = "vllm:request_generation_tokens"
+# Per finished request, with REQUEST_LATENCY_BUCKETS (vLLM docs design/v1/metrics.md, "Request-level metrics"):
+# queued to first scheduled, and first scheduled to first token.
+REQUEST_QUEUE_TIME = "vllm:request_queue_time_seconds"
+REQUEST_PREFILL_TIME = "vllm:request_prefill_time_seconds"
 
 TTFT_BUCKETS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,

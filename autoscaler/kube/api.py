@@ -216,6 +216,8 @@ class CalibrationSummary(_Model):
 
     profile: str | None = Field(None, max_length=253, description="Name of the performance profile in use.")
     samples: Int32 | None = Field(None, ge=0, description="Observations the calibration is based on.")
+    factor: DecimalText | None = Field(
+        None, description="Observed / profile-predicted latency at the operating point (1 = the profile is right).")
     relative_error: DecimalText | None = Field(None, description="Mean relative error of predicted latency.")
 
 

@@ -1,9 +1,13 @@
 """Kubernetes I/O for the control loop: list VariantAutoscalings, read and patch scale subresources, write status.
 
-    KubeVariantSource   lists the variants of this controller's shard (namespaces and/or a label selector)
+    KubeVariantSource   the variants of this controller's shard (namespaces and/or a label selector): from a
+                        watch-backed cache once started with ``watch=True`` (no API call per cycle), else a
+                        LIST per namespace (also while the cache is not synced)
     KubeScaler          the loop's Scaler port: scale subresource (409 -> re-read and retry), pod deletion
                         cost before a Deployment scale-down, node group before/after the pods, status
-                        (merge patch, only what changed), Events for rescales and refusals
+                        (merge patch, only what changed, with the cycle's forecast, admission ratio and
+                        calibration), Events for rescales and refusals; and the ReplicaReader port: where
+                        the target's pods stand (one server-filtered pod LIST per variant)
     VariantStore        the last listing, shared by both so that writing status needs no extra GET
 
 Every API error becomes an :class:`ActuationError` (a ``KubeActuationError`` carrying the condition reason)
@@ -13,6 +17,7 @@ with the response body cut short. Every write first asks ``may_write`` (the lead
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -25,7 +30,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.controller.ports import VariantInsight
-from autoscaler.core.types import Decision, VariantRef, VariantSpec
+from autoscaler.core.types import Decision, ReplicaCounts, VariantRef, VariantSpec
 from autoscaler.errors import ActuationError, SpecError
 from autoscaler.kube.api import (
     GROUP,
@@ -39,8 +44,10 @@ from autoscaler.kube.drain import PodLoad, PodMarker
 from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
 from autoscaler.kube.machines import machines_needed
+from autoscaler.kube.pods import PodCounter
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
 from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_condition, next_status, status_patch
+from autoscaler.kube.watch import WatchCache
 from autoscaler.logs import get_logger
 
 __all__ = ["CRD_PATH", "KubeScaler", "KubeVariantSource", "VariantStore", "apply_crd", "load_api_client"]
@@ -97,39 +104,77 @@ class VariantStore:
 
 
 class KubeVariantSource:
-    """Lists the VariantAutoscalings of one shard: ``namespaces`` (one list call each; empty = all) and an
+    """The VariantAutoscalings of one shard: ``namespaces`` (one list or watch each; empty = all) and an
     optional ``label_selector`` filtered by the API server, so the cost of a cycle does not grow with
-    objects of other shards."""
+    objects of other shards.
+
+    With ``watch=True``, :meth:`start` begins one :class:`WatchCache` per namespace and each cycle reads the
+    caches: no API call at all while nothing changes. A namespace whose cache is not synced (starting, or
+    its watch failed) is listed as without a watch. :meth:`stop` ends the watches."""
 
     def __init__(self, api: client.ApiClient, *, namespace: str | None = None, namespaces: Sequence[str] = (),
                  label_selector: str | None = None, store: VariantStore | None = None,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, watch: bool = False, watch_timeout_s: float = 300.0,
+                 retry_s: float = 2.0) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._namespaces = tuple(namespaces) or ((namespace,) if namespace else ())
         self._selector = label_selector or None
         self._store = store
         self._timeout_s = timeout_s
+        self._caches: dict[str | None, WatchCache] = {}
+        if watch:
+            self._caches = {ns: WatchCache(list_fn=self._list_fn(ns), what=f"{PLURAL} in {ns or 'all namespaces'}",
+                                           request_timeout_s=timeout_s, watch_timeout_s=watch_timeout_s,
+                                           retry_s=retry_s)
+                            for ns in self._namespaces or (None,)}
 
     @property
     def store(self) -> VariantStore | None:
         return self._store
 
+    @property
+    def synced(self) -> bool:
+        """Every namespace is served from a synced watch cache (False without ``watch``)."""
+        return bool(self._caches) and all(c.synced for c in self._caches.values())
+
+    def start(self) -> KubeVariantSource:
+        for cache in self._caches.values():
+            cache.start()
+        return self
+
+    def stop(self) -> None:
+        for cache in self._caches.values():
+            cache.stop()
+
+    def wait_synced(self, timeout_s: float) -> bool:
+        return all(c.wait_synced(timeout_s) for c in self._caches.values()) and bool(self._caches)
+
+    def _list_fn(self, namespace: str | None) -> Callable[..., Any]:
+        if namespace:
+            return functools.partial(self._custom.list_namespaced_custom_object, GROUP, VERSION, namespace,
+                                     PLURAL, label_selector=self._selector)
+        return functools.partial(self._custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
+                                 label_selector=self._selector)
+
+    def _items(self, namespace: str | None) -> list[dict[str, Any]]:
+        cache = self._caches.get(namespace)
+        cached = cache.items() if cache is not None else None
+        if cached is not None:
+            return cached
+        request = Request("list", PLURAL, GROUP, namespace)
+        try:
+            listed = self._list_fn(namespace)(_request_timeout=self._timeout_s)
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            raise to_actuation_error("listing VariantAutoscalings", request, exc) from exc
+        return list(cast(dict[str, Any], listed).get("items", []))
+
     def list_variants(self) -> tuple[list[VariantSpec], list[SpecError]]:
         """All VariantAutoscalings in scope; unusable ones come back as errors, never abort the cycle."""
         items: list[dict[str, Any]] = []
         for namespace in self._namespaces or (None,):
-            request = Request("list", PLURAL, GROUP, namespace)
-            try:
-                if namespace:
-                    listed = self._custom.list_namespaced_custom_object(
-                        GROUP, VERSION, namespace, PLURAL, label_selector=self._selector,
-                        _request_timeout=self._timeout_s)
-                else:
-                    listed = self._custom.list_cluster_custom_object(
-                        GROUP, VERSION, PLURAL, label_selector=self._selector, _request_timeout=self._timeout_s)
-            except (ApiException, urllib3.exceptions.HTTPError) as exc:
-                raise to_actuation_error("listing VariantAutoscalings", request, exc) from exc
-            items.extend(cast(dict[str, Any], listed).get("items", []))
+            items.extend(self._items(namespace))
+        items.sort(key=lambda obj: ((obj.get("metadata") or {}).get("namespace") or "",
+                                    (obj.get("metadata") or {}).get("name") or ""))
         parsed: list[VariantAutoscaling] = []
         errors: list[SpecError] = []
         for obj in items:
@@ -162,6 +207,7 @@ class KubeScaler:
         self._scales = ScaleClient(api, timeout_s=timeout_s)
         self._events = EventRecorder(api, instance=identity, may_write=may_write, timeout_s=timeout_s, now=now)
         self._pods = PodMarker(api, may_write=may_write, timeout_s=timeout_s)
+        self._counter = PodCounter(api, timeout_s=timeout_s)
         self._store = store
         self._may_write = may_write
         self._dry_run = dry_run
@@ -185,6 +231,19 @@ class KubeScaler:
         self._able[spec.ref] = ConditionUpdate(ABLE_TO_SCALE, "True", "ReadyForNewScale",
                                                "the target's scale subresource can be read")
         return state.replicas
+
+    def replica_counts(self, spec: VariantSpec) -> ReplicaCounts | None:
+        """Ready, starting and unschedulable pods of the target (:mod:`autoscaler.kube.pods`), selected by the
+        selector its scale subresource published when this cycle read it. None when the kind publishes no
+        selector. Raises ActuationError when the pods cannot be listed (the loop then goes without)."""
+        observed = self._observed.get(spec.ref)
+        if observed is None:
+            target = spec.target
+            observed = self._scales.get(api_version=target.api_version, kind=target.kind, name=target.name,
+                                        namespace=spec.ref.namespace)
+        if not observed.selector:
+            return None
+        return self._counter.count(namespace=spec.ref.namespace, selector=observed.selector)
 
     def scale(self, spec: VariantSpec, replicas: int) -> None:
         log = get_logger("scaler", variant=str(spec.ref))
@@ -226,7 +285,7 @@ class KubeScaler:
             self._events.record(va, type_="Warning", reason=able.reason, action="Scale",
                                 note=f"{FAILED_RESCALE}: {able.message}")
         new = next_status(previous=va.status, generation=va.generation, now=self._now(), decision=decision,
-                          able=able, scaled_at=scaled)
+                          able=able, scaled_at=scaled, insight=insight)
         self._patch_status(va, new)
 
     # -- internals -------------------------------------------------------------------------------------------

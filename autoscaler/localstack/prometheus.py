@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -78,8 +78,10 @@ class PrometheusServer:
         job: str = "vllm",
         scrape_interval_s: float = 1.0,
         startup_timeout_s: float = 30.0,
+        rule_files: Sequence[Path] = (),
     ) -> None:
         self.file_sd_path = Path(file_sd_path).resolve()
+        self.rule_files = tuple(Path(p).resolve() for p in rule_files)  # e.g. autoscaler.signals.rules.rule_file
         self.binary = binary
         self.job = job
         self.scrape_interval_s = scrape_interval_s
@@ -141,6 +143,7 @@ class PrometheusServer:
                 "evaluation_interval": interval,
                 "scrape_timeout": interval,
             },
+            "rule_files": [str(p) for p in self.rule_files],
             "scrape_configs": [
                 {
                     "job_name": self.job,

@@ -120,7 +120,8 @@ class Calibration:
     """Coefficients fitted for one stage of one profile, named as :class:`PerformanceProfile` fields.
 
     ``correction`` is observed / prior-predicted latency at the operating point (median over the samples);
-    ``residual_s`` is the median absolute error of the calibrated model (``None`` without samples).
+    ``residual_s`` is the median absolute error of the calibrated model (``None`` without samples);
+    ``relative_error`` the mean of |observed - fitted prediction| / observed (``None`` until fitted).
     """
 
     stage: Stage
@@ -131,6 +132,7 @@ class Calibration:
     samples: int
     excluded: int
     residual_s: float | None
+    relative_error: float | None = None
 
     @property
     def coefficients(self) -> dict[str, float]:
@@ -201,5 +203,6 @@ def _calibrate(stage: Stage, names: tuple[str, ...], prior: tuple[float, ...], f
     weight = n / (n + settings.prior_samples)
     theta = weight * theta + (1.0 - weight)
     fitted = prior_arr * theta
-    residual = float(np.median(np.abs(observed - features @ fitted)))
-    return Calibration(stage, names, prior, tuple(float(x) for x in fitted), correction, n, excluded, residual)
+    errors = np.abs(observed - features @ fitted)
+    return Calibration(stage, names, prior, tuple(float(x) for x in fitted), correction, n, excluded,
+                       float(np.median(errors)), float(np.mean(errors / observed)))

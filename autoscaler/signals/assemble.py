@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from autoscaler.core.types import Freshness, VariantSignals, VariantSpec
-from autoscaler.signals.histogram import add_buckets, quantile
+from autoscaler.signals.histogram import add_buckets, bucket_moments, quantile
 from autoscaler.signals.parse import parse_buckets, parse_pod_ages, parse_vector
 from autoscaler.signals.queries import (
     POD_AGES,
@@ -97,7 +97,29 @@ def _quantiles(histograms: Mapping[str, Mapping[float, float] | None], plan: Que
         out[quantile_name("itl", q)] = of("itl_buckets", q)
     out["prompt_tokens_p90"] = of("prompt_len_buckets", TOKEN_QUANTILE)
     out["generation_tokens_p90"] = of("generation_len_buckets", TOKEN_QUANTILE)
+    prompts = histograms.get("prompt_len_buckets")
+    moments = bucket_moments(prompts) if prompts else None
+    out[_PROMPT_BUCKET_MEAN], out[_PROMPT_BUCKET_SQ] = moments if moments else (None, None)
     return out
+
+
+_PROMPT_BUCKET_MEAN, _PROMPT_BUCKET_SQ = "prompt_len_bucket_mean", "prompt_len_bucket_sq"
+
+
+def _mean(total: float | None, count: float | None) -> float | None:
+    """Mean of observations from summed rates: None when nothing was observed (a latency of no request is
+    not 0, it is not measured)."""
+    if total is None or count is None or count <= 0:
+        return None
+    return total / count
+
+
+def _prompt_sq_mean(raw: Mapping[str, float | None], mean: float | None) -> float | None:
+    """E[N^2] of prompt lengths: the buckets' estimate rescaled to the exact mean (histogram.bucket_moments)."""
+    bucket_mean, bucket_sq = raw.get(_PROMPT_BUCKET_MEAN), raw.get(_PROMPT_BUCKET_SQ)
+    if bucket_sq is None or mean is None or mean <= 0 or not bucket_mean:
+        return None
+    return bucket_sq * (mean / bucket_mean) ** 2
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -152,6 +174,8 @@ def _build(
         hit_ratio = None  # more hits than queries: the counters disagree, trust neither
     quantiles = sorted(set(plan.latency_quantiles))
     pods = raw.get("pods")
+    prompt_mean = _ratio(raw.get("prompt_len_sum_per_s"), prompt_count)
+    kv_window = _ratio(raw.get("kv_window_sum"), raw.get("kv_engines"))
     return VariantSignals(
         freshness=freshness,
         pods=None if pods is None else round(pods),
@@ -166,7 +190,7 @@ def _build(
         itl_p90_s=raw.get(quantile_name("itl", 0.9)),
         missing=tuple(missing),
         note=note,
-        prompt_tokens_mean=_ratio(raw.get("prompt_len_sum_per_s"), prompt_count),
+        prompt_tokens_mean=prompt_mean,
         prompt_tokens_p90=0.0 if prompt_count == 0 else raw.get("prompt_tokens_p90"),
         generation_tokens_mean=_ratio(raw.get("generation_len_sum_per_s"), generation_count),
         generation_tokens_p90=0.0 if generation_count == 0 else raw.get("generation_tokens_p90"),
@@ -176,6 +200,11 @@ def _build(
         itl_quantiles_s=_pairs(raw, "itl", quantiles),
         warm_pods=census.warm if census else (),
         warming_pods=census.warming if census else (),
+        itl_mean_s=_mean(raw.get("itl_sum_per_s"), raw.get("itl_count_per_s")),
+        decoding=raw.get("itl_sum_per_s"),
+        kv_usage_window_mean=None if kv_window is None or kv_window > _KV_UPPER else kv_window,
+        prefill_time_mean_s=_mean(raw.get("prefill_time_sum_per_s"), raw.get("prefill_time_count_per_s")),
+        prompt_tokens_sq_mean=_prompt_sq_mean(raw, prompt_mean),
     )
 
 

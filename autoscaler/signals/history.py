@@ -20,6 +20,7 @@ from autoscaler.signals.queries import (
     QueryPlan,
     SeriesKey,
     quantile_query,
+    recorded_name,
     variant_key,
 )
 
@@ -82,7 +83,15 @@ def grid(*, start: float, end: float, step: float) -> tuple[float, ...]:
 
 def history_queries(plan: QueryPlan, *, step: float) -> dict[str, str]:
     window_s = max(duration_s(plan.window), step)
-    wide = replace(plan, window=f"{math.ceil(window_s)}s")
+    if plan.recorded and window_s == duration_s(plan.window):
+        # The recording rules' series cover every point (window >= step): read them, not every pod's buckets.
+        signals = {s.name: s for s in plan.signals}
+        out = {name: recorded_name(signals[name], plan) for name in _FROM_SIGNALS}
+        for name, metric in (("prompt_tokens_p90", "prompt_len"), ("generation_tokens_p90", "generation_len")):
+            buckets = recorded_name(signals[f"{metric}_buckets"], plan)
+            out[name] = f"histogram_quantile({TOKEN_QUANTILE:g}, {buckets})"
+        return out
+    wide = replace(plan, window=f"{math.ceil(window_s)}s", recorded=False)
     by_name = {s.name: s.build for s in wide.signals} | _QUANTILES
     return {name: by_name[name](wide, wide.labels.variant_labels) for name in HISTORY_SIGNALS}
 

@@ -9,7 +9,9 @@ answer) leaves only that signal unknown.
 
 A collection first reads Prometheus's clock (``time()``) and evaluates every query at that one instant, so
 that two queries whose ratio is taken (rate of a histogram's ``_sum`` over its ``_count``) see the same rate
-window. Queries run a few at a time, the ones a decision needs first and the heavy histogram ones last.
+window. Queries run a few at a time, the ones a decision needs first and the heavy histogram ones last; the
+heavy ones get their own, longer timeout (``heavy_timeout_s``) unless they are read from recording rules
+(``recorded=True``, :mod:`autoscaler.signals.rules`), which makes them as cheap as a gauge.
 
     SignalError
      ├── PrometheusUnavailable   the next query would fail too: stop this cycle's queries
@@ -93,17 +95,24 @@ class PrometheusSignalSource:
         warmup_s: float = 120.0,
         max_parallel: int = 2,
         budget_s: float = 10.0,
+        heavy_timeout_s: float | None = None,
+        recorded: bool = False,
         http: HttpOptions | None = None,
         session: requests.Session | None = None,
     ) -> None:
-        if timeout_s <= 0 or staleness_s <= 0 or budget_s <= 0 or warmup_s < 0 or max_parallel < 1:
-            raise ValueError("timeout_s, staleness_s and budget_s must be > 0, warmup_s >= 0, max_parallel >= 1")
+        heavy = timeout_s if heavy_timeout_s is None else heavy_timeout_s
+        if timeout_s <= 0 or heavy <= 0 or staleness_s <= 0 or budget_s <= 0 or warmup_s < 0 or max_parallel < 1:
+            raise ValueError("timeout_s, heavy_timeout_s, staleness_s and budget_s must be > 0, warmup_s >= 0, "
+                             "max_parallel >= 1")
         self.url = url.rstrip("/")
         self._session = session if session is not None else make_session(self.url, http or HttpOptions())
         self._plan = QueryPlan(labels=labels, window=rate_window, names=MetricNames(metric_names),
-                               latency_quantiles=tuple(latency_quantiles))
+                               latency_quantiles=tuple(latency_quantiles), recorded=recorded)
         self._queries = self._ordered(self._plan.queries())
         self._timeout_s = timeout_s
+        # Bucket queries computed at query time scan every bucket series of every pod; recorded, they do not.
+        self._timeouts = {s.name: heavy for s in self._plan.signals
+                          if s.name.endswith("_buckets") and not (recorded and s.recordable)}
         self._staleness_s = staleness_s
         self._warmup_s = warmup_s
         self._max_parallel = max_parallel
@@ -134,10 +143,15 @@ class PrometheusSignalSource:
 
     # --- HTTP ---------------------------------------------------------------------------------------
 
-    def _call(self, path: str, params: Mapping[str, str]) -> dict[str, Any]:
-        params = {**params, "timeout": f"{self._timeout_s:g}s"}  # Prometheus stops the work too
+    def timeout_for(self, name: str) -> float:
+        """Seconds the named query of a collection may take."""
+        return self._timeouts.get(name, self._timeout_s)
+
+    def _call(self, path: str, params: Mapping[str, str], *, timeout_s: float | None = None) -> dict[str, Any]:
+        timeout = self._timeout_s if timeout_s is None else timeout_s
+        params = {**params, "timeout": f"{timeout:g}s"}  # Prometheus stops the work too
         try:
-            response = self._session.get(f"{self.url}{path}", params=params, timeout=self._timeout_s)
+            response = self._session.get(f"{self.url}{path}", params=params, timeout=timeout)
         except requests.RequestException as exc:  # connection, TLS, timeout, retries exhausted
             raise PrometheusUnavailable(f"Prometheus at {self.url} unavailable: {type(exc).__name__}: "
                                         f"{_truncate(str(exc))}") from exc
@@ -166,13 +180,13 @@ class PrometheusSignalSource:
             raise QueryRejected(f"expected a {expected} result, got {got!r}")
         return data["result"]  # type: ignore[no-any-return]
 
-    def query(self, promql: str, *, at: float | None = None) -> list[Any]:
+    def query(self, promql: str, *, at: float | None = None, timeout_s: float | None = None) -> list[Any]:
         """One instant query (at ``at``, epoch seconds, else now); the ``data.result`` vector.
 
         Raises a :class:`SignalError` subclass.
         """
         params = {"query": promql} if at is None else {"query": promql, "time": f"{at:.3f}"}
-        return self._result(self._call("/api/v1/query", params), "vector")
+        return self._result(self._call("/api/v1/query", params, timeout_s=timeout_s), "vector")
 
     def server_time(self) -> float:
         """Prometheus's clock, from ``time()``: one cheap query that also tells whether it is there at all."""
@@ -188,7 +202,7 @@ class PrometheusSignalSource:
 
     # --- batches --------------------------------------------------------------------------------------
 
-    def _run(self, queries: Mapping[str, str], run: Callable[[str], list[Any]], *,
+    def _run(self, queries: Mapping[str, str], run: Callable[[str, str], list[Any]], *,
              budget_s: float | None) -> tuple[dict[str, QueryOutcome], CollectionStats]:
         """Run ``queries``; stop starting new ones once Prometheus is unavailable or ``budget_s`` is spent."""
         started = time.monotonic()
@@ -210,7 +224,7 @@ class PrometheusSignalSource:
                 counts["sent"] += 1
             sent = time.monotonic()
             try:
-                return run(queries[name])
+                return run(name, queries[name])
             except PrometheusUnavailable as exc:
                 with lock:
                     counts["failed"] += 1
@@ -258,7 +272,9 @@ class PrometheusSignalSource:
             stats = CollectionStats(queries=1, failed=1, skipped=len(outcomes),
                                     duration_s=time.monotonic() - started, unavailable=str(down))
         else:
-            outcomes, stats = self._run(self._queries, lambda q: self.query(q, at=at), budget_s=self._budget_s)
+            outcomes, stats = self._run(self._queries,
+                                        lambda n, q: self.query(q, at=at, timeout_s=self.timeout_for(n)),
+                                        budget_s=self._budget_s)
             stats = replace(stats, queries=stats.queries + 1, duration_s=time.monotonic() - started)
         self.last_stats = stats
         if stats.unavailable:
@@ -296,7 +312,7 @@ class PrometheusSignalSource:
         except ValueError as exc:  # the caller starts cold, as after any failed read
             raise SignalError(f"history not read: {exc}") from exc
         queries = history_queries(self._plan, step=step)
-        results, stats = self._run(queries, lambda q: self.query_range(q, start=start, end=end, step=step),
+        results, stats = self._run(queries, lambda _, q: self.query_range(q, start=start, end=end, step=step),
                                    budget_s=None)  # once, at start-up: no cycle to protect
         failures = {n: o for n, o in results.items() if isinstance(o, Exception)}
         if failures:

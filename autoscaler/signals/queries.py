@@ -6,6 +6,9 @@ Metric names are vLLM v1's (vllm/v1/metrics/loggers.py; labels ``model_name``, `
 in the field are accepted through :class:`MetricNames`: ``auto`` joins both names with PromQL ``or``, which
 keeps one series per label set, so a pod exporting both (vLLM 0.9-0.10 export the deprecated name beside the
 new one) is counted once, and a fleet mixing versions is read whole; a detect-once switch could not do that.
+``auto`` also reads the underscore spelling (``vllm_num_requests_running``): prometheus-client's OpenMetrics
+exposition rewrites the colons of ``vllm:`` names when the scraper does not negotiate escaping
+(prometheus/client_python#1177), so a Prometheus 2.x scraping vLLM stores ``vllm_...``.
 
 Every per-replica series is first reduced with ``max by (<variant labels>, pod, instance, engine)``: that
 collapses a pod scraped twice (a ServiceMonitor and a PodMonitor, or a federated copy differing only in
@@ -41,6 +44,8 @@ __all__ = [
     "model_key_of",
     "quantile_name",
     "quantile_query",
+    "recorded_name",
+    "underscored",
     "variant_key",
 ]
 
@@ -125,6 +130,11 @@ class MetricNames(StrEnum):
     AUTO = "auto"  # both, joined with ``or``
 
 
+def underscored(name: str) -> str:
+    """``vllm:kv_cache_usage_perc`` as an OpenMetrics exposition without escaping spells it (client_python#1177)."""
+    return name.replace(":", "_")
+
+
 @dataclass(frozen=True, slots=True)
 class Metric:
     v1: str
@@ -132,10 +142,14 @@ class Metric:
 
     def names(self, mode: MetricNames) -> tuple[str, ...]:
         if self.legacy is None or mode is MetricNames.V1:
-            return (self.v1,)
-        if mode is MetricNames.LEGACY:
-            return (self.legacy,)
-        return (self.v1, self.legacy)
+            base: tuple[str, ...] = (self.v1,)
+        elif mode is MetricNames.LEGACY:
+            base = (self.legacy,)
+        else:
+            base = (self.v1, self.legacy)
+        if mode is MetricNames.AUTO:
+            return _unique((*base, *(underscored(n) for n in base)))
+        return base
 
     def expr(self, mode: MetricNames, inner: Callable[[str], str]) -> str:
         """``inner(name)`` for each accepted name, joined with ``or`` (v1 first, so it wins on overlap)."""
@@ -160,6 +174,8 @@ METRICS: dict[str, Metric] = {
     "generation_len": Metric("vllm:request_generation_tokens"),
     "ttft": Metric("vllm:time_to_first_token_seconds"),
     "itl": Metric("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    # Scheduled to first token, per request (vLLM docs design/v1/metrics.md; FinishedRequestStats.prefill_time).
+    "prefill_time": Metric("vllm:request_prefill_time_seconds"),
 }
 
 
@@ -179,6 +195,9 @@ class Signal:
     build: Builder = field(repr=False)  # (plan, grouping labels) -> PromQL
     lower: float | None = 0.0  # values below are nonsense (negative rates): rejected as unknown
     upper: float | None = None
+    recordable: bool = False
+    """A window aggregate over every pod's series (rates, bucket rates): worth a recording rule at scale.
+    Instant gauges, the pod count and sample ages stay raw: cheap, and fresher than a rule's last evaluation."""
 
 
 def _finite(expr: str) -> str:
@@ -203,6 +222,15 @@ def _rate(metric: str, suffix: str = "", *extra: str) -> Builder:
     return build
 
 
+def _window_mean(metric: str, agg: str) -> Builder:
+    """A gauge averaged over the rate window per replica, then aggregated: the level that matches the window's
+    rates and latency means (an instant sample of a busy gauge is noisy)."""
+    def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
+        sel = METRICS[metric].expr(plan.names, lambda n: f"avg_over_time({n}[{plan.window}])")
+        return f"{agg} by ({by(g)}) ({_per_replica(plan, sel)})"
+    return build
+
+
 def _buckets(metric: str) -> Builder:
     """Bucket rates per variant and ``le``. Quantiles are computed from them client-side
     (:mod:`autoscaler.signals.histogram`): one query gives every quantile, per variant and per model, where
@@ -222,14 +250,15 @@ def quantile_query(metric: str, q: float) -> Builder:
 
 
 def _pods(plan: QueryPlan, g: tuple[str, ...]) -> str:
-    running = METRICS["running"].v1
+    running = METRICS["running"].expr(plan.names, lambda n: n)
     return f"count by ({by(g)}) (count by ({by(g, plan.labels.pod_labels)}) ({running}))"
 
 
 def _sample_age(plan: QueryPlan, g: tuple[str, ...]) -> str:
     # Age on Prometheus's own clock (time() at evaluation): immune to skew between it and the controller.
-    waiting = METRICS["waiting"].v1
-    return f"min by ({by(g)}) (time() - timestamp({waiting}))"
+    # timestamp() of each selector: applied to an ``or`` it would give the evaluation time, not the sample's.
+    stamps = METRICS["waiting"].expr(plan.names, lambda n: f"timestamp({n})")
+    return f"min by ({by(g)}) (time() - {stamps})"
 
 
 def _pod_ages(plan: QueryPlan) -> str:
@@ -239,7 +268,7 @@ def _pod_ages(plan: QueryPlan) -> str:
     process collector), so it shares namespace/pod/instance; it lacks ``model_name``, hence the join.
     """
     lm = plan.labels
-    running = METRICS["running"].v1
+    running = METRICS["running"].expr(plan.names, lambda n: n)
     pods = f"group by ({by(lm.variant_labels, lm.pod_labels)}) ({running})"
     started = f"max by ({by(lm.pod_labels)}) (process_start_time_seconds)"
     return f"({pods} * on ({by(lm.pod_labels)}) group_left () (time() - {started})) or ({pods} * -1)"
@@ -257,21 +286,27 @@ SIGNALS: tuple[Signal, ...] = (
     Signal("kv_usage_sum", Combine.SUM, _gauge("kv", "sum")),
     Signal("kv_engines", Combine.SUM, _gauge("kv", "count")),
     Signal("kv_usage_max", Combine.MAX, _gauge("kv", "max"), upper=1.0 + 1e-6),
-    Signal("prompt_tokens_per_s", Combine.SUM, _rate("prompt_tokens")),
-    Signal("generation_tokens_per_s", Combine.SUM, _rate("generation_tokens")),
-    Signal("requests_per_s", Combine.SUM, _rate("request_success", "", "finished_reason")),
-    Signal("preemptions_per_s", Combine.SUM, _rate("preemptions")),
-    Signal("prefix_hits_per_s", Combine.SUM, _rate("prefix_hits")),
-    Signal("prefix_queries_per_s", Combine.SUM, _rate("prefix_queries")),
-    Signal("prompt_len_sum_per_s", Combine.SUM, _rate("prompt_len", "_sum")),
-    Signal("prompt_len_count_per_s", Combine.SUM, _rate("prompt_len", "_count")),
-    Signal("generation_len_sum_per_s", Combine.SUM, _rate("generation_len", "_sum")),
-    Signal("generation_len_count_per_s", Combine.SUM, _rate("generation_len", "_count")),
+    Signal("prompt_tokens_per_s", Combine.SUM, _rate("prompt_tokens"), recordable=True),
+    Signal("generation_tokens_per_s", Combine.SUM, _rate("generation_tokens"), recordable=True),
+    Signal("requests_per_s", Combine.SUM, _rate("request_success", "", "finished_reason"), recordable=True),
+    Signal("preemptions_per_s", Combine.SUM, _rate("preemptions"), recordable=True),
+    Signal("prefix_hits_per_s", Combine.SUM, _rate("prefix_hits"), recordable=True),
+    Signal("prefix_queries_per_s", Combine.SUM, _rate("prefix_queries"), recordable=True),
+    Signal("prompt_len_sum_per_s", Combine.SUM, _rate("prompt_len", "_sum"), recordable=True),
+    Signal("prompt_len_count_per_s", Combine.SUM, _rate("prompt_len", "_count"), recordable=True),
+    Signal("generation_len_sum_per_s", Combine.SUM, _rate("generation_len", "_sum"), recordable=True),
+    Signal("generation_len_count_per_s", Combine.SUM, _rate("generation_len", "_count"), recordable=True),
+    # Online calibration: window means that match the ITL and prefill-time means.
+    Signal("itl_sum_per_s", Combine.SUM, _rate("itl", "_sum"), recordable=True),
+    Signal("itl_count_per_s", Combine.SUM, _rate("itl", "_count"), recordable=True),
+    Signal("prefill_time_sum_per_s", Combine.SUM, _rate("prefill_time", "_sum"), recordable=True),
+    Signal("prefill_time_count_per_s", Combine.SUM, _rate("prefill_time", "_count"), recordable=True),
+    Signal("kv_window_sum", Combine.SUM, _window_mean("kv", "sum"), recordable=True),
     Signal("sample_age_s", Combine.MIN, _sample_age, lower=None),
-    Signal("ttft_buckets", Combine.BUCKETS, _buckets("ttft")),
-    Signal("itl_buckets", Combine.BUCKETS, _buckets("itl")),
-    Signal("prompt_len_buckets", Combine.BUCKETS, _buckets("prompt_len")),
-    Signal("generation_len_buckets", Combine.BUCKETS, _buckets("generation_len")),
+    Signal("ttft_buckets", Combine.BUCKETS, _buckets("ttft"), recordable=True),
+    Signal("itl_buckets", Combine.BUCKETS, _buckets("itl"), recordable=True),
+    Signal("prompt_len_buckets", Combine.BUCKETS, _buckets("prompt_len"), recordable=True),
+    Signal("generation_len_buckets", Combine.BUCKETS, _buckets("generation_len"), recordable=True),
 )
 
 # Without these a variant is not decided on (held where it is).
@@ -288,6 +323,9 @@ class QueryPlan:
     window: str = "1m"
     names: MetricNames = MetricNames.AUTO
     latency_quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)  # computed from buckets: they cost no query
+    recorded: bool = False
+    """Read recordable signals from the series of :func:`autoscaler.signals.rules.recording_rules` (which
+    Prometheus must evaluate with the same labels and window) instead of computing them at query time."""
 
     def __post_init__(self) -> None:
         bad = [q for q in self.latency_quantiles if not 0 < q < 1]
@@ -300,9 +338,15 @@ class QueryPlan:
 
     def queries(self) -> dict[str, str]:
         """Name -> PromQL: one per signal, then the pod census."""
-        out = {s.name: s.build(self, self.labels.variant_labels) for s in self.signals}
+        out = {s.name: recorded_name(s, self) if self.recorded and s.recordable
+               else s.build(self, self.labels.variant_labels) for s in self.signals}
         out[POD_AGES] = _pod_ages(self)
         return out
+
+
+def recorded_name(signal: Signal, plan: QueryPlan) -> str:
+    """The recording rule's series name, ``level:metric:operation`` as Prometheus's naming practice has it."""
+    return f"variant:{signal.name}:{plan.window}"
 
 
 def build_queries(labels: LabelMap, window: str, *, names: MetricNames = MetricNames.AUTO) -> dict[str, str]:

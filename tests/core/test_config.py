@@ -24,10 +24,10 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_file_then_environment_then_flags_take_precedence(tmp_path, monkeypatch):
-    cfg = write(tmp_path, "prometheus:\n  url: http://file:9090\n  timeout_s: 3\ncontroller:\n  interval_s: 7\n")
+    cfg = write(tmp_path, "prometheus:\n  url: https://file:9090\n  timeout_s: 3\ncontroller:\n  interval_s: 7\n")
     monkeypatch.setenv("VAS_PROMETHEUS__TIMEOUT_S", "4")
     settings = load_settings(cfg, {"controller": {"interval_s": 2}})
-    assert settings.prometheus.url == "http://file:9090"  # only in the file
+    assert settings.prometheus.url == "https://file:9090"  # only in the file
     assert settings.prometheus.timeout_s == 4  # env beats file
     assert settings.controller.interval_s == 2  # flag beats file
 

@@ -144,3 +144,41 @@ def test_the_wheel_it_installs_builds_from_what_the_build_stage_copies(stages: l
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "variant-autoscaler = autoscaler.cli:app" in archive.read(entry_points).decode()
     assert {"autoscaler/cli.py", "autoscaler/controller/runtime.py", "autoscaler/py.typed"} <= set(names)
+
+
+def _deployment_container() -> dict:  # type: ignore[type-arg]
+    deployment = yaml.safe_load((ROOT / "manifests" / "base" / "deployment.yaml").read_text())
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return container  # type: ignore[no-any-return]
+
+
+def test_the_deployment_runs_the_image_the_documented_build_pushes(pyproject: dict) -> None:  # type: ignore[type-arg]
+    image = _deployment_container()["image"]
+    assert image.rsplit(":", 1)[1] == pyproject["project"]["version"], "image tag and project version differ"
+    docs = (ROOT / "manifests" / "README.md").read_text()
+    assert f"build -t {image} -f Containerfile ." in docs and f"push {image}" in docs
+
+
+def test_the_image_exposes_the_ports_the_deployment_and_runtime_use(stages: list[Stage]) -> None:
+    from autoscaler.config import RuntimeSettings
+
+    exposed = {int(p.split("/")[0]) for line in stages[-1].all("EXPOSE") for p in line.split()}
+    declared = {p["containerPort"] for p in _deployment_container()["ports"]}
+    defaults = RuntimeSettings()
+    assert exposed == declared == {defaults.health_port, defaults.metrics_port}
+
+
+def test_the_non_root_user_is_created_with_the_uid_it_runs_as(stages: list[Stage]) -> None:
+    uid, _, gid = stages[-1].all("USER")[-1].partition(":")
+    runs = " ".join(stages[-1].all("RUN"))
+    assert re.search(rf"useradd\b[^&]*--uid {uid}\b", runs), "USER names a UID no account has"
+    assert not gid or re.search(rf"groupadd\b[^&]*--gid {gid}\b", runs)
+
+
+def test_the_deployment_starts_the_run_command_with_its_config_file() -> None:
+    container = _deployment_container()
+    args = container["args"]
+    assert args[0] == "run"
+    config = next(a.split("=", 1)[1] for a in args if a.startswith("--config="))
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert str(Path(config).parent) in mounts

@@ -163,3 +163,50 @@ def test_a_new_controller_scales_up_at_once_with_a_zero_scale_up_window():
     ctl = controller([a], scaler)
     ctl.run_cycle()
     assert scaler.replicas["a"] == 2
+
+
+def _decoding(itl_s: float, *, batch: float = 32.0, kv: float = 0.3, pods: int = 2) -> VariantSignals:
+    # A decode window as the Prometheus source reports it, every pod past its warm-up.
+    return VariantSignals(freshness=Freshness.FRESH, pods=pods, waiting=0.0, running=batch * pods,
+                          kv_usage_mean=kv, requests_per_s=5.0, itl_mean_s=itl_s, decoding=batch * pods,
+                          kv_usage_window_mean=kv, warm_pods=tuple(f"p{i}" for i in range(pods)))
+
+
+@pytest.mark.parametrize("scale", [
+    pytest.param(1.0, id="profile-right"),
+    pytest.param(1.3, id="pods-30pct-slower"),
+    pytest.param(0.8, id="pods-20pct-faster"),
+])
+def test_the_loop_calibrates_the_profile_and_reports_the_factor_in_status(scale):
+    from autoscaler.perf.profiles import default_profiles
+    profile = default_profiles()["llama-3.1-8b/h100"]
+    d = VariantSpec(ref=VariantRef("ns", "dec"), model=profile.model, role=Role.DECODE, accelerator="H100",
+                    target=ScaleTarget("apps/v1", "Deployment", "dec"), min_replicas=1, max_replicas=10)
+    kv_tokens = 0.3 * profile.kv_capacity_tokens
+    truth = scale * profile.decode_step_time(32.0, kv_tokens / 32.0)
+    insights: list = []
+
+    @dataclass
+    class Recording(Scaler):
+        def write_status(self, s, decision, *, scaled_at, insight=None):
+            insights.append(insight)
+
+    ctl = Controller(variants=Variants([d]), signals=Signals({d: _decoding(truth)}), scaler=Recording({"dec": 2}),
+                     policy=ScalingPolicy(), clock=Clock(), profiles={profile.name: profile})
+    for _ in range(30):
+        report = ctl.run_cycle()
+        ctl.clock.t += 15.0  # type: ignore[attr-defined]
+    (cal,) = report.calibrations
+    assert (cal.profile, cal.stage.value, cal.samples) == (profile.name, "decode", 30)
+    assert cal.factor == pytest.approx(scale, rel=0.02)
+    assert insights[-1].profile == profile.name and insights[-1].calibration_factor == pytest.approx(scale, rel=0.02)
+
+
+def test_the_loop_plans_with_the_profiles_as_written_when_calibration_is_off():
+    from autoscaler.perf.profiles import default_profiles
+    profile = default_profiles()["llama-3.1-8b/h100"]
+    d = VariantSpec(ref=VariantRef("ns", "dec"), model=profile.model, role=Role.DECODE, accelerator="H100",
+                    target=ScaleTarget("apps/v1", "Deployment", "dec"), min_replicas=1, max_replicas=10)
+    ctl = Controller(variants=Variants([d]), signals=Signals({d: _decoding(0.05)}), scaler=Scaler({"dec": 2}),
+                     policy=ScalingPolicy(), clock=Clock(), profiles={profile.name: profile}, calibration=None)
+    assert ctl.run_cycle().calibrations == ()

@@ -12,6 +12,8 @@ from autoscaler.signals.queries import (
     quantile_query,
 )
 
+AUTO_KV = ("(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc or vllm_kv_cache_usage_perc or "
+           "vllm_gpu_cache_usage_perc)")
 KSERVE = LabelMap(namespace="ns", model="model", role="llm_d_role", accelerator="gpu", pod="kubernetes_pod_name")
 
 
@@ -39,7 +41,7 @@ def test_server_side_quantiles_for_history_wrap_the_bucket_query():
     [
         pytest.param(MetricNames.V1, ["vllm:kv_cache_usage_perc"], ["vllm:gpu_cache_usage_perc"], id="v1"),
         pytest.param(MetricNames.LEGACY, ["vllm:gpu_cache_usage_perc"], ["vllm:kv_cache_usage_perc"], id="legacy"),
-        pytest.param(MetricNames.AUTO, ["(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc)"], [], id="auto"),
+        pytest.param(MetricNames.AUTO, [AUTO_KV], [], id="auto"),
     ],
 )
 def test_metric_name_switch_picks_kv_cache_names(names, present, absent):
@@ -63,9 +65,19 @@ def test_auto_reads_both_names_of_renamed_metrics_with_or(signal, v1, legacy):
     assert re.search(rf"rate\({re.escape(v1)}\[1m\]\) or rate\({re.escape(legacy)}\[1m\]\)", query)
 
 
-def test_metrics_without_a_legacy_name_are_the_same_in_every_mode():
-    queries = {m: build_queries(LabelMap(), "1m", names=m)["waiting"] for m in MetricNames}
-    assert len(set(queries.values())) == 1
+def test_metrics_without_a_legacy_name_are_the_same_in_v1_and_legacy_mode():
+    queries = {m: build_queries(LabelMap(), "1m", names=m)["waiting"] for m in (MetricNames.V1, MetricNames.LEGACY)}
+    assert len(set(queries.values())) == 1 and "vllm_" not in queries[MetricNames.V1]
+
+
+@pytest.mark.parametrize("signal", ["pods", "waiting", "running", "kv_usage_sum", "sample_age_s", "ttft_buckets",
+                                    "prompt_tokens_per_s", "itl_sum_per_s", "prefill_time_count_per_s",
+                                    POD_AGES])
+def test_auto_also_reads_the_underscore_names_an_openmetrics_exposition_writes(signal):
+    """prometheus/client_python#1177: OpenMetrics without escaping turns ``vllm:x`` into ``vllm_x``."""
+    query = build_queries(LabelMap(), "1m")[signal]
+    colon = set(re.findall(r"vllm:(\w+)", query))
+    assert colon and colon == set(re.findall(r"vllm_(\w+)", query))
 
 
 def test_non_finite_samples_are_dropped_before_aggregation():

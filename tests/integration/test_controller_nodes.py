@@ -77,7 +77,8 @@ class Cluster:
         return node
 
     def deployment(self, name: str, *, replicas: int, pods_on: list[str]) -> None:
-        """A Deployment and, as its ReplicaSet and the scheduler would make them, its pods bound to nodes."""
+        """A Deployment and, as its ReplicaSet, the scheduler and the kubelet would make them, its pods bound to
+        nodes and ready."""
         labels = {"app": name}
         self.apps.create_namespaced_deployment(self.ns, {
             "metadata": {"name": name},
@@ -90,6 +91,10 @@ class Cluster:
                 "spec": {"nodeName": node, "containers": [{
                     "name": "vllm", "image": "registry.invalid/vllm:1",
                     "resources": {"limits": {"nvidia.com/gpu": "4"}}}]}})
+            # Running and Ready, as the kubelet would report: the planner counts pods that are not as starting.
+            ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2025-01-01T00:00:00Z"}
+            self.core.patch_namespaced_pod_status(f"{name}-{i}", self.ns,
+                                                  {"status": {"phase": "Running", "conditions": [ready]}})
 
     def variant(self, name: str, target: str, *, gpus_per_replica: int,
                 machine_set_ref: dict[str, Any] | None = None) -> None:

@@ -160,3 +160,23 @@ def test_a_vanished_pod_does_not_break_collection_for_its_variant(emulated_stack
     assert sig.warm_pods == tuple(sorted(p.pod for p in pods))
     assert sig.waiting == sum(p.stats.waiting for p in pods) and sig.requests_per_s > 0
     assert after[spec_of(other)].freshness is Freshness.FRESH
+
+
+def test_underscore_names_of_an_openmetrics_exposition_are_read_in_auto_mode(
+        emulated_stack: Callable[..., EmulatedStack]):
+    """prometheus/client_python#1177: asked for OpenMetrics, prometheus-client writes ``vllm_...``."""
+    both = variant("both", role=Role.BOTH, rate=6.0)
+    stack = emulated_stack(variants=[both], replicas={"both": 2}, openmetrics=True)
+    run_live(stack.emulator, 8.0)
+    stack.prometheus.wait_for_series("timestamp(vllm_num_requests_waiting)", until=lambda r: len(r) == 2)
+    assert stack.prometheus.query("vllm:num_requests_waiting") == []  # only the renamed spelling is stored
+    pods = pods_of(stack.emulator, both)
+
+    read = {names: source_for(stack, metric_names=names, warmup_s=0.0).collect([spec_of(both)], now=wall_clock())
+            [spec_of(both)] for names in ("auto", "v1")}
+
+    sig = read["auto"]
+    assert sig.freshness is Freshness.FRESH and sig.pods == 2 and sig.calibration_ready, sig.note
+    assert math.isclose(sig.kv_usage_mean, sum(p.stats.kv_usage for p in pods) / len(pods), abs_tol=0.05)
+    assert sig.itl_mean_s is not None and sig.requests_per_s > 0
+    assert read["v1"].freshness is Freshness.MISSING  # the strict switch does not guess

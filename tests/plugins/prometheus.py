@@ -61,6 +61,8 @@ def emulated_stack(prometheus_binary: str, tmp_path: Path) -> Iterator[Callable[
         legacy_names: bool = False,
         tick_s: float = 0.1,
         speedup: float = 1.0,
+        openmetrics: bool = False,
+        rule_files: Sequence[Path] = (),
     ) -> EmulatedStack:
         counts = dict(replicas)
         emulator = Emulator(
@@ -70,8 +72,10 @@ def emulated_stack(prometheus_binary: str, tmp_path: Path) -> Iterator[Callable[
             tick_s=tick_s,
             speedup=speedup,
             legacy_names=legacy_names,
+            openmetrics=openmetrics,
         )
-        server = prometheus.PrometheusServer(file_sd_path=emulator.file_sd_path, binary=prometheus_binary)
+        server = prometheus.PrometheusServer(file_sd_path=emulator.file_sd_path, binary=prometheus_binary,
+                                             rule_files=rule_files)
         stack = EmulatedStack(emulator=emulator, prometheus=server, replicas=counts)
         made.append(stack)
         emulator.sync_replicas()  # pods listed before Prometheus reads the file
