@@ -12,6 +12,7 @@ from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.types import (
     Decision,
     Freshness,
+    ReplicaCounts,
     Role,
     ScaleTarget,
     VariantRef,
@@ -210,3 +211,23 @@ def test_the_loop_plans_with_the_profiles_as_written_when_calibration_is_off():
     ctl = Controller(variants=Variants([d]), signals=Signals({d: _decoding(0.05)}), scaler=Scaler({"dec": 2}),
                      policy=ScalingPolicy(), clock=Clock(), profiles={profile.name: profile}, calibration=None)
     assert ctl.run_cycle().calibrations == ()
+
+
+@pytest.mark.parametrize(("counts", "expected"), [
+    pytest.param(None, 5, id="counts-unknown-reactive-step"),
+    pytest.param(ReplicaCounts(ready=4), 5, id="all-ready-reactive-step"),
+    pytest.param(ReplicaCounts(ready=2, unschedulable=2), 4, id="pending-for-gpus-no-stacking"),
+    pytest.param(ReplicaCounts(ready=2, starting=2), 4, id="starting-no-stacking"),
+])
+def test_the_loop_does_not_stack_scale_ups_on_pods_that_have_not_started(counts, expected):
+    # AIBrix #2670: saturated ready pods and Pending ones make a cascade unless the loop passes the pod counts.
+    a = spec("a")
+
+    @dataclass
+    class Counting(Scaler):
+        def replica_counts(self, s):
+            return counts
+
+    scaler = Counting({"a": 4})
+    controller([a], scaler).run_cycle()
+    assert scaler.replicas["a"] == expected
