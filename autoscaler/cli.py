@@ -160,6 +160,10 @@ def adapter(
     stale_after: Annotated[float, typer.Option(
         help="Serve nothing (HTTP 503) for decisions older than this many intervals.")] = 3.0,
     metrics_port: Annotated[int, typer.Option(help="Port of the controller's /metrics (0: off).")] = 9100,
+    auth_reload: Annotated[float, typer.Option(
+        help="Seconds between re-reads of kube-system/extension-apiserver-authentication.")] = 30.0,
+    cert_reload: Annotated[float, typer.Option(
+        help="Seconds between checks of the serving certificate files (rotated in place by cert-manager).")] = 10.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
     log_format: LogOpt = None,
 ) -> None:
@@ -171,13 +175,14 @@ def adapter(
 
     settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
                      interval=interval, log_format=log_format)
-    options = AdapterOptions(host=bind, port=port, cert=tls_cert, key=tls_key, self_signed=self_signed,
-                             requestheader_ca=requestheader_ca, allowed_names=tuple(allowed_name or ()),
-                             stale_after_intervals=stale_after, metrics_port=metrics_port or None)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
+        options = AdapterOptions(host=bind, port=port, cert=tls_cert, key=tls_key, self_signed=self_signed,
+                                 requestheader_ca=requestheader_ca, allowed_names=tuple(allowed_name or ()),
+                                 stale_after_intervals=stale_after, metrics_port=metrics_port or None,
+                                 auth_reload_s=auth_reload, cert_reload_s=cert_reload)
         run_adapter(settings, options, duration_s=duration, stop=stop)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -98,3 +98,16 @@ def test_an_unloadable_certificate_names_the_files(tmp_path):
 def test_a_reload_interval_must_be_positive(field, value):
     with pytest.raises(ConfigError, match=rf"adapter option {field} must be > 0 seconds"):
         AdapterOptions(**{field: value})
+
+
+@pytest.mark.parametrize("flag", [
+    pytest.param("--cert-reload", id="cert-reload"),
+    pytest.param("--auth-reload", id="auth-reload"),
+])
+def test_the_adapter_command_refuses_a_reload_interval_that_is_not_positive(flag):
+    from typer.testing import CliRunner
+
+    from autoscaler.cli import app
+    result = CliRunner().invoke(app, ["adapter", "--self-signed", flag, "0", "--duration", "1"])
+    assert result.exit_code == 2, result.output
+    assert "reload_s must be > 0" in result.output
