@@ -19,6 +19,20 @@ produced so far. The decode step time is held at today's over the horizon.
 
 Loads are those of :func:`autoscaler.core.admission.decode_load` (the highest of step time / TBT SLO, KV share and
 seat share), with the request in it: its prompt plus KV kept for a mean output, as the decode-time check reserves.
+Where the TBT SLO binds before the KV cache fills (Mooncake's setting), that is the paper's predicted TBT / TBT SLO.
+
+Two options beyond the paper, both off by default:
+
+- ``GatewayConfig.admit_probability``: PREDICTIVE admits when the probability that the decode load at entry stays
+  within the threshold reaches this level, not when its expected value does. Each sequence's stay is a Bernoulli
+  draw with the probability its output lengths give, so the batch count and its KV at entry have a variance; every
+  limit (TBT, KV, seats) is linear in those two, and the probability is a normal approximation (sums of hundreds of
+  independent draws), widened by ``forecast_error_sd`` for what the lengths do not explain (arrivals meanwhile, the
+  step time drifting). With one fixed length the draws are certain and the rule is the expected-load rule; at a
+  level of 0.5 it is too, whatever the spread.
+- :func:`seat_from_door` with ``DoorRule.FIRST_FIT``: when a seat frees, the oldest waiting admitted request that
+  fits takes it, instead of only the head of the line (``FIFO``).
+
 Pure: values in, values out; times are seconds on the caller's clock.
 """
 
@@ -26,8 +40,9 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, decode_load, prefill_seconds
 from autoscaler.perf.profile import PerformanceProfile
@@ -35,6 +50,7 @@ from autoscaler.perf.profile import PerformanceProfile
 __all__ = [
     "DecodeForecast",
     "DecodingSequence",
+    "DoorRule",
     "GatewayConfig",
     "OutputLengths",
     "PoolsView",
@@ -45,6 +61,7 @@ __all__ = [
     "forecast_decode",
     "judge_request",
     "request_ttft",
+    "seat_from_door",
 ]
 
 
@@ -144,10 +161,27 @@ class GatewayConfig:
     policy: RejectionPolicy = RejectionPolicy.PREDICTIVE
     reject_above: float = 1.0
     """Load above which a request is rejected; 1.0 rejects exactly at the SLO (or a full KV cache)."""
+    admit_probability: float | None = None
+    """PREDICTIVE only: admit when P(decode load at entry <= reject_above) is at least this (0 < level < 1). Below
+    0.5 it admits on doubt, above it asks for a margin. None: admit on the expected load (Mooncake's rule)."""
+    forecast_error_sd: float = 0.0
+    """Standard deviation (in load) of the forecast error the output lengths do not explain, added in quadrature to
+    theirs; e.g. measured from recent misses. Used only with ``admit_probability``."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.reject_above) and self.reject_above > 0):
             raise ValueError(f"GatewayConfig.reject_above must be a finite number > 0, got {self.reject_above}")
+        level = self.admit_probability
+        if level is not None and not (0.0 < level < 1.0):
+            raise ValueError(f"GatewayConfig.admit_probability must lie strictly between 0 and 1, got {level}")
+        _check("GatewayConfig", "forecast_error_sd", self.forecast_error_sd)
+
+
+class DoorRule(StrEnum):
+    """Which prefilled request waiting at the decode door takes a seat when one frees."""
+
+    FIFO = "fifo"  # the head of the line or nobody
+    FIRST_FIT = "first-fit"  # the oldest that fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +194,9 @@ class DecodeForecast:
     step_s: float  # decode step time assumed over the horizon (today's)
     staying: float  # of those, sequences decoding now
     entering: float  # of those, requests now in prefill (or waiting for a seat)
+    running_var: float = 0.0  # variance of the count, each stay an independent draw
+    kv_var: float = 0.0  # variance of the KV they hold
+    running_kv_cov: float = 0.0  # covariance of the two
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +207,10 @@ class RequestVerdict:
     decode_load_at_entry: float  # decode load with the request when it would start decoding
     entry_at: float  # when that is: now + predicted TTFT
     reason: str
+    fit_probability: float = math.nan
+    """P(decode load at entry <= threshold), normal approximation (nan when the request never reaches decode)."""
+    decode_load_sd_at_entry: float = 0.0
+    """Standard deviation of that load from the output lengths alone, on the limit least likely to hold."""
 
 
 def _pool(view: PoolsView) -> DecodePool:
@@ -203,11 +244,15 @@ def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast
     step = _step_now(view)
     horizon = max(0.0, at - now)
     ahead = horizon / step if math.isfinite(step) else 0.0
-    staying = kv = 0.0
+    staying = kv = var_n = var_kv = cov = 0.0
+    # Each stay is a Bernoulli draw: p(1 - p) on the count, times the KV it would hold on the KV.
     for seq in view.decoding:
         p = view.outputs.still_decoding(generated=seq.generated_tokens, more=ahead)
+        held = seq.context_tokens + ahead
         staying += p
-        kv += p * (seq.context_tokens + ahead)
+        kv += p * held
+        spread = p * (1.0 - p)
+        var_n, var_kv, cov = var_n + spread, var_kv + spread * held * held, cov + spread * held
     entering = 0.0
     for job in view.prefill_jobs:
         entered = max(job.done_at, now)
@@ -215,10 +260,48 @@ def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast
             continue
         decoded = (at - entered) / step if math.isfinite(step) else 0.0
         p = view.outputs.still_decoding(generated=1.0, more=decoded)
+        held = job.prompt_tokens + decoded
         entering += p
-        kv += p * (job.prompt_tokens + decoded)
+        kv += p * held
+        spread = p * (1.0 - p)
+        var_n, var_kv, cov = var_n + spread, var_kv + spread * held * held, cov + spread * held
     return DecodeForecast(at=at, running=staying + entering, kv_tokens=kv, step_s=step, staying=staying,
-                          entering=entering)
+                          entering=entering, running_var=var_n, kv_var=var_kv, running_kv_cov=cov)
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+def _fit_probability(view: PoolsView, *, slo: LatencySLO, outlook: DecodeForecast, prompt_tokens: float,
+                     threshold: float, extra_sd: float) -> tuple[float, float]:
+    """P(every decode limit with the request in it stays within ``threshold``), each limit normal with the mean and
+    variance of the forecast (the least of them: the limits move together, one of them binds); and that limit's
+    standard deviation from the output lengths alone."""
+    if view.decode_replicas == 0:
+        return 0.0, 0.0
+    p, n = view.decode_profile, float(view.decode_replicas)
+    count, kv = outlook.running + 1.0, outlook.kv_tokens + prompt_tokens
+    # Each limit as mean + (weight on the count) x count + (weight on the KV) x KV, the request's share included:
+    # step = alpha + beta x count / n + gamma x KV / n (decode_load's step at mean context KV / count).
+    limits = (
+        ((p.decode_alpha + (p.decode_beta * count + p.decode_gamma * kv) / n) / slo.tbt_s,
+         p.decode_beta / (n * slo.tbt_s), p.decode_gamma / (n * slo.tbt_s)),
+        ((kv + view.outputs.mean) / (n * p.kv_capacity_tokens), 0.0, 1.0 / (n * p.kv_capacity_tokens)),
+        (count / (n * p.max_num_seqs), 1.0 / (n * p.max_num_seqs), 0.0),
+    )
+    least, least_sd = 2.0, 0.0
+    for mean, per_sequence, per_token in limits:
+        variance = max(0.0, per_sequence ** 2 * outlook.running_var + per_token ** 2 * outlook.kv_var
+                       + 2.0 * per_sequence * per_token * outlook.running_kv_cov)
+        sd = math.sqrt(variance + extra_sd ** 2)
+        if sd > 0:
+            chance = _normal_cdf((threshold - mean) / sd)
+        else:
+            chance = 1.0 if mean <= threshold else 0.0
+        if chance < least:
+            least, least_sd = chance, math.sqrt(variance)
+    return least, least_sd
 
 
 def _load_with(view: PoolsView, *, slo: LatencySLO, running: float, kv_tokens: float, prompt_tokens: float) -> float:
@@ -246,20 +329,27 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
         outlook = forecast_decode(view, at=entry, now=now)
         load_then = _load_with(view, slo=slo, running=outlook.running, kv_tokens=outlook.kv_tokens,
                                prompt_tokens=prompt_tokens)
+        fits, spread = _fit_probability(view, slo=slo, outlook=outlook, prompt_tokens=prompt_tokens,
+                                        threshold=threshold, extra_sd=config.forecast_error_sd)
     else:
-        load_then = math.inf
+        load_then, fits, spread = math.inf, math.nan, 0.0
     decode_load_used = {RejectionPolicy.REACTIVE: 0.0, RejectionPolicy.EARLY: load_now,
                         RejectionPolicy.PREDICTIVE: load_then}[config.policy]
     loads = f"prefill load {prefill_load:.2f}, decode load {load_now:.2f} now and {load_then:.2f} at entry"
+    level = config.admit_probability if config.policy is RejectionPolicy.PREDICTIVE else None
     if prefill_load > threshold:
         admit, reason = False, f"reject: TTFT over SLO ({loads})"
-    elif decode_load_used > threshold:
+    elif level is not None and not fits >= level:  # nan (never reaches decode) rejects too
+        admit, reason = False, (f"reject: P(decode within TBT SLO and KV when it would start decoding) {fits:.2f} "
+                                f"< {level:.2f} ({loads})")
+    elif level is None and decode_load_used > threshold:
         when = "now" if config.policy is RejectionPolicy.EARLY else "when it would start decoding"
         admit, reason = False, f"reject: decode over TBT SLO or KV {when} ({loads})"
     else:
-        admit, reason = True, f"admit: {loads}"
+        admit, reason = True, f"admit: {loads}, P(fits at entry) {fits:.2f}"
     return RequestVerdict(admit=admit, prefill_load=prefill_load, decode_load_now=load_now,
-                          decode_load_at_entry=load_then, entry_at=entry, reason=reason)
+                          decode_load_at_entry=load_then, entry_at=entry, reason=reason, fit_probability=fits,
+                          decode_load_sd_at_entry=spread)
 
 
 def admit_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float,
@@ -281,3 +371,31 @@ def book_prefill(view: PoolsView, *, prompt_tokens: float, cached_tokens: float 
                                                               cached_tokens=cached)
     job = PrefillJob(done_at=free[replica], prompt_tokens=prompt_tokens)
     return replace(view, prefill_free_at=tuple(free), prefill_jobs=(*view.prefill_jobs, job))
+
+
+def seat_from_door(*, instances: Sequence[DecodePool], waiting: Sequence[float], slo: LatencySLO,
+                   reserve_tokens: float, threshold: float = 1.0,
+                   rule: DoorRule = DoorRule.FIFO) -> tuple[int, int] | None:
+    """Which prefilled request waiting at the decode door takes a seat now, and where: ``(index into waiting,
+    index into instances)``, or None. ``waiting`` holds their prompts in arrival order; ``instances`` the decode
+    instances (one replica each, with their running count and mean context). A request goes to the instance where
+    the load with it (its prompt plus ``reserve_tokens`` of KV for its output) is lowest, and fits if that load is
+    within ``threshold`` (the decode-time check of :func:`autoscaler.core.admission.admit_to_decode`)."""
+    _check("seat_from_door", "reserve_tokens", reserve_tokens)
+    candidates = waiting[:1] if rule is DoorRule.FIFO else waiting
+    for position, prompt in enumerate(candidates):
+        loads = [_instance_load_with(pool, slo=slo, prompt_tokens=prompt, reserve_tokens=reserve_tokens)
+                 for pool in instances]
+        if loads:
+            best = min(range(len(loads)), key=loads.__getitem__)
+            if loads[best] <= threshold:
+                return position, best
+    return None
+
+
+def _instance_load_with(pool: DecodePool, *, slo: LatencySLO, prompt_tokens: float, reserve_tokens: float) -> float:
+    if pool.replicas == 0:
+        return math.inf
+    total = pool.running + 1.0
+    held = pool.running * pool.mean_context_tokens + prompt_tokens
+    return decode_load(pool, slo=slo, running=total, context_tokens=held / total, kv_tokens=held + reserve_tokens)

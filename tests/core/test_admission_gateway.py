@@ -10,14 +10,16 @@ than n tokens.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from autoscaler.core.admission import LatencySLO, RejectionPolicy
+from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, admit_to_decode
 from autoscaler.core.gateway_admission import (
     DecodingSequence,
+    DoorRule,
     GatewayConfig,
     OutputLengths,
     PoolsView,
@@ -27,6 +29,7 @@ from autoscaler.core.gateway_admission import (
     forecast_decode,
     judge_request,
     request_ttft,
+    seat_from_door,
 )
 from autoscaler.perf.profile import PerformanceProfile
 
@@ -223,4 +226,125 @@ def test_booking_queues_each_admission_on_the_replica_free_soonest() -> None:
 ])
 def test_bad_input_is_refused_with_the_field_named(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        build()
+
+
+# Admission on the probability of fitting. 800 sequences at 30 tokens of outputs (40, 100), 1000 tokens each: a
+# step of 10 + 80 = 90 ms. The request prefills 1000 tokens in 1 s: 11.1 steps on, each sequence is past 40 tokens
+# and stays with probability 1/2 (the one in two that produces 100). The count at entry has mean 400 and variance
+# 800/4 = 200; with the request, 401: step 50.1 ms, TBT load 1.002, standard deviation 0.1 ms per sequence / 50 ms
+# x sqrt(200) = 0.0283. KV (1e9) and seats (1000) sit far below 1. With 790 sequences: mean 396 with the request,
+# load 0.992, variance 197.5.
+def spread_batch(count: int) -> PoolsView:
+    return view(decoding=batch(count, generated=30), outputs=OutputLengths.from_sample([100, 40]))
+
+
+PER_SEQUENCE = 0.0001 / 0.05
+NORMAL = statistics.NormalDist()
+
+
+@pytest.mark.parametrize(("count", "error_sd", "level", "probability", "admit"), [
+    pytest.param(800, 0.0, 0.4, NORMAL.cdf(-0.002 / (PER_SEQUENCE * math.sqrt(200))), True,
+                 id="over-on-average-admitted-on-doubt"),
+    pytest.param(800, 0.0, 0.5, NORMAL.cdf(-0.002 / (PER_SEQUENCE * math.sqrt(200))), False,
+                 id="over-on-average-rejected-at-even-odds"),
+    pytest.param(790, 0.0, 0.5, NORMAL.cdf(0.008 / (PER_SEQUENCE * math.sqrt(197.5))), True,
+                 id="under-on-average-admitted-at-even-odds"),
+    pytest.param(790, 0.0, 0.9, NORMAL.cdf(0.008 / (PER_SEQUENCE * math.sqrt(197.5))), False,
+                 id="under-on-average-rejected-when-asking-a-margin"),
+    pytest.param(800, 0.04, 0.4, NORMAL.cdf(-0.002 / math.sqrt(PER_SEQUENCE ** 2 * 200 + 0.04 ** 2)), True,
+                 id="an-unexplained-error-widens-the-doubt"),
+])
+def test_predictive_admits_on_the_probability_that_decode_fits(count: int, error_sd: float, level: float,
+                                                               probability: float, admit: bool) -> None:
+    config = GatewayConfig(slo=SLO, admit_probability=level, forecast_error_sd=error_sd)
+    verdict = judge_request(spread_batch(count), prompt_tokens=1000, now=NOW, config=config)
+    assert verdict.decode_load_at_entry == pytest.approx(1.002 if count == 800 else 0.992)
+    assert verdict.fit_probability == pytest.approx(probability, rel=1e-6)
+    assert verdict.decode_load_sd_at_entry == pytest.approx(PER_SEQUENCE * math.sqrt(count / 4))
+    assert verdict.admit is admit
+    assert ("admit" if admit else "P(decode within TBT SLO and KV when it would start decoding)") in verdict.reason
+
+
+def test_the_forecast_carries_the_variance_of_each_stay() -> None:
+    forecast = forecast_decode(spread_batch(800), at=NOW + 1.0, now=NOW)
+    held = 1000 + 1.0 / 0.09  # context grown by the 11.1 steps of the horizon
+    assert (forecast.running, forecast.running_var) == pytest.approx((400, 200))
+    assert forecast.kv_tokens == pytest.approx(400 * held)
+    assert forecast.kv_var == pytest.approx(200 * held ** 2)
+    assert forecast.running_kv_cov == pytest.approx(200 * held)
+
+
+# With Mooncake's single length every stay is certain: the probability is 0 or 1 and the rule is the expected-load
+# rule whatever the level. Outputs of 40: the batch is gone by entry (load 0.202); outputs of 100: all 800 stay.
+@pytest.mark.parametrize(("length", "level", "probability", "admit"), [
+    pytest.param(40, 0.99, 1.0, True, id="certain-to-fit-admitted-at-any-level"),
+    pytest.param(100, 0.01, 0.0, False, id="certain-to-overflow-rejected-at-any-level"),
+])
+def test_one_fixed_length_makes_the_probability_certain(length: float, level: float, probability: float,
+                                                        admit: bool) -> None:
+    pools = replace(spread_batch(800), outputs=OutputLengths.fixed(length))
+    verdict = judge_request(pools, prompt_tokens=1000, now=NOW, config=GatewayConfig(slo=SLO, admit_probability=level))
+    assert verdict.fit_probability == probability
+    assert verdict.admit is admit
+
+
+@pytest.mark.parametrize("policy", [pytest.param(REACTIVE, id="reactive"), pytest.param(EARLY, id="early")])
+def test_the_probability_rule_leaves_the_other_policies_alone(policy: RejectionPolicy) -> None:
+    # Load now: 801 sequences, step 90.1 ms, 1.802. Early rejects on it; reactive admits on the TTFT.
+    pools = spread_batch(800)
+    plain = judge_request(pools, prompt_tokens=1000, now=NOW, config=GatewayConfig(slo=SLO, policy=policy))
+    with_level = judge_request(pools, prompt_tokens=1000, now=NOW,
+                               config=GatewayConfig(slo=SLO, policy=policy, admit_probability=0.01))
+    assert plain.decode_load_now == pytest.approx(1.802)
+    assert with_level.admit is plain.admit is (policy is REACTIVE)
+
+
+# The decode door. KV_PROFILE holds 100k tokens; 100 tokens are kept for each output. Instance A runs 50 sequences
+# of 1000 tokens (50k of KV), B 10 of 2000 (20k). A 60k prompt overflows A (110.1k) and fits B (80.1k); a 30k prompt
+# fits A (80.1k, step 15.1 ms: TBT load 0.302) and goes to B, the lower (50.1k); on A alone it goes to A.
+A = DecodePool(replicas=1, profile=KV_PROFILE, running=50, mean_context_tokens=1000)
+B = DecodePool(replicas=1, profile=KV_PROFILE, running=10, mean_context_tokens=2000)
+
+
+@pytest.mark.parametrize(("instances", "waiting", "rule", "seated"), [
+    pytest.param((A,), (60_000, 30_000, 10_000), DoorRule.FIFO, None, id="fifo-head-blocks-the-line"),
+    pytest.param((A,), (60_000, 30_000, 10_000), DoorRule.FIRST_FIT, (1, 0), id="first-fit-takes-the-oldest-fitting"),
+    pytest.param((A,), (30_000, 60_000), DoorRule.FIFO, (0, 0), id="fifo-head-fits"),
+    pytest.param((A, B), (60_000,), DoorRule.FIFO, (0, 1), id="goes-where-it-fits"),
+    pytest.param((A, B), (30_000,), DoorRule.FIFO, (0, 1), id="goes-where-the-load-is-lowest"),
+    pytest.param((A,), (60_000, 51_000), DoorRule.FIRST_FIT, None, id="nobody-fits"),
+    pytest.param((A,), (), DoorRule.FIRST_FIT, None, id="nobody-waits"),
+    pytest.param((), (10,), DoorRule.FIRST_FIT, None, id="no-decode-instance"),
+    pytest.param((replace(A, replicas=0),), (10,), DoorRule.FIFO, None, id="a-pool-without-replicas"),
+])
+def test_the_door_seats_by_its_rule(instances: tuple[DecodePool, ...], waiting: tuple[float, ...], rule: DoorRule,
+                                   seated: tuple[int, int] | None) -> None:
+    assert seat_from_door(instances=instances, waiting=waiting, slo=SLO, reserve_tokens=100, rule=rule) == seated
+
+
+def test_the_door_agrees_with_the_decode_time_check() -> None:
+    for prompt in (49_899, 49_900, 49_901):  # 50k + prompt + 100 against 100k
+        fits = admit_to_decode(decode=A, slo=SLO, context_tokens=prompt, reserve_tokens=100)
+        assert (seat_from_door(instances=(A,), waiting=(prompt,), slo=SLO, reserve_tokens=100) is not None) is fits
+    assert [admit_to_decode(decode=A, slo=SLO, context_tokens=p, reserve_tokens=100)
+            for p in (49_900, 49_901)] == [True, False]
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    pytest.param(lambda: GatewayConfig(slo=SLO, admit_probability=0.0), "GatewayConfig.admit_probability",
+                 id="level-zero"),
+    pytest.param(lambda: GatewayConfig(slo=SLO, admit_probability=1.0), "GatewayConfig.admit_probability",
+                 id="level-one"),
+    pytest.param(lambda: GatewayConfig(slo=SLO, admit_probability=math.nan), "GatewayConfig.admit_probability",
+                 id="level-nan"),
+    pytest.param(lambda: GatewayConfig(slo=SLO, forecast_error_sd=-0.1), "GatewayConfig.forecast_error_sd",
+                 id="negative-error-sd"),
+    pytest.param(lambda: GatewayConfig(slo=SLO, forecast_error_sd=math.inf), "GatewayConfig.forecast_error_sd",
+                 id="infinite-error-sd"),
+    pytest.param(lambda: seat_from_door(instances=(A,), waiting=(1.0,), slo=SLO, reserve_tokens=-1),
+                 "seat_from_door.reserve_tokens", id="negative-reserve"),
+])
+def test_bad_options_are_refused_with_the_field_named(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         build()
