@@ -39,6 +39,9 @@ Policies, each counting rejections at its own decision point (Mooncake's):
   explained by it (``forecast_error_sd``). At 0.5 this is predictive-spread itself;
 - ``predictive-fit``: predictive-spread with a first-fit decode door (``DoorRule.FIRST_FIT``): a freed seat goes to the
   oldest waiting request that fits, not only to the head of the line.
+- ``predictive-ahead``, ``spread-ahead``: predictive / predictive-spread whose forecast also counts the requests
+  admitted *after* this one that finish prefill first on other instances (``PoolsView.later_arrivals``: the
+  admitted rate over the last minute, the prefill times and prompts of the last 500 admissions).
 
 Regimes (``--regimes``): ``kv`` uses the paper's real-trace SLOs (TTFT 30 s, TBT 0.1 s); with 12k-token prompts this
 profile's KV cache fills (a step of 0.06-0.07 s) before the step reaches 0.1 s, so decode is KV-bound. ``tbt`` is the
@@ -46,6 +49,10 @@ paper's decode load, predicted TBT / TBT SLO: Mooncake measures decode load that
 engine the TBT limit binds; here a 50 ms SLO makes it bind at 50-65% of the cache (the "TBT binds %" column: 100%
 of busy decode time, against 2-8% in ``kv``). Decode then needs ~1.9 instances, so 1D is 1.9x overloaded and 2D
 about at capacity with bursts. Plots: ``early_rejection.png`` (kv, 6P+1D), ``early_rejection_tbt.png`` (tbt, 8P+2D).
+
+Overtaking, measured for every policy: when a request reaches decode, the load of the sequences there whose requests
+arrived after it ("overtaken": requests no arrival-time forecast knows of); the same for the shortest and longest
+quarter of prompts; the forecast miss had they been known; and the share of the miss's variance they explain.
 
 Measures: rejected (at arrival for TTFT, at arrival for decode, after prefill); wasted prefill GPU-hours; goodput:
 completed requests with TTFT <= SLO and time per output token (decode time including any wait at the door, over
@@ -70,6 +77,32 @@ F the first-fit door; rejected, then goodput = requests completed within both SL
   6P+1D                  3845/8186   4053/4553   5594/1283   6281/3510   6200/2108   6197/5145   6118/4392
   4P+1D                  3063/8968   3953/4133   4037/3745   3681/3815   3810/1546   4180/5367   3784/3941
 
+Overtakers (A predictive-ahead, SA spread-ahead; rejected/goodput; "overtaken": load at entry from requests that
+arrived later, shortest/longest quarter of prompts; "explained": share of P's / S's miss variance they account for;
+miss: mean/sd of predicted - actual decode load at entry):
+
+  regime pools   A           SA          overtaken    explained P/S  miss P -> A      miss S -> SA
+  KV 8P+1D       2450/5983   3888/7974   0.000/0.073  40%/66%        -.074/.084 -> -.089/.073  -.028/.083 -> -.013/.047
+  KV 6P+1D       2932/6269   4425/7152   0.000/0.046  28%/26%        -.074/.090 -> -.089/.079  -.027/.084 -> -.023/.080
+  KV 5P+1D       3007/7728   3359/8060   0.000/0.026  10%/9%         -.067/.087 -> -.064/.087  -.029/.075 -> -.024/.081
+  KV 4P+1D       2174/9428   1827/9612   0.000/0.017  2%/3%          -.038/.098 -> -.048/.098  -.021/.075 -> -.019/.073
+  TBT 8P+2D      124/10600   314/11609   0.000/0.048  24%/65%        -.113/.073 -> -.100/.066  -.023/.052 -> -.013/.035
+  TBT 8P+1D      3564/491    5075/5861   0.000/0.080  58%/69%        -.054/.077 -> -.061/.052  -.029/.078 -> -.010/.040
+  TBT 6P+1D      3992/790    5829/4574   0.000/0.060  44%/42%        -.055/.084 -> -.056/.054  -.026/.080 -> -.015/.054
+  TBT 4P+1D      4570/4066   3818/3824   0.000/0.016  2%/3%          -.044/.077 -> -.041/.076  -.020/.056 -> -.017/.056
+  (8P+8D: 80/11951 for both.)
+
+- 0. The hypothesis holds where prefill has spare instances: requests admitted later and decoding first put no load
+  on the shortest quarter of prompts and 0.046-0.080 on the longest (8P, 6P), and account for 24-69% of the miss
+  variance there; where prefill queues (4P, 5P) everyone waits in line and they explain 2-10%. Counting them
+  (A, SA) cuts S's miss sd by up to half (0.078 -> 0.040 at 8P+1D TBT) and its bias to -0.010..-0.024, and moves
+  admissions to shorter prompts (TBT 8P+1D: 10.9k prompt tokens per completed request against S's 13.7k). It
+  lowers rejections against S/P where overtaking matters (KV 8P+1D: SA 3888 < S 4775, A 2450 < P 3870; TBT 8P+1D:
+  SA 5075 < S 6274, A 3564 < P 5407) and raises goodput (SA 7974 / 5861 against S 7030 / 4070). Against R it wins on
+  the count only for A at TBT 8P+1D (3564 < 4000) and ties at KV 8P+1D (2450 against 2458), both with a fraction of
+  R's goodput (491 / 5983 against 8031 / 9573): A keeps P's single-t_d bias (-0.06 to -0.09) and its admissions
+  wait at the door. At 8P+2D TBT nothing changes (A 124, SA 314; P 113 stays lowest). SA's goodput is still below R's
+  everywhere.
 - Oscillation (both regimes): early rejection swings prefill against decode (correlation -0.45 to -0.59 where
   decode binds); the prediction damps it (P's decode load std 0.014/0.032 against E's 0.068/0.104 at 8P/6P+1D KV,
   0.013 against 0.038 at 8P+1D TBT; correlation +0.03 to -0.45) and wastes no prefill, where R wastes up to 13.5
@@ -92,19 +125,20 @@ Why, each visible in the tables:
   served. R's exact check at the door, made whenever a seat frees, takes whatever fits, i.e. the small prompts:
   7.8-9.1k prompt tokens per completed request against a trace mean of 12.0k;
   (b) the arrival-time rules select the other way: P/S/p25/p75/F complete 11.0-14.2k per request at 8P and 6P+1D,
-  above the trace mean. A hypothesis not tested here: a long prompt has a long TTFT, so its forecast
-  horizon sees more of today's batch leave, but not the shorter requests admitted after it that overtake it on
-  other prefill instances; long prompts are forecast a lighter decode pool than they meet;
+  above the trace mean. Part of the cause, measured (0. above): a long prompt's forecast misses the shorter
+  requests admitted after it that overtake it on other prefill instances; counting them brings A/SA down to
+  8.4-12.2k where prefill has spare instances;
   (c) noise: one TTFT ahead the forecast misses by a standard deviation of 0.05-0.10, many times the load of one mean
   request (about 0.01), so an arrival-time decision cannot select by size;
   (d) R's wasted prefill costs it TTFT rejections (R 80-1321 against P 61-1277), far fewer than the arrival-time
   rules lose at decode; only where prefill binds most (4P+1D KV) do they come close (S 1700 against R 1637).
   The paper's own conditions differ: Moonshot's engine, its arXiv trace (shorter prompts and outputs) and
   capacities not reproducible here. Nothing in this benchmark was tuned to make a policy win; the probability
-  levels 0.25 and 0.75 are the only ones run.
+  levels 0.25 and 0.75 are the only ones run, and the overtaker forecast has no parameter of its own (the rate
+  window of a minute and the sample of 500 admissions were set once).
 
 Run: ``/work/main/.venv/bin/python benchmarks/bench_early_rejection.py [--regimes kv,tbt] [--pools 8x2,8x1]``
-(all: ~10 min on one core; the last full output is in ``benchmarks/results/early_rejection.txt``)
+(all: ~13 min on one core; the last full output is in ``benchmarks/results/early_rejection.txt``)
 """
 
 from __future__ import annotations
@@ -137,6 +171,7 @@ from autoscaler.core.gateway_admission import (
     DecodingSequence,
     DoorRule,
     GatewayConfig,
+    LaterArrivals,
     OutputLengths,
     PoolsView,
     PrefillJob,
@@ -160,6 +195,8 @@ EWMA = 0.02  # weight of a new observation in the gateway's running means
 LENGTH_SAMPLE = 500  # finished requests whose output lengths predictive-spread uses
 FIRST_MEAN_OUTPUT = 256.0  # what the gateway assumes until requests finish
 MISS_SAMPLE = 500  # recent forecast misses the probability rule calibrates its extra error on
+ADMITTED_SAMPLE = 500  # recent admissions whose prefill times and prompts the overtaker forecast draws on
+RATE_WINDOW_S = 60.0  # the admitted arrival rate is the admissions over this window
 
 
 @dataclass(frozen=True)
@@ -193,6 +230,7 @@ class Policy:
     spread: bool = False  # predict with the finished requests' output lengths instead of one mean
     probability: float | None = None  # admit when P(decode load at entry <= threshold) reaches this
     door: DoorRule = DoorRule.FIFO  # who takes a freed seat among the admitted requests waiting for one
+    overtakers: bool = False  # the forecast also counts later admissions that finish prefill first
 
 
 POLICIES = {
@@ -205,6 +243,8 @@ POLICIES = {
     "predictive-p25": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, probability=0.25),
     "predictive-p75": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, probability=0.75),
     "predictive-fit": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, door=DoorRule.FIRST_FIT),
+    "predictive-ahead": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, overtakers=True),
+    "spread-ahead": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, overtakers=True),
 }
 
 
@@ -231,6 +271,8 @@ class Outcome:
     length_sd: list[float] = field(default_factory=list)  # forecast sd from the output lengths, per admission
     prediction_error: list[float] = field(default_factory=list)  # predicted - actual decode load at entry
     persistence_error: list[float] = field(default_factory=list)  # load at arrival - actual at entry
+    overtaken_load: list[float] = field(default_factory=list)  # of the actual load at entry: requests admitted later
+    entry_prompts: list[float] = field(default_factory=list)  # prompt of the request each miss above belongs to
     times: list[float] = field(default_factory=list)
     prefill_load: list[float] = field(default_factory=list)
     decode_load: list[float] = field(default_factory=list)
@@ -321,10 +363,12 @@ class Decode:
         return finished
 
 
-def pool_load_with(decode: Decode, *, prompt: float, reserve: float) -> float:
-    """Decode load over the pool with one more sequence of ``prompt`` (and ``reserve`` KV for its output)."""
-    running = float(len(decode.remaining)) + 1.0
-    kv = float(decode.context.sum()) + prompt
+def pool_load_with(decode: Decode, *, prompt: float, reserve: float, arrived_by: int | None = None) -> float:
+    """Decode load over the pool with one more sequence of ``prompt`` (and ``reserve`` KV for its output); with
+    ``arrived_by``, counting only the sequences of requests that arrived no later than that one."""
+    kept = np.ones(len(decode.request), dtype=bool) if arrived_by is None else decode.request <= arrived_by
+    running = float(kept.sum()) + 1.0
+    kv = float(decode.context[kept].sum()) + prompt
     pool = DecodePool(replicas=decode.setup.decode, profile=decode.setup.profile)
     return decode_load(pool, slo=decode.setup.slo, running=running, context_tokens=kv / running,
                        kv_tokens=kv + reserve)
@@ -354,6 +398,7 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
     misses: deque[float] = deque(maxlen=MISS_SAMPLE)
     length_variances: deque[float] = deque(maxlen=MISS_SAMPLE)
     door_changed = False  # a seat can free or a new request wait only then: the door is checked again
+    admitted: deque[tuple[float, float, float]] = deque(maxlen=ADMITTED_SAMPLE)  # (at, prefill s, prompt)
     empty_instance = DecodePool(replicas=1, profile=profile)
     next_arrival, next_sample, t = 0, 0.0, 0.0
     end = float(arrival[-1]) + 900.0
@@ -367,12 +412,20 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             lengths_cache[key] = OutputLengths.from_sample(finished_lengths)
         return lengths_cache[key]
 
-    def view() -> PoolsView:
+    def later_arrivals(now: float) -> LaterArrivals | None:
+        """The admitted rate over the last minute and the last admissions' prefill times and prompts."""
+        if not kind.overtakers or not admitted:
+            return None
+        recent = sum(1 for at, _, _ in admitted if at > now - RATE_WINDOW_S)
+        return LaterArrivals.from_sample(rate_per_s=recent / min(RATE_WINDOW_S, max(now, 1.0)),
+                                         admitted=((s, p) for _, s, p in admitted))
+
+    def view(now: float) -> PoolsView:
         jobs = [PrefillJob(done_at=done, prompt_tokens=prompts[i]) for done, i, _ in inflight]
         jobs += [PrefillJob(done_at=ready_at[i], prompt_tokens=prompts[i]) for i, _ in door]
         return PoolsView(prefill_profile=profile, decode_profile=profile, prefill_free_at=tuple(free_at.tolist()),
                          decode_replicas=setup.decode, outputs=output_lengths(), prefill_jobs=tuple(jobs),
-                         decoding=decode.sequences())
+                         decoding=decode.sequences(), later_arrivals=later_arrivals(now))
 
     def finish(i: int, at: float) -> None:
         out.completed += 1
@@ -421,7 +474,7 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             at = float(arrival[i])
             out.arrivals += 1
             cached = cached_prefix(hashes[i], seen, prompts[i])
-            verdict = judge_request(view(), prompt_tokens=prompts[i], cached_tokens=cached, now=at, config=config)
+            verdict = judge_request(view(at), prompt_tokens=prompts[i], cached_tokens=cached, now=at, config=config)
             if not verdict.admit:
                 out.rejected_at_arrival += 1
                 out.rejected_for_ttft += verdict.prefill_load > threshold
@@ -429,6 +482,7 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             predicted[i] = (verdict.decode_load_at_entry, verdict.decode_load_now, verdict.decode_load_sd_at_entry)
             replica = int(np.argmin(free_at))
             seconds = prefill_seconds(profile, tokens=prompts[i] - cached, cached_tokens=cached)
+            admitted.append((at, seconds, float(prompts[i])))
             free_at[replica] = max(free_at[replica], at) + seconds
             heapq.heappush(inflight, (float(free_at[replica]), i, seconds))
             out.prefill_gpu_s += seconds * profile.gpus_per_replica
@@ -443,6 +497,10 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             then, now, length_sd = predicted.pop(i)
             actual = pool_load_with(decode, prompt=prompts[i], reserve=mean_output)
             out.prediction_error.append(then - actual)
+            # Requests admitted after this one that reached decode first: no arrival-time forecast can see them.
+            out.overtaken_load.append(actual - pool_load_with(decode, prompt=prompts[i], reserve=mean_output,
+                                                              arrived_by=i))
+            out.entry_prompts.append(float(prompts[i]))
             out.persistence_error.append(now - actual)
             out.length_sd.append(length_sd)
             if kind.probability is not None and math.isfinite(then - actual):
@@ -558,6 +616,26 @@ def describe(o: Outcome, *, stop: float) -> dict[str, float]:
             "corr": anti_phase(o, start=WARMUP_S, stop=stop)}
 
 
+def overtaking(o: Outcome) -> tuple[str, str, str, str]:
+    """How much of the forecast miss the requests admitted after each one and decoding before it explain: their
+    mean load at entry; the same for the shortest and longest quarter of prompts; the miss had they been known
+    (predicted - load at entry without them); and the share of the miss's variance they account for."""
+    miss, over = np.asarray(o.prediction_error), np.asarray(o.overtaken_load)
+    prompts = np.asarray(o.entry_prompts)
+    keep = np.isfinite(miss) & np.isfinite(over)
+    if keep.sum() < 2:
+        return "-", "-", "-", "-"
+    miss, over, prompts = miss[keep], over[keep], prompts[keep]
+    rest = miss + over
+    short, long = np.quantile(prompts, [0.25, 0.75])
+    explained = 1.0 - rest.var() / miss.var() if miss.var() > 0 else math.nan
+    if POLICIES[o.policy].overtakers:  # already in its forecast: adding them again would count them twice
+        return f"{over.mean():.3f}", f"{over[prompts <= short].mean():.3f}/{over[prompts >= long].mean():.3f}", \
+            "in forecast", "-"
+    return (f"{over.mean():.3f}", f"{over[prompts <= short].mean():.3f}/{over[prompts >= long].mean():.3f}",
+            f"{rest.mean():+.3f}/{rest.std():.3f}", f"{100 * explained:.0f}")
+
+
 def report(console: Console, *, regime: Regime, results: dict[Setup, list[Outcome]], speed: float, trace: Trace,
            stop: float) -> None:
     slo = regime.slo
@@ -566,7 +644,8 @@ def report(console: Console, *, regime: Regime, results: dict[Setup, list[Outcom
                         f"TBT {slo.tbt_s:g} s; p2p = mean peak-to-peak per minute; corr < 0 = anti-phase")
     columns = ("pools", "policy", "rejected", "for TTFT", "for decode at arrival", "after prefill",
                "wasted prefill GPU-h", "completed", "prompt ktok / completed", "goodput", "good output Mtok",
-               "door wait p99 s", "err predicted mean/sd", "lengths sd", "err now mean/sd", "prefill std",
+               "door wait p99 s", "err predicted mean/sd", "lengths sd", "err now mean/sd", "overtaken mean",
+               "overtaken short/long", "err w/o overtaken mean/sd", "miss var explained %", "prefill std",
                "prefill p2p", "decode mean", "decode std", "decode p2p", "corr", "TBT binds %")
     for column in columns:
         table.add_column(column, justify="left" if column in ("pools", "policy") else "right",
@@ -590,6 +669,7 @@ def report(console: Console, *, regime: Regime, results: dict[Setup, list[Outcom
                 f"{err.mean():+.3f}/{err.std():.3f}" if len(err) else "-",
                 f"{np.mean(o.length_sd):.3f}" if o.length_sd else "-",
                 f"{now_err.mean():+.3f}/{now_err.std():.3f}" if len(now_err) else "-",
+                *overtaking(o),
                 f"{m['p_std']:.3f}", f"{m['p_p2p']:.3f}", f"{m['d_mean']:.2f}", f"{m['d_std']:.3f}",
                 f"{m['d_p2p']:.3f}", f"{m['corr']:+.2f}",
                 f"{100 * o.tbt_binding_s / max(o.decode_instance_s, 1e-9):.0f}")
@@ -664,7 +744,7 @@ def main() -> None:
         report(console, regime=regime, results=results, speed=args.speed, trace=trace, stop=stop)
         setup = next(s for s in results if (s.prefill, s.decode) == plotted)
         shown = [o for o in results[setup] if o.policy in ("reactive", "early", "predictive", "predictive-spread",
-                                                           "predictive-p25", "predictive-fit")]
+                                                           "predictive-p25", "predictive-fit", "spread-ahead")]
         path = args.plot_dir / regime.plot.name
         plot(shown, path=path, threshold=args.threshold, stop=stop,
              title=f"{regime.name}: prefill and decode load per policy, {TRACE.name} at {args.speed:g}x, {setup} "

@@ -21,7 +21,16 @@ Loads are those of :func:`autoscaler.core.admission.decode_load` (the highest of
 seat share), with the request in it: its prompt plus KV kept for a mean output, as the decode-time check reserves.
 Where the TBT SLO binds before the KV cache fills (Mooncake's setting), that is the paper's predicted TBT / TBT SLO.
 
-Two options beyond the paper, both off by default:
+Options beyond the paper, all off by default:
+
+- ``PoolsView.later_arrivals``: the forecast also counts requests the gateway will admit *after* this one that
+  finish prefill on other replicas before it does and so are decoding when it enters (a short prompt admitted a
+  second after a long one). Measured in ``benchmarks/bench_early_rejection.py``: they weigh only on long prompts,
+  whose prefill lasts longest, and explain a quarter to two thirds of the forecast's miss where the TBT SLO binds
+  (see its docstring for where they do not). Expected entries ahead = the
+  admitted arrival rate x, over the request's TTFT, the share of those arrivals whose prefill (drawn from recent
+  admissions' prefill times, queued on the replica free soonest) is done by its entry, each with its prompt's KV
+  plus the tokens it decodes until then.
 
 - ``GatewayConfig.admit_probability``: PREDICTIVE admits when the probability that the decode load at entry stays
   within the threshold reaches this level, not when its expected value does. Each sequence's stay is a Bernoulli
@@ -39,9 +48,10 @@ Pure: values in, values out; times are seconds on the caller's clock.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, decode_load, prefill_seconds
@@ -52,12 +62,15 @@ __all__ = [
     "DecodingSequence",
     "DoorRule",
     "GatewayConfig",
+    "LaterArrivals",
     "OutputLengths",
+    "Overtakers",
     "PoolsView",
     "PrefillJob",
     "RequestVerdict",
     "admit_request",
     "book_prefill",
+    "expect_overtakers",
     "forecast_decode",
     "judge_request",
     "request_ttft",
@@ -135,6 +148,41 @@ class DecodingSequence:
 
 
 @dataclass(frozen=True, slots=True)
+class LaterArrivals:
+    """Requests the gateway expects to admit after the one being decided: their rate and, from recent admissions,
+    how long their prefill takes and the KV they bring. Build with :meth:`from_sample`."""
+
+    rate_per_s: float
+    """Admitted arrivals per second, recently (e.g. admissions over the last minute / 60)."""
+    prefill_s: tuple[float, ...]
+    """Prefill seconds (cached prefix excluded) of recent admissions, ascending."""
+    prompt_tokens: tuple[float, ...]
+    """Their whole prompts (the KV each brings to decode), in the order of ``prefill_s``."""
+    _sum_s: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _sum_tokens: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check("LaterArrivals", "rate_per_s", self.rate_per_s)
+        if not self.prefill_s or len(self.prefill_s) != len(self.prompt_tokens):
+            raise ValueError("LaterArrivals.prefill_s and prompt_tokens must be non-empty and of equal length")
+        for seconds, tokens in zip(self.prefill_s, self.prompt_tokens, strict=True):
+            _check("LaterArrivals", "prefill_s", seconds)
+            _check("LaterArrivals", "prompt_tokens", tokens)
+        if any(a > b for a, b in zip(self.prefill_s, self.prefill_s[1:], strict=False)):
+            raise ValueError("LaterArrivals.prefill_s must be ascending (use LaterArrivals.from_sample)")
+        # Running sums, so the share finishing within any time and their mean prompt take one bisection.
+        object.__setattr__(self, "_sum_s", tuple(itertools.accumulate(self.prefill_s, initial=0.0)))
+        object.__setattr__(self, "_sum_tokens", tuple(itertools.accumulate(self.prompt_tokens, initial=0.0)))
+
+    @classmethod
+    def from_sample(cls, *, rate_per_s: float, admitted: Iterable[tuple[float, float]]) -> LaterArrivals:
+        """From ``(prefill seconds, prompt tokens)`` of recent admissions, in any order."""
+        pairs = sorted(admitted)
+        return cls(rate_per_s=rate_per_s, prefill_s=tuple(float(a) for a, _ in pairs),
+                   prompt_tokens=tuple(float(b) for _, b in pairs))
+
+
+@dataclass(frozen=True, slots=True)
 class PoolsView:
     """What a gateway knows of one model's prefill and decode pools at one instant."""
 
@@ -146,6 +194,9 @@ class PoolsView:
     outputs: OutputLengths
     prefill_jobs: tuple[PrefillJob, ...] = ()
     decoding: tuple[DecodingSequence, ...] = ()
+    later_arrivals: LaterArrivals | None = None
+    """When set, forecasts also count later admissions that overtake (:func:`expect_overtakers`); None: only the
+    requests admitted so far (Mooncake's prediction)."""
 
     def __post_init__(self) -> None:
         if self.decode_replicas < 0:
@@ -197,6 +248,7 @@ class DecodeForecast:
     running_var: float = 0.0  # variance of the count, each stay an independent draw
     kv_var: float = 0.0  # variance of the KV they hold
     running_kv_cov: float = 0.0  # covariance of the two
+    overtaking: float = 0.0  # of ``running``, requests not yet arrived (``PoolsView.later_arrivals``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,10 +289,58 @@ def request_ttft(view: PoolsView, *, prompt_tokens: float, cached_tokens: float 
     return wait + prefill_seconds(view.prefill_profile, tokens=prompt_tokens - cached, cached_tokens=cached)
 
 
+@dataclass(frozen=True, slots=True)
+class Overtakers:
+    """Requests expected to arrive after ``now`` and be decoding at ``at``."""
+
+    count: float = 0.0
+    kv_tokens: float = 0.0  # the KV they hold then
+    kv_squares: float = 0.0  # sum over them of (KV held)^2: arrivals are Poisson, so this is the KV's variance
+
+
+def expect_overtakers(later: LaterArrivals, *, outputs: OutputLengths, free_at: Sequence[float], at: float,
+                      now: float, step_s: float) -> Overtakers:
+    """Admissions expected in ``(now, at)`` whose prefill is done by ``at``.
+
+    Arrivals come at ``later.rate_per_s``, in slots of one expected arrival at the slot's middle (the last slot
+    partial). Each slot goes to the replica free soonest in ``free_at`` (the queues, with the request being decided
+    booked) and starts at the later of that and its arrival; of ``later``'s prefill times, the share within the
+    time left to ``at`` enter, holding their prompt plus a token per ``step_s`` since, and stay with the
+    probability ``outputs`` give for that many tokens. The slot then occupies its replica for the mean prefill time
+    (the queue as a fluid; who finishes first comes from the spread)."""
+    horizon = at - now
+    if horizon <= 0 or later.rate_per_s <= 0 or not free_at:
+        return Overtakers()
+    size = len(later.prefill_s)
+    mean_prefill = later._sum_s[-1] / size
+    free = list(free_at)
+    expected = later.rate_per_s * horizon
+    count = kv = squares = 0.0
+    slot = 0
+    while slot < expected:
+        weight = min(1.0, expected - slot)
+        arrives = now + (slot + weight / 2.0) / later.rate_per_s
+        slot += 1
+        replica = min(range(len(free)), key=free.__getitem__)
+        start = max(free[replica], arrives)
+        free[replica] = start + weight * mean_prefill
+        room = at - start
+        done = bisect.bisect_right(later.prefill_s, room) if room >= 0 else 0
+        if done == 0:
+            continue
+        lead = room - later._sum_s[done] / done  # mean seconds they decode before ``at``
+        decoded = lead / step_s if math.isfinite(step_s) else 0.0
+        share = weight * done / size * outputs.still_decoding(generated=1.0, more=decoded)
+        held = later._sum_tokens[done] / done + decoded
+        count, kv, squares = count + share, kv + share * held, squares + share * held * held
+    return Overtakers(count=count, kv_tokens=kv, kv_squares=squares)
+
+
 def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast:
     """Expected decode batch at ``at``: each sequence decoding now stays with the probability of producing the
     tokens the horizon takes; each job in prefill enters when its prefill is done (a waiting one now) and stays
-    likewise. Survivors' KV grows by one token a step."""
+    likewise. Survivors' KV grows by one token a step. With ``view.later_arrivals``, requests not yet arrived that
+    would be decoding by ``at`` are added (:func:`expect_overtakers` over ``view.prefill_free_at``)."""
     step = _step_now(view)
     horizon = max(0.0, at - now)
     ahead = horizon / step if math.isfinite(step) else 0.0
@@ -265,8 +365,15 @@ def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast
         kv += p * held
         spread = p * (1.0 - p)
         var_n, var_kv, cov = var_n + spread, var_kv + spread * held * held, cov + spread * held
-    return DecodeForecast(at=at, running=staying + entering, kv_tokens=kv, step_s=step, staying=staying,
-                          entering=entering, running_var=var_n, kv_var=var_kv, running_kv_cov=cov)
+    later = Overtakers()
+    if view.later_arrivals is not None:
+        later = expect_overtakers(view.later_arrivals, outputs=view.outputs, free_at=view.prefill_free_at, at=at,
+                                  now=now, step_s=step)
+    # Poisson arrivals: the count's variance is its mean, the KV's the sum of squares, their covariance the KV.
+    return DecodeForecast(at=at, running=staying + entering + later.count, kv_tokens=kv + later.kv_tokens,
+                          step_s=step, staying=staying, entering=entering, running_var=var_n + later.count,
+                          kv_var=var_kv + later.kv_squares, running_kv_cov=cov + later.kv_tokens,
+                          overtaking=later.count)
 
 
 def _normal_cdf(x: float) -> float:
@@ -326,7 +433,10 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
                           prompt_tokens=prompt_tokens)
     entry = now + ttft
     if math.isfinite(entry):
-        outlook = forecast_decode(view, at=entry, now=now)
+        # Later admissions queue behind this one: forecast over the queues with it booked (no effect without them).
+        booked = view if view.later_arrivals is None else replace(
+            view, prefill_free_at=_book(view, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, now=now)[0])
+        outlook = forecast_decode(booked, at=entry, now=now)
         load_then = _load_with(view, slo=slo, running=outlook.running, kv_tokens=outlook.kv_tokens,
                                prompt_tokens=prompt_tokens)
         fits, spread = _fit_probability(view, slo=slo, outlook=outlook, prompt_tokens=prompt_tokens,
@@ -364,13 +474,20 @@ def book_prefill(view: PoolsView, *, prompt_tokens: float, cached_tokens: float 
     """The view after the gateway sends an admitted request to the prefill replica free soonest (FIFO there)."""
     if not view.prefill_free_at:
         raise ValueError("book_prefill needs a prefill replica; PoolsView.prefill_free_at is empty")
+    free, done_at = _book(view, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, now=now)
+    job = PrefillJob(done_at=done_at, prompt_tokens=prompt_tokens)
+    return replace(view, prefill_free_at=free, prefill_jobs=(*view.prefill_jobs, job))
+
+
+def _book(view: PoolsView, *, prompt_tokens: float, cached_tokens: float, now: float) -> tuple[tuple[float, ...],
+                                                                                                  float]:
+    """The prefill queues with one more request on the replica free soonest, and when its prefill is done."""
     cached = min(cached_tokens, prompt_tokens)
     free = list(view.prefill_free_at)
     replica = min(range(len(free)), key=free.__getitem__)
     free[replica] = max(free[replica], now) + prefill_seconds(view.prefill_profile, tokens=prompt_tokens - cached,
                                                               cached_tokens=cached)
-    job = PrefillJob(done_at=free[replica], prompt_tokens=prompt_tokens)
-    return replace(view, prefill_free_at=tuple(free), prefill_jobs=(*view.prefill_jobs, job))
+    return tuple(free), free[replica]
 
 
 def seat_from_door(*, instances: Sequence[DecodePool], waiting: Sequence[float], slo: LatencySLO,

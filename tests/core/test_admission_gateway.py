@@ -21,11 +21,13 @@ from autoscaler.core.gateway_admission import (
     DecodingSequence,
     DoorRule,
     GatewayConfig,
+    LaterArrivals,
     OutputLengths,
     PoolsView,
     PrefillJob,
     admit_request,
     book_prefill,
+    expect_overtakers,
     forecast_decode,
     judge_request,
     request_ttft,
@@ -346,5 +348,74 @@ def test_the_door_agrees_with_the_decode_time_check() -> None:
                  "seat_from_door.reserve_tokens", id="negative-reserve"),
 ])
 def test_bad_options_are_refused_with_the_field_named(build: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+# Overtakers: requests admitted after this one that finish prefill first. The request is booked on replica 1 until
+# 103 s; replica 2 is idle. At 1 arrival/s over the 3 s to 103: slots at 100.5, 101.5 and 102.5 s. Half of the
+# sample prefills in 0.5 s (500 tokens), half in 4 s (4000). The first slot starts on replica 2 at 100.5, which it
+# then holds for the mean 2.25 s (to 102.75); 0.5 s jobs are done with 2.5 s to spare: 2 s at 20 ms a step = 100
+# tokens, so half an entry holding 600 tokens. The second starts at 102.75 (0.25 s left: none done), the third at 103.
+TWO_SPEEDS = LaterArrivals.from_sample(rate_per_s=1.0, admitted=[(4.0, 4000), (0.5, 500)])
+# At 0.5 arrivals/s, 1.5 expected: a whole slot at 101 s (done at 101.5: 1.5 s = 75 tokens early, 575 held) and a
+# half slot at 102.5 s, done at 103 exactly (500 held).
+HALF_SLOT = LaterArrivals.from_sample(rate_per_s=0.5, admitted=[(0.5, 500)])
+
+
+@pytest.mark.parametrize(("later", "free_at", "outputs", "count", "kv_tokens", "kv_squares"), [
+    pytest.param(TWO_SPEEDS, (103.0, 100.0), 1000, 0.5, 300.0, 0.5 * 600**2, id="short-half-overtakes"),
+    pytest.param(HALF_SLOT, (103.0, 100.0), 1000, 1.5, 575.0 + 250.0, 575.0**2 + 0.5 * 500**2, id="partial-last-slot"),
+    pytest.param(TWO_SPEEDS, (103.0,), 1000, 0.0, 0.0, 0.0, id="one-replica-queues-them-behind"),
+    pytest.param(TWO_SPEEDS, (103.0, 100.0), 50, 0.0, 0.0, 0.0, id="done-decoding-before-entry"),
+    pytest.param(replace(TWO_SPEEDS, rate_per_s=0.0), (103.0, 100.0), 1000, 0.0, 0.0, 0.0, id="no-arrivals"),
+])
+def test_later_admissions_that_finish_prefill_first_are_expected_in_decode(
+        later: LaterArrivals, free_at: tuple[float, ...], outputs: float, count: float, kv_tokens: float,
+        kv_squares: float) -> None:
+    ahead = expect_overtakers(later, outputs=OutputLengths.fixed(outputs), free_at=free_at, at=103.0, now=NOW,
+                              step_s=0.02)
+    assert ahead.count == pytest.approx(count)
+    assert ahead.kv_tokens == pytest.approx(kv_tokens)
+    assert ahead.kv_squares == pytest.approx(kv_squares)
+
+
+# 380 sequences decoding (outputs of 1000, at 10 tokens: all stay): with the request, 381, step 48.1 ms, load
+# 0.962. It prefills 3000 tokens in 3 s on an idle replica. Arrivals at 10/s prefilling in 0.1 s: on a second idle
+# replica each starts as it arrives (100.05, 100.15, ...) and the 29 arriving by 102.85 s are done by 103 s:
+# 410 sequences, step 51 ms, load 1.02. On one replica they queue behind the request and none overtakes.
+BUSY = view(decoding=batch(380, generated=10), outputs=OutputLengths.fixed(1000))
+FAST_STREAM = LaterArrivals.from_sample(rate_per_s=10.0, admitted=[(0.1, 100)])
+
+
+@pytest.mark.parametrize(("pools", "entry_load", "overtaking", "admit"), [
+    pytest.param(replace(BUSY, prefill_free_at=(NOW, NOW)), 0.962, 0.0, True, id="off-by-default"),
+    pytest.param(replace(BUSY, prefill_free_at=(NOW, NOW), later_arrivals=FAST_STREAM), 1.02, 29.0, False,
+                 id="overtakers-on-a-free-replica-reject"),
+    pytest.param(replace(BUSY, later_arrivals=FAST_STREAM), 0.962, 0.0, True, id="one-replica-nobody-overtakes"),
+])
+def test_predictive_counts_the_overtakers_when_asked(pools: PoolsView, entry_load: float, overtaking: float,
+                                                      admit: bool) -> None:
+    verdict = judge_request(pools, prompt_tokens=3000, now=NOW, config=GatewayConfig(slo=SLO))
+    assert verdict.decode_load_at_entry == pytest.approx(entry_load)
+    assert verdict.admit is admit
+    booked = book_prefill(pools, prompt_tokens=3000, now=NOW)
+    outlook = forecast_decode(replace(pools, prefill_free_at=booked.prefill_free_at), at=NOW + 3.0, now=NOW)
+    assert outlook.overtaking == pytest.approx(overtaking)
+    assert outlook.running == pytest.approx(380 + overtaking)
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    pytest.param(lambda: LaterArrivals.from_sample(rate_per_s=-1.0, admitted=[(1.0, 10)]), "LaterArrivals.rate_per_s",
+                 id="negative-rate"),
+    pytest.param(lambda: LaterArrivals.from_sample(rate_per_s=1.0, admitted=[]), "must be non-empty", id="no-sample"),
+    pytest.param(lambda: LaterArrivals(rate_per_s=1.0, prefill_s=(2.0, 1.0), prompt_tokens=(1, 2)), "ascending",
+                 id="unsorted-sample"),
+    pytest.param(lambda: LaterArrivals(rate_per_s=1.0, prefill_s=(1.0,), prompt_tokens=(1, 2)), "equal length",
+                 id="unequal-sample"),
+    pytest.param(lambda: LaterArrivals.from_sample(rate_per_s=1.0, admitted=[(math.nan, 10)]),
+                 "LaterArrivals.prefill_s", id="nan-prefill-time"),
+])
+def test_bad_later_arrivals_are_refused_with_the_field_named(build: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
