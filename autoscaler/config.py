@@ -229,7 +229,17 @@ class PlannerSettings(_Section):
     )
     models_dir: Path | None = Field(None, description="Directory holding profiles/ (default: the repo's models/).")
     forecast_lead_time_s: float = Field(
-        600.0, gt=0, description="Furthest forecast horizon; covers a pod start with weights to load.",
+        1200.0, gt=0, description="Furthest forecast horizon; covers a GPU node start (5-15 min) plus a pod "
+                                  "loading its weights, when nodes come on demand.",
+    )
+    nodes_on_demand: bool = Field(
+        False, description="New replicas usually wait for a new GPU node (cluster autoscaler, MachineSets): size "
+                           "for the node start-up too. Implied by nodes.enabled.",
+    )
+    gateway_enforces_admission: bool = Field(
+        False, description="A gateway applies the published admission ratio (early rejection). Then the observed "
+                           "rate is what was admitted and demand is sized as admitted / ratio; without a gateway "
+                           "that would read a surge that is not there.",
     )
     backlog_drain_s: float = Field(60.0, gt=0, description="Waiting requests are sized to clear within this.")
     slo_ttft_s: float = Field(1.0, gt=0, description="TTFT target for models the policy does not name.")

@@ -11,8 +11,24 @@ import structlog
 __all__ = ["configure_logging", "get_logger"]
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written, not when logging was configured: a CLI run under a
+    test runner (or anything that swaps stderr for a while) would otherwise leave every later log line, from any
+    thread, writing to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _CurrentStderr()  # type: ignore[assignment]
+    assert stream is not None
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=stream.isatty())

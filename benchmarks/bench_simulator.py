@@ -24,7 +24,7 @@ from autoscaler.logs import configure_logging
 from autoscaler.perf.profiles import default_profiles
 from autoscaler.sim.policies import make_policy
 from autoscaler.sim.runner import simulate
-from autoscaler.sim.scenario import Scenario
+from autoscaler.sim.scenario import OBSERVE_S, Scenario, resolve_profile
 from autoscaler.sim.theory import check_decode, check_prefill, check_prefill_mix
 from autoscaler.traces import rate_scale, read_trace, splice
 
@@ -69,7 +69,8 @@ def replay_speed(console: Console, *, quick: bool) -> list[dict[str, object]]:
             started = time.perf_counter()
             result = simulate(trace, scenario, make_policy(policy))
             wall = time.perf_counter() - started
-            simulated = result.simulated_s + scenario.warmup_s  # the warm-up copy is replayed too
+            # the warm-up copy is replayed too
+            simulated = result.simulated_s + scenario.warmup(resolve_profile(scenario.profile), observe_s=OBSERVE_S)
             per_hour = wall / (trace.duration_s / 3600.0)
             rows.append({"trace": name, "policy": policy, "requests": len(trace), "simulated_s": simulated,
                          "wall_s": wall, "speedup": simulated / wall, "wall_s_per_trace_hour": per_hour})

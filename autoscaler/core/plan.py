@@ -5,7 +5,8 @@ For each model:
    the output mix at decode) and feed the forecaster;
 2. size for the forecast's upper quantile over the provisioning lead time of its variants, plus the queue
    already waiting (cleared within ``backlog_drain_s``);
-3. price each variant's replica capacity under the model's SLO with the capacity model of its profile;
+3. price each variant's replica capacity under the model's SLO with the capacity model of its profile, for the
+   mix (mean prompt and output, prompt p90/mean) smoothed over ``mix_halflife_s``;
 4. predict the decode load a request admitted now meets when it reaches decode (Mooncake's prediction-based
    early rejection): an admission ratio, and a decode floor when that load crosses the threshold in time.
 Then :func:`autoscaler.core.fleet.decide_fleet` allocates across variants and runs each variant's pipeline.
@@ -58,6 +59,7 @@ from autoscaler.perf.capacity import SloTargets, TrafficMix, estimate_capacity
 from autoscaler.perf.profile import PerformanceProfile
 
 __all__ = [
+    "MixLevel",
     "ModelOutlook",
     "Plan",
     "PlannerConfig",
@@ -83,6 +85,29 @@ class PlannerConfig:
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     predictive: bool = True
     """False: decide reactively only (saturation), as a baseline or when no profile applies."""
+    nodes_on_demand: bool = False
+    """GPU nodes are added when pods need them (cluster autoscaler, Karpenter, scaled MachineSets): a scale-up
+    waits for a node to boot, so the lead time includes the profile's node start-up. Off, it is included only
+    while a variant has pods Pending for lack of GPUs (then a node is being, or must be, added)."""
+    admission_enforced: bool = True
+    """A gateway applies the admission ratio each cycle reports (early rejection). Only then is the observed
+    rate an admitted share of the arrivals; without one, dividing by the ratio would read a phantom surge."""
+    min_admission_ratio: float = 0.1
+    """Smallest admission ratio the observed rate is divided by to recover arrivals (bounds the
+    amplification of a noisy rate when nearly everything was rejected)."""
+    rise_confirm_share: float = 0.5
+    """A rise in demand is sized for once it has held this share of the lead time (the lowest demand over that
+    window is used; at most ``rise_confirm_max_s``). Capacity asked for now arrives a lead time later, and each
+    replica pays its start-up (node boot included) before serving: a rise that is gone within a fraction of
+    the lead was a burst that early rejection and the headroom absorb, and acting on it buys capacity that
+    arrives too late and leaves again (on the 70B scenario 4 GPUs x 17 min per replica)."""
+    rise_confirm_max_s: float = 300.0
+    """Longest confirmation window (the HPA's scale-down window: the two windows then match)."""
+    mix_halflife_s: float = 300.0
+    """Half-life of the smoothed mix (mean prompt and output tokens, prompt p90/mean) capacity is priced for.
+    One rate window's means are a noisy sample (the Azure conversation trace's one-minute mean prompt swings
+    between 0.75x and 1.25x of its level), and a replica's capacity is steep in them: priced per window, the
+    target swung 6 <-> 15 prefill replicas from minute to minute and the scale-down window kept the peaks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +123,25 @@ class VariantObservation:
 class PlannerState:
     mixes: Mapping[str, MixState] = field(default_factory=dict)
     histories: Mapping[VariantRef, tuple[Recommendation, ...]] = field(default_factory=dict)
+    admission_ratios: Mapping[str, float] = field(default_factory=dict)
+    """Per model, the share of new requests the last cycle said to admit (early rejection): the rate observed
+    at prefill is what was admitted, so demand is that over the ratio (sizing from admitted requests alone
+    would shrink capacity as rejection grows, and reject more)."""
+    mix_levels: Mapping[str, MixLevel] = field(default_factory=dict)
+    """Per model, the smoothed mix capacity is priced for."""
+    demand_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Per model, recent (time, demand) pairs: the window a rise must hold for."""
+
+
+@dataclass(frozen=True, slots=True)
+class MixLevel:
+    """A model's traffic mix smoothed over ``PlannerConfig.mix_halflife_s``; ``at``: when last updated."""
+
+    mean_input_tokens: float
+    mean_output_tokens: float
+    prompt_spread: float
+    """Prompt p90 over mean (>= 1)."""
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +149,8 @@ class ModelOutlook:
     """What the planner believes about one model's traffic this cycle (status, metrics, the adapter)."""
 
     model: str
-    observed_rps: float | None
-    demand_rps: float | None  # what capacity is sized for (forecast upper quantile + backlog)
+    observed_rps: float | None  # arrivals: the rate admitted at the entry over last cycle's admission ratio
+    demand_rps: float | None  # what capacity is sized for (forecast upper quantile + backlog; rises once held)
     forecast_method: str | None
     mean_input_tokens: float | None
     mean_output_tokens: float | None
@@ -210,18 +254,56 @@ def _observe(model_obs: Sequence[VariantObservation]) -> tuple[MixObservation, f
     return MixObservation(rate, prompt, output), waiting
 
 
-def _p90_input(model_obs: Sequence[VariantObservation], mean: float) -> float:
-    values = [o.signals.prompt_tokens_p90 for o in model_obs
-              if o.spec.role in (Role.PREFILL, Role.BOTH) and o.signals.prompt_tokens_p90]
-    return max(max(values), mean) if values else 2.0 * mean
+def _arrivals(observed: MixObservation, *, ratio: float | None, config: PlannerConfig) -> MixObservation:
+    """The observed (admitted) rate scaled back to arrivals by last cycle's admission ratio."""
+    if observed.arrival_rate is None or ratio is None or ratio >= 1.0 or not config.admission_enforced:
+        return observed
+    return replace(observed, arrival_rate=observed.arrival_rate / max(ratio, config.min_admission_ratio))
+
+
+DEFAULT_PROMPT_SPREAD = 2.0
+"""Prompt p90/mean assumed while none is observed (a chat mix's)."""
+
+
+def _mix_level(model_obs: Sequence[VariantObservation], observed: MixObservation, *, previous: MixLevel | None,
+               now: float, config: PlannerConfig) -> MixLevel | None:
+    """This window's mix folded into the smoothed one; the previous level when the window says nothing
+    (idle or unknown), None before any window has."""
+    mean_in, mean_out = observed.mean_input_tokens, observed.mean_output_tokens
+    if not (mean_in and mean_out and mean_in > 0 and mean_out > 0):
+        return previous
+    p90s = [o.signals.prompt_tokens_p90 for o in model_obs
+            if o.spec.role in (Role.PREFILL, Role.BOTH) and o.signals.prompt_tokens_p90]
+    spread = max(1.0, max(p90s) / mean_in) if p90s else (previous.prompt_spread if previous else
+                                                          DEFAULT_PROMPT_SPREAD)
+    if previous is None:
+        return MixLevel(mean_in, mean_out, spread, now)
+    w = 1.0 - 0.5 ** (max(0.0, now - previous.at) / config.mix_halflife_s)
+    return MixLevel(previous.mean_input_tokens + w * (mean_in - previous.mean_input_tokens),
+                    previous.mean_output_tokens + w * (mean_out - previous.mean_output_tokens),
+                    previous.prompt_spread + w * (spread - previous.prompt_spread), now)
 
 
 def _lead_time(model_obs: Sequence[VariantObservation], profiles: Mapping[str, PerformanceProfile | None],
                config: PlannerConfig) -> float:
-    """How far ahead capacity must be sized: the slowest pod start-up among the model's variants, plus a cycle."""
-    starts = [p.startup_s for o in model_obs if (p := profiles.get(str(o.spec.ref))) is not None]
+    """How far ahead capacity must be sized: the slowest start-up among the model's variants, plus a cycle.
+
+    A start-up is the pod's; plus the GPU node's when nodes come on demand or the variant already has pods
+    Pending for lack of GPUs (then the next replica waits for a node too). Capped at the forecast's reach."""
+    starts = []
+    for o in model_obs:
+        profile = profiles.get(str(o.spec.ref))
+        if profile is None:
+            continue
+        needs_node = config.nodes_on_demand or (o.replicas is not None and o.replicas.unschedulable > 0)
+        starts.append(profile.startup_s + (profile.node_startup_s if needs_node else 0.0))
     lead = (max(starts) if starts else 0.0) + config.forecast.interval_s
     return min(max(lead, config.forecast.interval_s), config.forecast.lead_time_s)
+
+
+def _serving(o: VariantObservation) -> int:
+    """Replicas that take requests now: the ready ones when Kubernetes says, else the current count."""
+    return o.replicas.ready if o.replicas is not None else o.current
 
 
 def _admission(model_obs: Sequence[VariantObservation], profiles: Mapping[str, PerformanceProfile | None],
@@ -235,9 +317,10 @@ def _admission(model_obs: Sequence[VariantObservation], profiles: Mapping[str, P
     assert p_prof is not None and d_prof is not None
     queued = sum((o.signals.waiting or 0.0) + (o.signals.running or 0.0) for o in prefill)
     running = sum(o.signals.running or 0.0 for o in decode)
-    pool_p = PrefillPool(replicas=max(1, sum(o.current for o in prefill)), profile=p_prof,
+    # Pods still loading weights or Pending serve nothing yet: the pools are what is ready.
+    pool_p = PrefillPool(replicas=max(1, sum(_serving(o) for o in prefill)), profile=p_prof,
                          queued_requests=queued, queued_tokens=queued * mix.mean_input_tokens)
-    pool_d = DecodePool(replicas=max(1, sum(o.current for o in decode)), profile=d_prof, running=running,
+    pool_d = DecodePool(replicas=max(1, sum(_serving(o) for o in decode)), profile=d_prof, running=running,
                         mean_context_tokens=mix.mean_input_tokens + mix.mean_output_tokens / 2)
     return assess_admission(prefill=pool_p, decode=pool_d, mix=mix,
                             slo=LatencySLO(ttft_s=slo.ttft_s, tbt_s=slo.itl_s), config=config.admission)
@@ -258,26 +341,40 @@ def plan_cycle(
     variant_profiles = {str(o.spec.ref): resolve_profile(o.spec, profiles, policy) for o in observations}
 
     mixes = dict(state.mixes)
+    levels = dict(state.mix_levels)
+    recent = dict(state.demand_history)
     demands: dict[str, float | None] = {}
     capacity: dict[VariantRef, float | None] = {}
     floors: dict[VariantRef, Prediction] = {}
     partial: dict[str, ModelOutlook] = {}
     for model, obs in by_model.items():
-        observed, waiting = _observe(obs)
+        admitted, waiting = _observe(obs)
+        level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
+        if level is not None:
+            levels[model] = level
+        observed = _arrivals(admitted, ratio=state.admission_ratios.get(model), config=config)
+        if level is not None and level.at == now:  # the forecaster follows the smoothed mix, trend included
+            observed = replace(observed, mean_input_tokens=level.mean_input_tokens,
+                               mean_output_tokens=level.mean_output_tokens)
         mix_state, forecast = update_mix(mixes.get(model) or new_mix(config.forecast), observation=observed,
                                          now=now, config=config.forecast)
         mixes[model] = mix_state
         lead = _lead_time(obs, variant_profiles, config)
         demand, method = _demand(observed, forecast, waiting=waiting, lead_s=lead, config=config)
-        mean_in = _known(forecast.mean_input_tokens, observed.mean_input_tokens, lead)
-        mean_out = _known(forecast.mean_output_tokens, observed.mean_output_tokens, lead)
+        if demand is not None:
+            recent[model], demand = _confirmed(state.demand_history.get(model, ()), demand, now=now,
+                                               window_s=min(config.rise_confirm_max_s,
+                                                            config.rise_confirm_share * lead))
+        mean_in = _known(forecast.mean_input_tokens, level.mean_input_tokens if level else None, lead)
+        mean_out = _known(forecast.mean_output_tokens, level.mean_output_tokens if level else None, lead)
         model_policy = policy.model(model)
         slo = (model_policy.slo if model_policy and model_policy.slo else None) or config.default_slo
         admission = None
         if config.predictive and demand is not None and mean_in and mean_out:
             demands[model] = demand
             hit = max((o.signals.prefix_cache_hit_ratio or 0.0 for o in obs), default=0.0)
-            mix = TrafficMix(mean_input_tokens=mean_in * (1 - hit), p90_input_tokens=_p90_input(obs, mean_in),
+            spread = level.prompt_spread if level else DEFAULT_PROMPT_SPREAD
+            mix = TrafficMix(mean_input_tokens=mean_in * (1 - hit), p90_input_tokens=mean_in * spread,
                              mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
             for o in obs:
                 profile = variant_profiles[str(o.spec.ref)]
@@ -296,7 +393,8 @@ def plan_cycle(
                     message=f"decode load at admission horizon {admission.decode_load_at_horizon:.2f}")
         partial[model] = ModelOutlook(model=model, observed_rps=observed.arrival_rate, demand_rps=demand,
                                       forecast_method=method, mean_input_tokens=mean_in,
-                                      mean_output_tokens=mean_out, admission=admission)
+                                      mean_output_tokens=mean_out, admission=admission, horizon_s=lead,
+                                      forecast_error=_forecast_error(forecast.arrival_rate, method))
 
     inputs = []
     for o in observations:
@@ -309,16 +407,10 @@ def plan_cycle(
         ))
     fleet = decide_fleet(variants=inputs, demands=demands, policy=policy, now=now, predictive_floors=floors)
     outlooks = {m: _with_unserved(o, fleet.unserved_rate(m)) for m, o in partial.items()}
-    new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories))
+    ratios = {m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0}
+    new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories), admission_ratios=ratios,
+                             mix_levels=levels, demand_history=recent)
     return Plan(fleet.decisions, outlooks, fleet.conditions, fleet), new_state
-
-
-def _known(forecast: SeriesForecast | None, observed: float | None, lead_s: float) -> float | None:
-    if forecast is not None:
-        mean, _ = forecast.at(lead_s)
-        if math.isfinite(mean) and mean > 0:
-            return mean
-    return observed if observed and observed > 0 else None
 
 
 def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, lead_s: float,
@@ -336,6 +428,31 @@ def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, 
     if observed.arrival_rate is None:
         return None, None
     return observed.arrival_rate + backlog, "observed"
+
+
+def _confirmed(history: tuple[tuple[float, float], ...], demand: float, *, now: float,
+               window_s: float) -> tuple[tuple[tuple[float, float], ...], float]:
+    """The history with this cycle's demand, and the demand to size for: the lowest over the window (a rise
+    counts once it has held that long; a fall counts at once, the scale-down window holds it back)."""
+    kept = tuple((t, d) for t, d in history if now - window_s - 1e-9 <= t < now) + ((now, demand),)
+    return kept, min(d for _, d in kept)
+
+
+def _known(forecast: SeriesForecast | None, level: float | None, lead_s: float) -> float | None:
+    """The smoothed mix's forecast at the lead time, else its level."""
+    if forecast is not None:
+        mean, _ = forecast.at(lead_s)
+        if math.isfinite(mean) and mean > 0:
+            return mean
+    return level if level and level > 0 else None
+
+
+def _forecast_error(forecast: SeriesForecast | None, method: str | None) -> float | None:
+    """The back-test's mean absolute percentage error of the arrival-rate method in use; None until scored."""
+    if forecast is None or method != forecast.method.value:
+        return None
+    score = next((s for s in forecast.scores if s.method is forecast.method), None)
+    return score.mape if score is not None and math.isfinite(score.mape) else None
 
 
 def _with_unserved(outlook: ModelOutlook, unserved: float) -> ModelOutlook:
@@ -377,4 +494,4 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
             output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
             mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
         mixes[model] = mix
-    return PlannerState(mixes=mixes, histories=state.histories)
+    return replace(state, mixes=mixes)

@@ -34,7 +34,7 @@ from autoscaler.sim.runner import SimContext
 from autoscaler.sim.scenario import Scenario
 from autoscaler.sim.sizing import Sizing
 
-__all__ = ["ControllerPolicy", "product_planner"]
+__all__ = ["ControllerPolicy", "product_planner", "scenario_profile"]
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,8 +66,15 @@ def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predicti
         config = replace(config, forecast=replace(config.forecast, quantile=quantile))
     if methods is not None:
         config = replace(config, forecast=replace(config.forecast, methods=methods))
-    config = replace(config, admission=replace(config.admission, interval_s=s.interval_s))
+    # Every pod the simulated cluster adds beyond a free GPU waits for a new node: nodes come on demand.
+    config = replace(config, admission=replace(config.admission, interval_s=s.interval_s),
+                     nodes_on_demand=s.node_delay(profile) > 0)
     return config, settings.scaling_policy()
+
+
+def scenario_profile(scenario: Scenario, profile: PerformanceProfile) -> PerformanceProfile:
+    """The profile with the scenario's pod and node start-up (``--pod-delay``, ``--node-delay`` override it)."""
+    return replace(profile, startup_s=scenario.pod_delay(profile), node_startup_s=scenario.node_delay(profile))
 
 
 @dataclass
@@ -98,9 +105,11 @@ class ControllerPolicy:
         self._ctx = ctx
         planner, scaling = product_planner(scenario=ctx.scenario, profile=ctx.profile, predictive=self.predictive,
                                            quantile=self.quantile, methods=self.methods, overrides=self.overrides)
+        planner = replace(planner, admission_enforced=self.apply_admission and self.predictive)
         self._controller = Controller(variants=ctx.variants, signals=ctx.signals, scaler=ctx.scaler,
                                       policy=scaling, clock=ctx.clock, dry_run=True,
-                                      profiles={ctx.profile.name: ctx.profile}, planner=planner)
+                                      profiles={ctx.profile.name: scenario_profile(ctx.scenario, ctx.profile)},
+                                      planner=planner)
         self._ratio = 1.0
         self._rng = np.random.default_rng(ctx.scenario.seed)
         self.reports = []
@@ -114,6 +123,7 @@ class ControllerPolicy:
         controller.dry_run = now < ctx.live_from_s - 1e-9
         report = controller.run_cycle()
         outlook = report.outlooks.get(ctx.profile.model)
-        if not controller.dry_run:
-            self._ratio = outlook.admission_ratio if outlook is not None else 1.0
+        # Applied in dry-run too (the unmeasured warm-up): the planner sizes from arrivals as the admitted rate
+        # over the ratio it set, so the gateway must have applied it.
+        self._ratio = outlook.admission_ratio if outlook is not None else 1.0
         self.reports.append(report)

@@ -12,22 +12,15 @@ from collections.abc import Callable
 from autoscaler.errors import ConfigError
 from autoscaler.sim.runner import SimPolicy
 
-__all__ = ["ABLATIONS", "BASELINES", "STANDARD", "TUNED", "check_names", "make_policy", "policy_names",
+__all__ = ["ABLATIONS", "BASELINES", "STANDARD", "check_names", "make_policy", "policy_names",
            "register"]
 
 BASELINES = ("static-peak", "hpa-queue", "hpa-kv", "saturation", "dynamo-style")
 STANDARD = ("oracle", "default", *BASELINES)
 """What ``simulate`` runs when no ``--policy`` is given, in report order."""
-ABLATIONS = ("default-no-rejection", "default-mean-forecast", "default-tuned")
+ABLATIONS = ("default-no-rejection", "default-mean-forecast")
 """The default policy without one of its parts: early rejection at the gateway; the upper quantile (it sizes for
-the mean forecast). Without the forecaster (and so without early rejection) it is ``saturation``.
-``default-tuned`` is the default with its one tuned parameter (see ``TUNED``)."""
-
-TUNED = {"planner": {"slo_percentile": 0.6}}
-"""Settings of ``default-tuned``: the planner sizes for the p60 TTFT/ITL of the capacity model instead of p90.
-On the shipped traces' prompt mixes the capacity model is 2.5-3x cautious on the prefill rate (one replica at
-its p90 rate shows a p90 TTFT of 0.3-0.5 of the target, ``benchmarks/bench_simulator.py``), and p60 in the
-model keeps >= 99% of simulated requests within the SLOs. A calibration of the model, not of the simulator."""
+the mean forecast). Without the forecaster (and so without early rejection) it is ``saturation``."""
 
 
 def _oracle() -> SimPolicy:
@@ -82,7 +75,6 @@ _FACTORIES: dict[str, Callable[[], SimPolicy]] = {
     "dynamo-style": _dynamo,
     "default-no-rejection": _controller("default-no-rejection", apply_admission=False),
     "default-mean-forecast": _controller("default-mean-forecast", quantile=0.5),
-    "default-tuned": _controller("default-tuned", overrides=TUNED),
 }
 
 

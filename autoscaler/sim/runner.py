@@ -18,14 +18,13 @@ from autoscaler.core.types import Role
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.sim.adapters import SimClock, SimScaler, SimSignalSource, SimVariantSource, variant_specs
 from autoscaler.sim.cluster import SimCluster, ttft_and_itl
-from autoscaler.sim.scenario import Scenario, kv_bytes_per_token, resolve_profile
+from autoscaler.sim.scenario import OBSERVE_S, WARMUP_HEAD_S, Scenario, kv_bytes_per_token, resolve_profile
 from autoscaler.sim.sizing import Sizing, feasible, mix_of, size_pools
 from autoscaler.traces import Trace, window
 
 __all__ = ["RunResult", "SimContext", "SimPolicy", "Timeline", "simulate", "warm_start_sizing", "with_warmup"]
 
 WARM_START_S = 300.0  # every dynamic policy starts sized for the first five minutes, as if already running
-OBSERVE_S = 300.0  # the HPA's default scale-down window: what a policy's history must span to be in steady state
 DEFAULT_KV_BYTES_PER_TOKEN = 131072  # Llama-3.1-8B BF16, when a profile file does not say
 
 
@@ -123,22 +122,29 @@ def warm_start_sizing(*, trace: Trace, scenario: Scenario, profile: PerformanceP
                       min_replicas=scenario.min_replicas, max_replicas=scenario.max_replicas)
 
 
-def with_warmup(trace: Trace, warmup_s: float, *, grid_s: float) -> tuple[Trace, int, float]:
-    """The trace preceded by a copy of its first ``warmup_s`` seconds (at most its length, in whole ``grid_s``);
-    returns (trace, warm-up requests, offset of the trace proper)."""
-    warmup_s = math.floor(min(warmup_s, trace.duration_s) / grid_s + 1e-9) * grid_s
-    if warmup_s <= 0:
+def with_warmup(trace: Trace, warmup_s: float, *, grid_s: float,
+                head_s: float = WARMUP_HEAD_S) -> tuple[Trace, int, float]:
+    """The trace preceded by ``warmup_s`` seconds (in whole ``grid_s``) of copies of its first ``head_s`` (at most
+    its length; the last copy cut short); returns (trace, warm-up requests, offset of the trace proper).
+
+    Repeating the opening rather than copying a longer start keeps later events (a surge) out of the warm-up."""
+    head_s = math.floor(min(head_s, warmup_s, trace.duration_s) / grid_s + 1e-9) * grid_s
+    if head_s <= 0:
         return trace, 0, 0.0
-    head = window(trace, start_s=0.0, end_s=warmup_s)
+    copies = math.ceil(math.floor(warmup_s / grid_s + 1e-9) * grid_s / head_s - 1e-9)
+    warmup_s = math.floor(warmup_s / grid_s + 1e-9) * grid_s if copies > 1 else head_s
+    parts = [window(trace, start_s=0.0, end_s=min(head_s, warmup_s - k * head_s)) for k in range(copies)]
+    shifts = [k * head_s for k in range(copies)]
     hashes = None
-    if trace.hash_ids is not None and head.hash_ids is not None:
-        hashes = head.hash_ids + trace.hash_ids
+    if trace.hash_ids is not None and all(p.hash_ids is not None for p in parts):
+        hashes = tuple(h for p in parts for h in (p.hash_ids or ())) + trace.hash_ids
     extended = Trace(
-        arrival_s=np.concatenate([head.arrival_s, trace.arrival_s + warmup_s]),
-        input_tokens=np.concatenate([head.input_tokens, trace.input_tokens]),
-        output_tokens=np.concatenate([head.output_tokens, trace.output_tokens]),
+        arrival_s=np.concatenate([*(p.arrival_s + s for p, s in zip(parts, shifts, strict=True)),
+                                  trace.arrival_s + warmup_s]),
+        input_tokens=np.concatenate([*(p.input_tokens for p in parts), trace.input_tokens]),
+        output_tokens=np.concatenate([*(p.output_tokens for p in parts), trace.output_tokens]),
         hash_ids=hashes, start_epoch_s=trace.start_epoch_s, source=trace.source)
-    return extended, len(head), warmup_s
+    return extended, sum(len(p) for p in parts), warmup_s
 
 
 def simulate(
@@ -162,7 +168,8 @@ def simulate(
     started = time.perf_counter()
     profile = profile or resolve_profile(scenario.profile)
     run_scenario = scenario.without_delays() if policy.instant_capacity else scenario
-    extended, skipped, offset = with_warmup(trace, scenario.warmup_s, grid_s=scenario.interval_s)
+    extended, skipped, offset = with_warmup(trace, scenario.warmup(profile, observe_s=OBSERVE_S),
+                                            grid_s=scenario.interval_s)
     kv_bytes = kv_bytes_per_token(scenario.profile) or DEFAULT_KV_BYTES_PER_TOKEN
     cluster = SimCluster(trace=extended, scenario=run_scenario, profile=profile, kv_bytes_per_token=kv_bytes,
                          record_latencies=record_latencies)

@@ -19,7 +19,7 @@ from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import ProfileFile, default_models_dir, default_profiles
 
-__all__ = ["DEFAULT_PROFILE", "Scenario", "kv_bytes_per_token", "resolve_profile"]
+__all__ = ["DEFAULT_PROFILE", "WARMUP_HEAD_S", "Scenario", "kv_bytes_per_token", "resolve_profile"]
 
 DEFAULT_PROFILE = "llama-3.1-8b/h100"
 
@@ -28,6 +28,12 @@ DEFAULT_PROFILE = "llama-3.1-8b/h100"
 # microseconds of RDMA plus the connector's per-request handshake, taken as 1 ms.
 DEFAULT_KV_BANDWIDTH_BYTES_PER_S = 50e9
 DEFAULT_KV_LATENCY_S = 1e-3
+WARMUP_HEAD_S = 600.0
+"""The warm-up replays (repeats) the trace's first this many seconds: its opening load, not what comes later."""
+
+
+OBSERVE_S = 300.0
+"""The HPA's default scale-down window: what a policy's history must span to be in steady state."""
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -72,9 +78,10 @@ class Scenario:
     drain_grace_s: float = 120.0
     """A pod being removed finishes its requests for up to this long (terminationGracePeriodSeconds), then the
     rest are evicted and retried elsewhere from the start."""
-    warmup_s: float = 600.0
+    warmup_s: float | None = None
     """Replayed before the trace (a copy of its start) so every policy enters it in steady state; unmeasured.
-    Policies observe for the first part (dry-run) and act for the rest."""
+    Policies observe for the first part (dry-run) and act for the rest. None: long enough for capacity asked
+    for when policies go live to arrive and settle (:meth:`warmup`)."""
     tail_s: float = 300.0
     """Simulated time after the last arrival; requests unfinished by then count as missing both SLOs."""
     kv_bandwidth_bytes_per_s: float = DEFAULT_KV_BANDWIDTH_BYTES_PER_S
@@ -93,9 +100,9 @@ class Scenario:
         for name in ("slo_ttft_s", "slo_itl_s", "interval_s", "tick_s", "rate_window_s", "kv_bandwidth_bytes_per_s",
                      "rate_scale"):
             _positive(name, getattr(self, name))
-        for name in ("node_release_delay_s", "drain_grace_s", "tail_s", "kv_latency_s", "warmup_s"):
+        for name in ("node_release_delay_s", "drain_grace_s", "tail_s", "kv_latency_s"):
             _positive(name, getattr(self, name), allow_zero=True)
-        for name in ("node_delay_s", "pod_delay_s"):
+        for name in ("node_delay_s", "pod_delay_s", "warmup_s"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name), allow_zero=True)
         if not 0.5 <= self.slo_percentile < 1:
@@ -119,6 +126,14 @@ class Scenario:
     def pod_delay(self, profile: PerformanceProfile) -> float:
         return profile.startup_s if self.pod_delay_s is None else self.pod_delay_s
 
+    def warmup(self, profile: PerformanceProfile, *, observe_s: float) -> float:
+        """Seconds of warm-up: as set, else the first rate window, ``observe_s`` of observing, the node and pod
+        start-up (what a policy asks for when it goes live arrives) and a scale-down window (it settles).
+        Shorter, a policy that sizes for a lead time enters the trace still waiting for nodes."""
+        if self.warmup_s is not None:
+            return self.warmup_s
+        return self.rate_window_s + 2 * observe_s + self.node_delay(profile) + self.pod_delay(profile)
+
     def node_gpus(self, profile: PerformanceProfile) -> int:
         return max(profile.gpus_per_replica, self.gpus_per_node or profile.gpus_per_replica)
 
@@ -131,6 +146,7 @@ class Scenario:
         out = {k: v for k, v in asdict(self).items() if k != "extra"}
         out["slo_ttft_s"], out["slo_itl_s"] = self.slo_ttft_s, self.slo_itl_s
         out["node_delay_s"], out["pod_delay_s"] = self.node_delay(profile), self.pod_delay(profile)
+        out["warmup_s"] = self.warmup(profile, observe_s=OBSERVE_S)
         out["gpus_per_node"] = self.node_gpus(profile)
         out["gpus_per_replica"] = profile.gpus_per_replica
         out["usd_per_gpu_hour"] = profile.cost_per_gpu_hour

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.plan import PlannerConfig, PlannerState, VariantObservation, plan_cycle, resolve_profile
 from autoscaler.core.policyset import PolicySet
-from autoscaler.core.types import Freshness, Reason, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Freshness,
+    Reason,
+    Role,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 from autoscaler.forecast import ForecastConfig
 from autoscaler.perf.profiles import default_profiles
 
@@ -32,7 +42,10 @@ def signals(*, rps: float, prompt: float, output: float, waiting: float = 0, run
     )
 
 
-def plan(observations, state=PlannerState(), now=1000.0):
+FRESH = PlannerState()
+
+
+def plan(observations, state=FRESH, now=1000.0):
     return plan_cycle(observations=observations, state=state, profiles=PROFILES, policy=POLICY, config=CONFIG,
                       now=now)
 
@@ -114,8 +127,10 @@ def test_waiting_requests_add_to_the_demand():
 
 def test_the_forecaster_carries_state_across_cycles():
     state = PlannerState()
+    config = replace(CONFIG, rise_confirm_share=0.0)  # size for each cycle's demand at once
     for i, rate in enumerate([5, 10, 15, 20, 25, 30]):
-        result, state = plan(pools(rps=rate, prompt=1000, output=200), state=state, now=1000.0 + 15 * i)
+        result, state = plan_cycle(observations=pools(rps=rate, prompt=1000, output=200), state=state,
+                                   profiles=PROFILES, policy=POLICY, config=config, now=1000.0 + 15 * i)
     assert result.outlooks[MODEL].demand_rps >= 30
     assert result.outlooks[MODEL].forecast_method is not None
 
