@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DURATION ?= 150
-TRACE    ?= autoscaler/data/traces/azure_llm_2023_conv.csv
+TRACE    ?= autoscaler/data/traces/mooncake_conversation_trace.jsonl
+# Mooncake prompts average 12k tokens: TTFT within 10 s is the long-context target (1 s for short prompts).
+SLO_TTFT ?= 10
 
 .PHONY: setup run demo test test-core bench clean
 
@@ -22,7 +24,7 @@ setup: $(VENV)/.installed
 # Main job without a cluster: replay a shipped trace through the simulator under the default policy and every
 # baseline (GPU-hours vs SLO attainment); plots go to out/.
 run: $(VENV)/.installed
-	$(BIN)/variant-autoscaler simulate --trace $(TRACE) --out out
+	$(BIN)/variant-autoscaler simulate --trace $(TRACE) --slo-ttft $(SLO_TTFT) --out out
 
 # The live local stack: kube-apiserver/etcd, Prometheus and the vLLM emulator, autoscaled by the real loop.
 demo: setup
