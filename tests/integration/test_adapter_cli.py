@@ -71,7 +71,8 @@ def test_adapter_command_serves_the_decisions_of_its_cycles(control_plane, kube_
         [sys.executable, "-m", "autoscaler.cli", "adapter", "--kubeconfig", str(control_plane.kubeconfig_path),
          "--namespace", kube_namespace, "--self-signed", "--port", str(port), "--bind", "127.0.0.1",
          "--interval", "1", "--metrics-port", str(metrics_port), "--prometheus-url", "http://127.0.0.1:9",
-         "--log-format", "json"],
+         # a loaded CI machine can take seconds per cycle; staleness is tested in tests/core/test_adapter_store.py
+         "--stale-after", "30", "--log-format", "json"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         tls = _admin_tls(control_plane)
