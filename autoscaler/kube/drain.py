@@ -26,6 +26,7 @@ from autoscaler.core.types import VariantSpec
 from autoscaler.errors import AutoscalerError
 from autoscaler.kube.api import GROUP
 from autoscaler.kube.failures import Request, to_actuation_error
+from autoscaler.kube.pods import list_pods
 from autoscaler.kube.scale import MERGE_PATCH
 from autoscaler.logs import get_logger
 
@@ -112,13 +113,9 @@ class PodMarker:
 
     def mark(self, *, namespace: str, selector: str, loads: Mapping[str, float], remove: int) -> tuple[str, ...]:
         """Mark the ``remove`` least-loaded running pods; returns the names marked. Raises ActuationError."""
-        request = Request("list", "pods", "", namespace)
-        try:
-            listed = self._core.list_namespaced_pod(namespace, label_selector=selector,
-                                                    _request_timeout=self._timeout_s)
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            raise to_actuation_error("listing pods to drain", request, exc) from exc
-        live = {p.metadata.name: p.metadata.annotations or {} for p in listed.items
+        pods = list_pods(self._core, namespace=namespace, selector=selector, timeout_s=self._timeout_s,
+                         purpose="listing pods to drain")
+        live = {p.metadata.name: p.metadata.annotations or {} for p in pods
                 if p.metadata is not None and p.metadata.name and p.metadata.deletion_timestamp is None}
         chosen = choose_pods_to_remove(pods=list(live), loads=loads, count=remove)
         for name, existing in live.items():

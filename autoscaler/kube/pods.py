@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from autoscaler.core.types import ReplicaCounts
 from autoscaler.kube.failures import Request, to_actuation_error
 
-__all__ = ["PodCounter", "count_replicas"]
+__all__ = ["PodCounter", "count_replicas", "list_pods"]
 
 _FINISHED = {"Succeeded", "Failed"}
 
@@ -55,6 +55,18 @@ def count_replicas(pods: Iterable[client.V1Pod]) -> ReplicaCounts:
     return ReplicaCounts(ready=ready, starting=starting, unschedulable=unschedulable)
 
 
+def list_pods(core: client.CoreV1Api, *, namespace: str, selector: str, timeout_s: float,
+              purpose: str) -> list[client.V1Pod]:
+    """The pods ``selector`` picks in ``namespace`` (one server-filtered LIST). Raises
+    :class:`autoscaler.kube.failures.KubeActuationError` naming ``purpose`` when they cannot be listed."""
+    request = Request("list", "pods", "", namespace)
+    try:
+        listed = core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=timeout_s)
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        raise to_actuation_error(purpose, request, exc) from exc
+    return list(listed.items or [])
+
+
 class PodCounter:
     """Counts the pods a label selector picks in one namespace (one LIST)."""
 
@@ -64,10 +76,5 @@ class PodCounter:
 
     def count(self, *, namespace: str, selector: str) -> ReplicaCounts:
         """Raises :class:`autoscaler.kube.failures.KubeActuationError` when the pods cannot be listed."""
-        request = Request("list", "pods", "", namespace)
-        try:
-            listed = self._core.list_namespaced_pod(namespace, label_selector=selector,
-                                                    _request_timeout=self._timeout_s)
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            raise to_actuation_error("listing pods to count replicas", request, exc) from exc
-        return count_replicas(listed.items or [])
+        return count_replicas(list_pods(self._core, namespace=namespace, selector=selector,
+                                        timeout_s=self._timeout_s, purpose="listing pods to count replicas"))
