@@ -205,7 +205,9 @@ class Controller:
             self._warm_start(specs, now)
         self._state = seed_histories(self._state, observations, now=now)
         policy = self.current_policy()
-        profiles, calibrations = self._calibrate(observations, policy, now)
+        # The profile each variant is planned with; calibration keeps the names, so it holds after it too.
+        priors = {o.spec.ref: resolve_profile(o.spec, self.profiles, policy) for o in observations}
+        profiles, calibrations = self._calibrate(observations, priors, now)
         plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=profiles,
                                        policy=policy, config=self.planner, now=now)
         decisions = {o.spec.ref: plan.decision(o.spec.ref) for o in observations}
@@ -216,7 +218,7 @@ class Controller:
         reports = {(r.profile, r.stage): r for r in calibrations}
         outcomes = [self._apply(o, decisions[o.spec.ref], now, by_plan=by_plan.get(o.spec.ref),
                                 insight=variant_insight(plan.outlooks.get(o.spec.model),
-                                                        _calibration_of(o.spec, policy, profiles, reports)))
+                                                        _calibration_of(o.spec, priors.get(o.spec.ref), reports)))
                     for o in observations] + failed
         live = {s.ref for s in specs}
         self._last_scaled = {r: t for r, t in self._last_scaled.items() if r in live}
@@ -233,7 +235,8 @@ class Controller:
                  scaled=report.scaled, errors=len(report.errors), dry_run=self.dry_run)
         return report
 
-    def _calibrate(self, observations: Sequence[VariantObservation], policy: PolicySet,
+    def _calibrate(self, observations: Sequence[VariantObservation],
+                   priors: Mapping[VariantRef, PerformanceProfile | None],
                    now: float) -> tuple[Mapping[str, PerformanceProfile], tuple[CalibrationReport, ...]]:
         """Learn from this cycle's signals; the profiles corrected where there is enough to fit, and a report
         per profile and stage. Each variant's signals teach the profile it is planned with."""
@@ -241,7 +244,7 @@ class Controller:
             return self.profiles, ()
         state = self._calibration
         for o in observations:
-            profile = resolve_profile(o.spec, self.profiles, policy)
+            profile = priors.get(o.spec.ref)
             if profile is not None:
                 state = observe(state, profile=profile, role=o.spec.role, signals=o.signals, now=now,
                                 settings=self.calibration)
@@ -384,9 +387,8 @@ def seed_histories(state: PlannerState, observations: Sequence[VariantObservatio
     return replace(state, histories=seeded)
 
 
-def _calibration_of(spec: VariantSpec, policy: PolicySet, profiles: Mapping[str, PerformanceProfile],
+def _calibration_of(spec: VariantSpec, profile: PerformanceProfile | None,
                     reports: Mapping[tuple[str, Stage], CalibrationReport]) -> CalibrationReport | None:
-    profile = resolve_profile(spec, profiles, policy)
     if profile is None:
         return None
     stage = Stage.PREFILL if spec.role is Role.PREFILL else Stage.DECODE
