@@ -117,6 +117,9 @@ class ControllerMetrics:
         self.predicted_decode_load = Gauge(f"{PREFIX}predicted_decode_load",
                                            "Predicted decode step time over the ITL SLO when a request admitted "
                                            "now reaches decode (1 = at the SLO).", ["model"], registry=r)
+        self.rejection_threshold = Gauge(f"{PREFIX}rejection_threshold",
+                                         "Predicted load (latency over its SLO) above which the gateway rejects "
+                                         "the model's new requests.", ["model"], registry=r)
         calibration = ("profile", "stage")
         self.calibration_factor = Gauge(f"{PREFIX}calibration_factor",
                                         "Observed over profile-predicted latency at the operating point (1 = the "
@@ -132,7 +135,8 @@ class ControllerMetrics:
                                              "the profile).", (*calibration, "coefficient"), registry=r)
         self._model_gauges = (self.model_demand, self.model_observed, self.forecast_horizon, self.forecast_error,
                               self.forecast_method, self.mean_input_tokens, self.mean_output_tokens,
-                              self.admission_ratio, self.predicted_prefill_load, self.predicted_decode_load)
+                              self.admission_ratio, self.predicted_prefill_load, self.predicted_decode_load,
+                              self.rejection_threshold)
         self._calibration_gauges = (self.calibration_factor, self.calibration_samples, self.calibration_error,
                                     self.calibration_coefficient)
         self._per_cycle = {g: _SetEachCycle(g) for g in (*self._model_gauges, *self._calibration_gauges)}
@@ -182,6 +186,7 @@ class ControllerMetrics:
             series[self.admission_ratio][key] = o.admission_ratio if computed else None
             series[self.predicted_prefill_load][key] = admission.prefill_load if admission is not None else None
             series[self.predicted_decode_load][key] = admission.decode_load_at_horizon if admission is not None else None
+            series[self.rejection_threshold][key] = admission.reject_threshold if admission is not None else None
         self._set_each_cycle(series)
 
     def _record_calibrations(self, reports: Iterable[CalibrationReport]) -> None:

@@ -102,6 +102,13 @@ def _predicted_load(src: MetricSource) -> float | None:
     return admission.prefill_load if src.role is Role.PREFILL else admission.decode_load_at_horizon
 
 
+def _rejection_threshold(src: MetricSource) -> float | None:
+    """The predicted load above which a gateway rejects: compare ``variant_predicted_load`` against it."""
+    if src.outlook is None or src.outlook.admission is None:
+        return None
+    return src.outlook.admission.reject_threshold
+
+
 DESIRED_REPLICAS = ExternalMetric(
     "variant_desired_replicas",
     "Replicas the controller decided for the variant (HPA: External, AverageValue 1).",
@@ -122,6 +129,8 @@ METRICS: tuple[ExternalMetric, ...] = (
                    _admission_ratio),
     ExternalMetric("variant_predicted_load", "Predicted load of the variant's role at the admission horizon "
                    "(predicted TTFT or ITL over its SLO; 1 = at the SLO).", _predicted_load),
+    ExternalMetric("variant_rejection_threshold", "Predicted load above which new requests are rejected "
+                   "(early rejection; compare variant_predicted_load).", _rejection_threshold),
     ExternalMetric("variant_model_demand", "Requests per second the model's variants are sized for (forecast "
                    "upper quantile over the provisioning lead time plus the waiting backlog).",
                    lambda src: None if src.outlook is None else src.outlook.demand_rps),

@@ -412,6 +412,10 @@ def variant_insight(outlook: ModelOutlook | None,
             else None,
             admission_ratio=outlook.admission_ratio,
         )
+        if outlook.admission is not None:
+            insight = replace(insight, rejection_threshold=outlook.admission.reject_threshold,
+                              predicted_prefill_load=outlook.admission.prefill_load,
+                              predicted_decode_load=outlook.admission.decode_load_at_horizon)
     if calibration is not None:
         insight = replace(insight, profile=calibration.profile, calibration_samples=calibration.samples,
                           calibration_factor=calibration.factor,

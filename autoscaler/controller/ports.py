@@ -56,6 +56,12 @@ class VariantInsight:
     forecast_prompt_tokens_per_s: float | None = None
     forecast_generation_tokens_per_s: float | None = None
     admission_ratio: float | None = None
+    rejection_threshold: float | None = None
+    """Predicted load (latency over its SLO) above which the gateway rejects new requests."""
+    predicted_prefill_load: float | None = None
+    """Predicted TTFT of a request arriving now over the TTFT SLO."""
+    predicted_decode_load: float | None = None
+    """Predicted decode load when a request admitted now reaches decode (Mooncake's prediction)."""
     profile: str | None = None
     calibration_samples: int | None = None
     calibration_factor: float | None = None

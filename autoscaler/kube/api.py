@@ -221,6 +221,18 @@ class CalibrationSummary(_Model):
     relative_error: DecimalText | None = Field(None, description="Mean relative error of predicted latency.")
 
 
+class AdmissionSummary(_Model):
+    """Prediction-based early rejection for the model (Mooncake, arXiv 2407.00079, section 7): loads are
+    predicted latency over its SLO, so 1 is at the SLO."""
+
+    rejection_threshold: DecimalText | None = Field(
+        None, description="Predicted load above which a gateway rejects new requests.")
+    predicted_prefill_load: DecimalText | None = Field(
+        None, description="Predicted TTFT of a request arriving now over the TTFT SLO.")
+    predicted_decode_load: DecimalText | None = Field(
+        None, description="Predicted decode load when a request admitted now reaches decode.")
+
+
 class VariantAutoscalingStatus(_Model):
     """Observed state, written by the controller through the status subresource."""
 
@@ -234,6 +246,7 @@ class VariantAutoscalingStatus(_Model):
     calibration: CalibrationSummary | None = None
     admission_ratio: str | None = Field(None, pattern=_RATIO, max_length=16,
                                         description="Fraction of requests admitted (0-1) under early rejection.")
+    admission: AdmissionSummary | None = None
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},

@@ -8,8 +8,8 @@ Pure (no I/O, the time is passed in). Conditions follow the Kubernetes API conve
   SignalsStale), so it holds the replicas where they are.
 - ``ScalingLimited``: the desired count was clamped by minReplicas/maxReplicas.
 
-The cycle's insight (forecast, admission ratio, calibration) fills ``forecast``, ``admissionRatio`` and
-``calibration`` field by field; a value the cycle does not know keeps what the status had. Numbers are
+The cycle's insight (forecast, admission ratio and prediction, calibration) fills ``forecast``,
+``admissionRatio``, ``admission`` and ``calibration`` field by field; a value the cycle does not know keeps what the status had. Numbers are
 written to 3 significant digits, so the status (and the API server) sees a write when a number moves, not
 on every wobble of a forecast.
 
@@ -27,7 +27,13 @@ from typing import Any, Literal
 
 from autoscaler.controller.ports import VariantInsight
 from autoscaler.core.types import Decision, Reason
-from autoscaler.kube.api import CalibrationSummary, Condition, ForecastSummary, VariantAutoscalingStatus
+from autoscaler.kube.api import (
+    AdmissionSummary,
+    CalibrationSummary,
+    Condition,
+    ForecastSummary,
+    VariantAutoscalingStatus,
+)
 
 __all__ = [
     "ABLE_TO_SCALE",
@@ -175,7 +181,7 @@ def duration_text(seconds: float | None) -> str | None:
     return "".join(parts)
 
 
-def _merged(model: type[ForecastSummary | CalibrationSummary], previous: Any,
+def _merged(model: type[ForecastSummary | CalibrationSummary | AdmissionSummary], previous: Any,
             known: dict[str, Any]) -> Any:
     """``previous`` with the known values replaced; None when there is neither."""
     known = {k: v for k, v in known.items() if v is not None}
@@ -204,6 +210,13 @@ def _insight_fields(previous: VariantAutoscalingStatus, insight: VariantInsight)
     })
     if calibration is not None:
         out["calibration"] = calibration
+    admission = _merged(AdmissionSummary, previous.admission, {
+        "rejection_threshold": decimal_text(insight.rejection_threshold),
+        "predicted_prefill_load": decimal_text(insight.predicted_prefill_load),
+        "predicted_decode_load": decimal_text(insight.predicted_decode_load),
+    })
+    if admission is not None:
+        out["admission"] = admission
     ratio = _ratio_text(insight.admission_ratio)
     if ratio is not None:
         out["admission_ratio"] = ratio

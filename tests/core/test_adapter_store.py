@@ -176,6 +176,7 @@ def test_a_failed_listing_forgets_nothing():
                      id="load-from-stale-signals"),
         pytest.param("variant_admission_ratio", FRESH, id="admission-ratio-not-computed"),
         pytest.param("variant_predicted_load", FRESH, id="prediction-not-computed"),
+        pytest.param("variant_rejection_threshold", FRESH, id="threshold-not-computed"),
     ],
 )
 def test_a_value_the_decision_does_not_carry_is_unavailable(metric, signals):
@@ -213,7 +214,7 @@ def _outlook(model: str, *, unserved: float = 0.0):
 
     admission = AdmissionDecision(
         policy=RejectionPolicy.PREDICTIVE, prefill_load=0.4, decode_load_now=0.7, decode_load_at_horizon=1.3,
-        horizon_s=0.5, predicted_running=120.0, decode_capacity=100.0, reject_threshold=1.0, admit=False,
+        horizon_s=0.5, predicted_running=120.0, decode_capacity=100.0, reject_threshold=0.9, admit=False,
         admission_ratio=0.6, prescale_decode=True, decode_replicas_needed=3, reason="test")
     return ModelOutlook(model=model, observed_rps=10.0, demand_rps=12.0, forecast_method="holt",
                         mean_input_tokens=1000.0, mean_output_tokens=200.0, unserved_rps=unserved,
@@ -227,6 +228,7 @@ def _outlook(model: str, *, unserved: float = 0.0):
         pytest.param("variant_predicted_load", "llama-prefill", 0.4, id="prefill-load"),
         pytest.param("variant_predicted_load", "llama-decode", 1.3, id="decode-load-at-horizon"),
         pytest.param("variant_model_demand", "llama-decode", 12.0, id="sized-demand"),
+        pytest.param("variant_rejection_threshold", "llama-prefill", 0.9, id="rejection-threshold"),
     ],
 )
 def test_the_models_outlook_is_served_per_variant(metric, ref, expected):

@@ -9,7 +9,12 @@ import re
 import pytest
 
 from autoscaler.controller.ports import VariantInsight
-from autoscaler.kube.api import CalibrationSummary, ForecastSummary, VariantAutoscalingStatus
+from autoscaler.kube.api import (
+    AdmissionSummary,
+    CalibrationSummary,
+    ForecastSummary,
+    VariantAutoscalingStatus,
+)
 from autoscaler.kube.status import decimal_text, duration_text, next_status, status_patch
 
 NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
@@ -79,3 +84,40 @@ def test_nothing_known_writes_nothing(insight: VariantInsight | None) -> None:
                                         admission_ratio="0.9")
     new = next_status(previous=previous, generation=1, now=NOW, insight=insight)
     assert status_patch(previous, new) == {}
+
+
+def test_the_admission_prediction_fills_its_block_and_unknown_loads_keep_theirs() -> None:
+    previous = VariantAutoscalingStatus(observed_generation=1,
+                                        admission=AdmissionSummary(rejection_threshold="1",
+                                                                   predicted_prefill_load="0.2"))
+    insight = VariantInsight(rejection_threshold=0.9, predicted_prefill_load=math.inf, predicted_decode_load=1.234)
+
+    new = next_status(previous=previous, generation=1, now=NOW, insight=insight)
+
+    assert new.admission == AdmissionSummary(rejection_threshold="0.9", predicted_prefill_load="0.2",
+                                             predicted_decode_load="1.23")
+    assert status_patch(previous, new) == {"status": {"admission": {"rejectionThreshold": "0.9",
+                                                                    "predictedPrefillLoad": "0.2",
+                                                                    "predictedDecodeLoad": "1.23"}}}
+
+
+@pytest.mark.parametrize(
+    ("with_admission", "expected"),
+    [
+        pytest.param(True, (0.9, 0.4, 1.3), id="prediction-made"),
+        pytest.param(False, (None, None, None), id="no-prediction"),
+    ],
+)
+def test_a_variants_insight_carries_the_models_admission_prediction(with_admission: bool,
+                                                                      expected: tuple) -> None:
+    from dataclasses import replace
+
+    from autoscaler.controller.loop import variant_insight
+    from tests.core.test_adapter_store import _outlook
+
+    outlook = _outlook("llama")
+    if not with_admission:
+        outlook = replace(outlook, admission=None)
+    insight = variant_insight(outlook)
+    assert insight is not None
+    assert (insight.rejection_threshold, insight.predicted_prefill_load, insight.predicted_decode_load) == expected

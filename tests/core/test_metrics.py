@@ -155,10 +155,12 @@ def test_records_the_models_outlook_and_drops_values_not_computed():
     m.record_cycle(with_outlook)
     assert value(m, f"{PREFIX}admission_ratio", model=DECODE.model) == pytest.approx(0.6)
     assert value(m, f"{PREFIX}predicted_decode_load", model=DECODE.model) == pytest.approx(1.3)
+    assert value(m, f"{PREFIX}rejection_threshold", model=DECODE.model) == pytest.approx(0.9)
     assert value(m, f"{PREFIX}model_demand_requests_per_second", model=DECODE.model) == pytest.approx(12.0)
 
     m.record_cycle(report(outcome(DECODE, desired=4), cycle=2))  # the model's outlook is gone this cycle
     assert value(m, f"{PREFIX}admission_ratio", model=DECODE.model) is None
+    assert value(m, f"{PREFIX}rejection_threshold", model=DECODE.model) is None
 
 
 # -- forecast and calibration ------------------------------------------------------------------------------

@@ -159,18 +159,21 @@ def write(kube_api_client: kube_client.ApiClient, namespace: str, insight: Varia
     scaler.write_status(spec, hold(spec, replicas), scaled_at=None, insight=insight)
 
 
-def test_status_shows_the_forecast_admission_ratio_and_calibration(kube_api_client: kube_client.ApiClient,
-                                                                   kube_namespace: str) -> None:
+def test_status_shows_the_forecast_admission_and_calibration(kube_api_client: kube_client.ApiClient,
+                                                              kube_namespace: str) -> None:
     make_target(kube_api_client, kube_namespace)
     write(kube_api_client, kube_namespace, VariantInsight(
         forecast_horizon_s=600.0, forecast_rps=12.3456, forecast_prompt_tokens_per_s=24691.2,
         forecast_generation_tokens_per_s=3086.4, admission_ratio=0.9512, profile="llama-3.1-8b/h100",
-        calibration_samples=42, calibration_factor=1.0871, calibration_relative_error=0.0634))
+        calibration_samples=42, calibration_factor=1.0871, calibration_relative_error=0.0634,
+        rejection_threshold=1.0, predicted_prefill_load=0.4213, predicted_decode_load=1.127))
 
     status, _ = read_status(kube_api_client, kube_namespace)
     assert status["forecast"] == {"horizon": "10m", "requestsPerSecond": "12.3", "promptTokensPerSecond": "24700",
                                   "generationTokensPerSecond": "3090"}
     assert status["admissionRatio"] == "0.951"
+    assert status["admission"] == {"rejectionThreshold": "1", "predictedPrefillLoad": "0.421",
+                                   "predictedDecodeLoad": "1.13"}
     assert status["calibration"] == {"profile": "llama-3.1-8b/h100", "samples": 42, "factor": "1.09",
                                      "relativeError": "0.0634"}
     assert status["desiredReplicas"] == 3
