@@ -199,7 +199,7 @@ class SaturationSettings(_Section):
     kv_low: float = Field(0.40, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "SaturationSettings":
+    def _ordered(self) -> SaturationSettings:
         if self.kv_low >= self.kv_high:
             raise ValueError(f"kv_low ({self.kv_low}) must be below kv_high ({self.kv_high})")
         if self.queue_per_replica_low >= self.queue_per_replica_high:

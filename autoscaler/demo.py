@@ -47,8 +47,8 @@ def rise_and_fall(*, duration_s: float, low: float, peak: float) -> Callable[[fl
 def demo_variants(*, duration_s: float, peak_rps: float = 24.0, startup_s: float = 8.0) -> list[StackVariant]:
     profile = default_profiles()["llama-3.1-8b/h100"]
     load = rise_and_fall(duration_s=duration_s, low=peak_rps / 8, peak=peak_rps)
-    common = dict(namespace=NAMESPACE, model=MODEL, accelerator="H100", profile=profile, load=load,
-                  mean_prompt_tokens=3000.0, mean_output_tokens=400.0, startup_s=startup_s, seed=7)
+    common = {"namespace": NAMESPACE, "model": MODEL, "accelerator": "H100", "profile": profile, "load": load,
+              "mean_prompt_tokens": 3000.0, "mean_output_tokens": 400.0, "startup_s": startup_s, "seed": 7}
     return [
         StackVariant(EmulatedVariant(deployment="llama-prefill", role=Role.PREFILL, **common),  # type: ignore[arg-type]
                      min_replicas=1, max_replicas=8),

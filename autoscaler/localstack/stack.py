@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from kubernetes import client
 
@@ -85,7 +86,7 @@ class LocalStack:
         self.prometheus: PrometheusServer | None = None
         self.api: client.ApiClient | None = None
 
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

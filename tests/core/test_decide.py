@@ -49,5 +49,5 @@ def test_unknown_signals_leave_history_untouched():
 
 
 def test_decision_is_deterministic():
-    args = dict(spec=SPEC, signals=sig(10, 0.5), current=2, history=(), policy=POLICY, now=1.0)
+    args = {"spec": SPEC, "signals": sig(10, 0.5), "current": 2, "history": (), "policy": POLICY, "now": 1.0}
     assert decide(**args) == decide(**args)
