@@ -89,9 +89,10 @@ class PlannerConfig:
     """GPU nodes are added when pods need them (cluster autoscaler, Karpenter, scaled MachineSets): a scale-up
     waits for a node to boot, so the lead time includes the profile's node start-up. Off, it is included only
     while a variant has pods Pending for lack of GPUs (then a node is being, or must be, added)."""
-    admission_enforced: bool = True
+    admission_enforced: bool = False
     """A gateway applies the admission ratio each cycle reports (early rejection). Only then is the observed
-    rate an admitted share of the arrivals; without one, dividing by the ratio would read a phantom surge."""
+    rate an admitted share of the arrivals; without one, dividing by the ratio would read a phantom surge
+    (so off unless said: the settings' ``planner.gateway_enforces_admission``)."""
     min_admission_ratio: float = 0.1
     """Smallest admission ratio the observed rate is divided by to recover arrivals (bounds the
     amplification of a noisy rate when nearly everything was rejected)."""

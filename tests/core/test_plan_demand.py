@@ -15,7 +15,8 @@ from tests.core.test_plan import MODEL, POLICY, PROFILES, signals, spec
 
 PROFILE = PROFILES["llama-3.1-8b/h100"]
 INTERVAL = 15.0
-LONG_REACH = PlannerConfig(forecast=ForecastConfig(interval_s=INTERVAL, lead_time_s=3600, history_s=7200))
+LONG_REACH = PlannerConfig(forecast=ForecastConfig(interval_s=INTERVAL, lead_time_s=3600, history_s=7200),
+                           admission_enforced=True)  # a gateway applies the ratio (not the default)
 
 
 FRESH = PlannerState()
@@ -55,7 +56,7 @@ def test_demand_is_sized_from_arrivals_when_early_rejection_admitted_a_share(rat
 
 
 def test_without_a_gateway_enforcing_it_the_admission_ratio_does_not_scale_the_demand():
-    config = replace(LONG_REACH, admission_enforced=False)
+    config = replace(LONG_REACH, admission_enforced=PlannerConfig().admission_enforced)  # the default: no gateway
     result, _ = plan(pools(rps=10.0), state=PlannerState(admission_ratios={MODEL: 0.5}), config=config)
     assert result.outlooks[MODEL].demand_rps == pytest.approx(10.0, rel=0.01)
 
