@@ -44,7 +44,7 @@ from autoscaler.kube.drain import PodLoad, PodMarker
 from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
 from autoscaler.kube.machines import machines_needed
-from autoscaler.kube.pods import PodCounter
+from autoscaler.kube.pods import PodCounter, count_replicas
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
 from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_condition, next_status, status_patch
 from autoscaler.kube.watch import WatchCache
@@ -216,6 +216,8 @@ class KubeScaler:
         self._conflict_retries = conflict_retries
         self._now = now
         self._observed: dict[VariantRef, ScaleState] = {}  # the scale read before this cycle's decision
+        # The pods counted this cycle, by the selector they were listed with: a scale-down marks from them.
+        self._listed: dict[VariantRef, tuple[str, list[client.V1Pod]]] = {}
         self._able: dict[VariantRef, ConditionUpdate] = {}  # this cycle's AbleToScale, for write_status
 
     # -- the Scaler port -------------------------------------------------------------------------------------
@@ -228,6 +230,7 @@ class KubeScaler:
             self._refused(spec, exc, write_status=True)
             raise
         self._observed[spec.ref] = state
+        self._listed.pop(spec.ref, None)  # a new cycle: last cycle's pods are not this one's
         self._able[spec.ref] = ConditionUpdate(ABLE_TO_SCALE, "True", "ReadyForNewScale",
                                                "the target's scale subresource can be read")
         return state.replicas
@@ -243,7 +246,9 @@ class KubeScaler:
                                         namespace=spec.ref.namespace)
         if not observed.selector:
             return None
-        return self._counter.count(namespace=spec.ref.namespace, selector=observed.selector)
+        pods = self._counter.pods(namespace=spec.ref.namespace, selector=observed.selector)
+        self._listed[spec.ref] = (observed.selector, pods)
+        return count_replicas(pods)
 
     def scale(self, spec: VariantSpec, replicas: int) -> None:
         log = get_logger("scaler", variant=str(spec.ref))
@@ -335,8 +340,11 @@ class KubeScaler:
         if loads is None:
             log.info("drain_skipped", why="per-pod load unknown")
             return
+        listed = self._listed.pop(spec.ref, None)
+        pods = listed[1] if listed is not None and listed[0] == observed.selector else None
         try:
-            self._pods.mark(namespace=spec.ref.namespace, selector=observed.selector, loads=loads, remove=remove)
+            self._pods.mark(namespace=spec.ref.namespace, selector=observed.selector, loads=loads, remove=remove,
+                            pods=pods)
         except KubeActuationError as exc:  # best effort: the scale-down still happens, as it would without us
             log.warning("drain_marking_failed", error=str(exc))
 

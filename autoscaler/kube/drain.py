@@ -111,10 +111,13 @@ class PodMarker:
         self._may_write = may_write
         self._timeout_s = timeout_s
 
-    def mark(self, *, namespace: str, selector: str, loads: Mapping[str, float], remove: int) -> tuple[str, ...]:
-        """Mark the ``remove`` least-loaded running pods; returns the names marked. Raises ActuationError."""
-        pods = list_pods(self._core, namespace=namespace, selector=selector, timeout_s=self._timeout_s,
-                         purpose="listing pods to drain")
+    def mark(self, *, namespace: str, selector: str, loads: Mapping[str, float], remove: int,
+             pods: Sequence[client.V1Pod] | None = None) -> tuple[str, ...]:
+        """Mark the ``remove`` least-loaded running pods; returns the names marked. Raises ActuationError.
+        ``pods``: the selector's pods as listed earlier this cycle (saves a LIST); None lists them."""
+        if pods is None:
+            pods = list_pods(self._core, namespace=namespace, selector=selector, timeout_s=self._timeout_s,
+                             purpose="listing pods to drain")
         live = {p.metadata.name: p.metadata.annotations or {} for p in pods
                 if p.metadata is not None and p.metadata.name and p.metadata.deletion_timestamp is None}
         chosen = choose_pods_to_remove(pods=list(live), loads=loads, count=remove)

@@ -76,5 +76,9 @@ class PodCounter:
 
     def count(self, *, namespace: str, selector: str) -> ReplicaCounts:
         """Raises :class:`autoscaler.kube.failures.KubeActuationError` when the pods cannot be listed."""
-        return count_replicas(list_pods(self._core, namespace=namespace, selector=selector,
-                                        timeout_s=self._timeout_s, purpose="listing pods to count replicas"))
+        return count_replicas(self.pods(namespace=namespace, selector=selector))
+
+    def pods(self, *, namespace: str, selector: str) -> list[client.V1Pod]:
+        """The listed pods themselves, for a caller that counts them and may need them again this cycle."""
+        return list_pods(self._core, namespace=namespace, selector=selector, timeout_s=self._timeout_s,
+                         purpose="listing pods to count replicas")

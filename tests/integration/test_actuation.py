@@ -298,6 +298,47 @@ def test_scale_down_marks_the_least_loaded_pods_for_removal_first(kube_api_clien
     assert apps.read_namespaced_deployment(name="decode", namespace=kube_namespace).spec.replicas == 2
 
 
+def test_a_scale_down_cycle_marks_from_the_pods_it_counted_with_one_list(
+        kube_api_client: kube_client.ApiClient, kube_namespace: str, apis: Any) -> None:
+    apps, custom = apis
+    core = kube_client.CoreV1Api(kube_api_client)
+    make_deployment(apps, kube_namespace, "decode", replicas=3)
+    make_variant(custom, kube_namespace, "llama-decode", target="decode")
+    _make_pods(core, kube_namespace, "decode", ["decode-0", "decode-1", "decode-2"])
+    store = VariantStore()
+    spec = listed_spec(kube_api_client, kube_namespace, store, "llama-decode")
+    load = FixedLoad({"decode-0": 3, "decode-1": 1, "decode-2": 5})
+    scaler = KubeScaler(kube_api_client, store=store, identity=IDENTITY, pod_load=load)
+    pod_lists: list[str] = []
+    original = kube_api_client.rest_client.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "GET" and url.split("?")[0].endswith("/pods"):
+            pod_lists.append(url)
+        return original(method, url, *args, **kwargs)
+
+    kube_api_client.rest_client.request = request  # type: ignore[method-assign]
+    try:
+        # As the loop runs a cycle: read the scale, count the pods, then scale down.
+        scaler.current_replicas(spec)
+        assert scaler.replica_counts(spec) is not None
+        scaler.scale(spec, 2)
+        first_cycle = len(pod_lists)
+        marked_first = _costs(core, kube_namespace)
+        before_second = len(pod_lists)
+        # A later cycle that skipped counting lists for itself rather than reuse the last cycle's pods.
+        load.loads = {"decode-0": 0, "decode-1": 4, "decode-2": 5}
+        scaler.current_replicas(spec)
+        scaler.scale(spec, 1)
+    finally:
+        kube_api_client.rest_client.request = original  # type: ignore[method-assign]
+
+    assert (first_cycle, len(pod_lists) - before_second) == (1, 1)
+    low = str(REMOVE_FIRST_COST)
+    assert marked_first == {"decode-0": None, "decode-1": low, "decode-2": None}
+    assert _costs(core, kube_namespace) == {"decode-0": low, "decode-1": None, "decode-2": None}
+
+
 def test_scale_up_touches_no_pod(kube_api_client: kube_client.ApiClient, kube_namespace: str, apis: Any) -> None:
     apps, custom = apis
     core = kube_client.CoreV1Api(kube_api_client)
