@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -216,6 +217,9 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Directory for the PNG plots.")] = Path("."),
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
     seed: Annotated[int, typer.Option(help="Seed (the simulation is deterministic for a seed).")] = 0,
+    then: Annotated[list[str] | None, typer.Option(
+        "--then", help="Splice another trace after it, FILE or FILE@RATE (its arrival rate times RATE); "
+                       "repeatable, in order: --rate-scale 4 --then t.csv@12 --then t.csv@4 builds a surge.")] = None,
 ) -> None:
     """Replay a trace through a simulated disaggregated cluster under each policy: GPU-hours vs SLO attainment."""
     import dataclasses
@@ -228,7 +232,7 @@ def simulate(
     from autoscaler.sim.policies import STANDARD, check_names
     from autoscaler.sim.scenario import Scenario, resolve_profile
     from autoscaler.traces import rate_scale as scale_rate
-    from autoscaler.traces import read_trace, window
+    from autoscaler.traces import read_trace, splice, window
     from autoscaler.traces import time_stretch as stretch
 
     configure_logging(level="error", fmt="console")
@@ -236,10 +240,12 @@ def simulate(
     try:
         check_names(names)
         chosen = resolve_profile(profile)
+        parts = [_spliced_part(text) for text in then or ()]
         scenario = Scenario(profile=profile, slo_ttft_s=slo_ttft, slo_itl_s=slo_itl, node_delay_s=node_delay,
                             pod_delay_s=pod_delay, interval_s=interval, rate_scale=rate_scale, seed=seed,
                             tick_s=min(0.5, interval),
-                            extra=(("time_stretch", time_stretch), ("start_s", start), ("duration_s", duration)))
+                            extra=(("time_stretch", time_stretch), ("start_s", start), ("duration_s", duration),
+                                   *((("then", [f"{path}@{rate:g}" for path, rate in parts]),) if parts else ())))
         loaded = read_trace(trace)
         if start or duration is not None:
             loaded = window(loaded, start_s=start, end_s=start + (duration if duration is not None else 1e18))
@@ -247,6 +253,8 @@ def simulate(
             loaded = stretch(loaded, time_stretch)
         if rate_scale != 1.0:
             loaded = scale_rate(loaded, rate_scale)
+        if parts:
+            loaded = splice([loaded, *(scale_rate(read_trace(path), rate) for path, rate in parts)])
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -282,6 +290,20 @@ def simulate(
     print_table(results, scenario=scenario, console=console, title=title)
     for what, path in written.items():
         console.print(f"{what}: {path}")
+
+
+def _spliced_part(text: str) -> tuple[Path, float]:
+    """``FILE`` or ``FILE@RATE`` of ``--then``; ValueError naming the flag when RATE is not a positive number."""
+    path, sep, rate = text.rpartition("@")
+    if not sep:
+        return Path(text), 1.0
+    try:
+        factor = float(rate)
+    except ValueError:
+        raise ValueError(f"--then {text!r}: RATE after '@' must be a number") from None
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"--then {text!r}: RATE must be a finite number > 0")
+    return Path(path), factor
 
 
 @app.command()

@@ -87,6 +87,35 @@ def test_bad_flags_are_refused_with_exit_2(tmp_path, args, message):
     assert message in proc.stderr
 
 
+def test_then_splices_rate_scaled_traces_after_the_first_into_a_surge(tmp_path):
+    base = cli("simulate", "--trace", str(AZURE), "--duration", "60", "--policy", "oracle", "--json", "--no-plots",
+               cwd=tmp_path)
+    part = tmp_path / "minute.csv"
+    # The same minute, as a file of its own: the spliced parts are read whole.
+    lines = AZURE.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    first = json.loads(base.stdout)["requests"]
+    part.write_text("\n".join([header, *rows[:first]]) + "\n")
+    surge = cli("simulate", "--trace", str(part), "--policy", "oracle", "--json", "--no-plots",
+                "--then", f"{part}@3", "--then", str(part), cwd=tmp_path)
+    assert surge.returncode == 0, surge.stderr
+    report = json.loads(surge.stdout)
+    assert report["requests"] == 3 * first
+    # The middle part arrives three times as fast: the whole lasts about 1 + 1/3 + 1 of the part.
+    assert report["duration_s"] == pytest.approx(json.loads(base.stdout)["duration_s"] * (2 + 1 / 3), rel=0.05)
+    assert report["scenario"]["then"] == [f"{part}@3", f"{part}@1"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    pytest.param("x.csv@fast", "RATE after '@' must be a number", id="rate-not-a-number"),
+    pytest.param("x.csv@0", "RATE must be a finite number > 0", id="zero-rate"),
+])
+def test_a_bad_spliced_part_is_refused_naming_the_flag(tmp_path, value, message):
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "30", "--no-plots", "--then", value, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--then" in proc.stderr and message in proc.stderr
+
+
 def test_a_missing_trace_file_is_refused(tmp_path):
     proc = cli("simulate", "--trace", str(tmp_path / "nope.csv"), "--no-plots", cwd=tmp_path)
     assert proc.returncode == 2 and "nope.csv" in proc.stderr
