@@ -287,7 +287,7 @@ def simulate(
         sys.stdout.write(json.dumps(report) + "\n")
         return
     console = Console(width=None if Console().is_terminal else 140)
-    print_table(results, scenario=scenario, console=console, title=title)
+    print_table(results, scenario=scenario, console=console, title=title, profile=chosen)
     for what, path in written.items():
         console.print(f"{what}: {path}")
 

@@ -7,7 +7,13 @@ The JSON shape (``variant-autoscaler simulate --json``)::
      "policies": {"oracle": {"gpu_hours", "cost", "ttft_attainment", "itl_attainment", "rejected",
                              "scale_actions", ..., "interval_s"},
                   "default": {...}, "static-peak": {...}, ...},
+     "oracle_with_startup": {"gpu_hours": ..., "startup_s": ..., "gpu_hours_without_startup": ...},
      "plots": {"timeline": "...png", "cost_vs_attainment": "...png"}}
+
+``oracle_with_startup`` (with the oracle among the policies) is the clairvoyant that pays start-up
+(:mod:`autoscaler.sim.bounds`): the oracle's per-interval replicas, each one added paying the node and pod delay;
+every policy's entry then also has ``gpu_hours_vs_oracle_with_startup``. What separates it from the oracle is the
+start-up no policy can avoid; what separates a policy from it is the policy's own.
 
 Attainments are fractions of all requests of the trace (a rejected or unfinished request does not attain);
 ``feasible_fraction`` is the share that can meet both SLOs at all (alone on an idle cluster).
@@ -22,14 +28,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from autoscaler.core.types import Role
 from autoscaler.perf.profile import PerformanceProfile
+from autoscaler.sim.bounds import StartupBound, clairvoyant_with_startup
 from autoscaler.sim.plots import plot_cost_vs_attainment, plot_timelines
 from autoscaler.sim.policies import make_policy
 from autoscaler.sim.runner import RunResult, simulate
 from autoscaler.sim.scenario import Scenario
 from autoscaler.traces import Trace
 
-__all__ = ["print_table", "report_json", "run_policies", "write_plots"]
+__all__ = ["oracle_with_startup", "print_table", "report_json", "run_policies", "write_plots"]
 
 Progress = Callable[[str, float], None]  # (policy, simulated seconds done)
 
@@ -47,6 +55,28 @@ def run_policies(trace: Trace, scenario: Scenario, names: Sequence[str], *, prof
 
         results.append(simulate(trace, scenario, policy, profile=profile, progress=tick))
     return results
+
+
+def oracle_with_startup(results: Sequence[RunResult], *, scenario: Scenario,
+                        profile: PerformanceProfile) -> StartupBound | None:
+    """The clairvoyant-with-start-up bound from the oracle's run among ``results`` (None without one).
+
+    The oracle's capacity arrives at once, so its timeline's replicas per interval are its needs; the start-up is
+    the scenario's node + pod delay (the oracle itself ran without them), and the measured window ends where the
+    oracle's run did."""
+    oracle = next((r for r in results if r.policy == "oracle"), None)
+    if oracle is None or not oracle.timeline.t:
+        return None
+    timeline = oracle.timeline
+    interval = scenario.interval_s
+    for i, t in enumerate(timeline.t):
+        if abs(t - i * interval) > 1e-6:
+            raise ValueError(f"oracle timeline: entry {i} is at {t:g} s, not on the {interval:g} s control grid")
+    return clairvoyant_with_startup(
+        needs={Role.PREFILL: timeline.prefill_replicas, Role.DECODE: timeline.decode_replicas},
+        interval_s=interval, startup_s=scenario.node_delay(profile) + scenario.pod_delay(profile),
+        gpus_per_replica=profile.gpus_per_replica,
+        end_s=min(oracle.simulated_s, len(timeline.t) * interval))
 
 
 def report_json(*, trace_name: str, trace: Trace, scenario: Scenario, profile: PerformanceProfile,
@@ -68,20 +98,36 @@ def report_json(*, trace_name: str, trace: Trace, scenario: Scenario, profile: P
     if oracle is not None and oracle.gpu_hours > 0:
         for r in results:
             policies[r.policy]["gpu_hours_vs_oracle"] = round(r.gpu_hours / oracle.gpu_hours, 3)
+    bound = oracle_with_startup(results, scenario=scenario, profile=profile)
+    if bound is not None:
+        out["oracle_with_startup"] = {"gpu_hours": round(bound.gpu_hours, 4), "startup_s": bound.startup_s,
+                                      "gpu_hours_without_startup": round(bound.gpu_hours_without_startup, 4)}
+        if bound.gpu_hours > 0:
+            for r in results:
+                policies[r.policy]["gpu_hours_vs_oracle_with_startup"] = round(r.gpu_hours / bound.gpu_hours, 3)
     if plots:
         out["plots"] = plots
     return out
 
 
-def print_table(results: Sequence[RunResult], *, scenario: Scenario, console: Console, title: str) -> None:
+def print_table(results: Sequence[RunResult], *, scenario: Scenario, console: Console, title: str,
+                profile: PerformanceProfile | None = None) -> None:
+    """The results as a table; with ``profile``, a column over the clairvoyant that pays start-up too."""
     oracle = next((r for r in results if r.policy == "oracle"), None)
+    bound = oracle_with_startup(results, scenario=scenario, profile=profile) if profile is not None else None
     table = Table(title=title, title_justify="left")
-    for column in ("policy", "GPU-h", "vs oracle", "cost $", "TTFT ok", "ITL ok", "both ok", "rejected",
-                   "scale actions", "wall s"):
+    columns = ["policy", "GPU-h", "vs oracle", "cost $", "TTFT ok", "ITL ok", "both ok", "rejected",
+               "scale actions", "wall s"]
+    if bound is not None:
+        columns.insert(3, "vs oracle+start-up")
+    for column in columns:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for r in results:
         ratio = f"{r.gpu_hours / oracle.gpu_hours:.2f}x" if oracle and oracle.gpu_hours > 0 else "-"
-        table.add_row(r.policy, f"{r.gpu_hours:.2f}", ratio, f"{r.cost:.2f}", f"{r.ttft_attainment:.2%}",
+        ratios = [ratio]
+        if bound is not None:
+            ratios.append(f"{r.gpu_hours / bound.gpu_hours:.2f}x" if bound.gpu_hours > 0 else "-")
+        table.add_row(r.policy, f"{r.gpu_hours:.2f}", *ratios, f"{r.cost:.2f}", f"{r.ttft_attainment:.2%}",
                       f"{r.itl_attainment:.2%}", f"{r.both_attainment:.2%}", str(r.rejected), str(r.scale_actions),
                       f"{r.wall_s:.1f}")
     console.print(table)
@@ -89,6 +135,9 @@ def print_table(results: Sequence[RunResult], *, scenario: Scenario, console: Co
     console.print(f"SLO: TTFT <= {scenario.slo_ttft_s:g} s and mean ITL <= {scenario.slo_itl_s:g} s per request; "
                   f"{feasible:.2%} of requests can meet both at all (alone on an idle cluster); oracle interval "
                   f"{scenario.interval_s:g} s." if feasible is not None else "")
+    if bound is not None:
+        console.print(f"oracle+start-up: the oracle's replicas, each one added paying {bound.startup_s:g} s of node "
+                      f"and pod start-up first: {bound.gpu_hours:.2f} GPU-h.")
 
 
 def write_plots(results: Sequence[RunResult], *, directory: Path, stem: str, scenario: Scenario,
