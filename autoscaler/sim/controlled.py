@@ -58,6 +58,8 @@ def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predicti
         "controller": {"interval_s": s.interval_s},
         "planner": {"predictive": predictive, "slo_ttft_s": s.slo_ttft_s, "slo_itl_s": s.slo_itl_s,
                     "slo_percentile": s.slo_percentile,
+                    # Every pod the simulated cluster adds beyond a free GPU waits for a new node.
+                    "nodes_on_demand": s.node_delay(profile) > 0,
                     "forecast_lead_time_s": max(s.interval_s, s.node_delay(profile) + s.pod_delay(profile))},
     }
     settings = load_settings(None, _merge(base, overrides or {}))
@@ -66,9 +68,7 @@ def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predicti
         config = replace(config, forecast=replace(config.forecast, quantile=quantile))
     if methods is not None:
         config = replace(config, forecast=replace(config.forecast, methods=methods))
-    # Every pod the simulated cluster adds beyond a free GPU waits for a new node: nodes come on demand.
-    config = replace(config, admission=replace(config.admission, interval_s=s.interval_s),
-                     nodes_on_demand=s.node_delay(profile) > 0)
+    config = replace(config, admission=replace(config.admission, interval_s=s.interval_s))
     return config, settings.scaling_policy()
 
 

@@ -62,7 +62,9 @@ def _saturation() -> SimPolicy:
     from autoscaler.sim.controlled import ControllerPolicy
 
     # Reactive: the planner still feeds its forecaster but uses nothing of it; the cheapest method will do.
-    return ControllerPolicy(name="saturation", predictive=False, methods=(Method.LAST_VALUE,))
+    # As WVA scales: at once (the HPA's scale-up default), not with this product's node-boot window.
+    return ControllerPolicy(name="saturation", predictive=False, methods=(Method.LAST_VALUE,),
+                            overrides={"behavior": {"scale_up_window_s": 0.0}})
 
 
 _FACTORIES: dict[str, Callable[[], SimPolicy]] = {

@@ -81,3 +81,24 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "controller.interval_s" in lines[0] and "greater than 0" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "window"),
+    [
+        pytest.param({}, 0.0, id="free-gpus-react-at-once"),
+        pytest.param({"planner": {"nodes_on_demand": True}}, 120.0, id="nodes-on-demand-hold-a-rise-two-minutes"),
+        pytest.param({"nodes": {"enabled": True}}, 120.0, id="managed-machinesets-imply-nodes-on-demand"),
+        pytest.param({"planner": {"nodes_on_demand": True}, "behavior": {"scale_up_window_s": 0}}, 0.0,
+                     id="an-explicit-window-wins"),
+        pytest.param({"behavior": {"scale_up_window_s": 45}}, 45.0, id="explicit-without-nodes"),
+    ],
+)
+def test_the_scale_up_window_defaults_by_how_capacity_arrives(overrides, window):
+    settings = load_settings(None, overrides)
+    assert settings.scaling_policy().behavior.scale_up_window_s == window
+
+
+def test_a_negative_scale_up_window_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="scale_up_window_s"):
+        load_settings(None, {"behavior": {"scale_up_window_s": -1}})
