@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # before pyplot: renders to files on machines without a d
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 
 from autoscaler.sim.runner import RunResult
 
@@ -90,6 +91,10 @@ def plot_cost_vs_attainment(results: Sequence[RunResult], *, path: Path, title: 
             near.scatter(result.gpu_hours, result.both_attainment * 100, **style)  # type: ignore[arg-type]
     if any(r.gpu_hours > 0 for r in results):
         whole.set_xscale("log")
+        # Plain numbers at 1-2-5 steps: matplotlib's labelled minor ticks (2x10^0, 3x10^0, ...) run together.
+        whole.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        whole.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        whole.xaxis.set_minor_formatter(ticker.NullFormatter())
     for ax in (whole, near):
         if target is not None:
             ax.axhline(target * 100, color="black", lw=0.6, ls="--")
