@@ -42,13 +42,26 @@ Policies, each counting rejections at its own decision point (Mooncake's):
 - ``predictive-ahead``, ``spread-ahead``: predictive / predictive-spread whose forecast also counts the requests
   admitted *after* this one that finish prefill first on other instances (``PoolsView.later_arrivals``: the
   admitted rate over the last minute, the prefill times and prompts of the last 500 admissions).
+- ``break-even`` (issue 5): Mooncake's prediction plus the Conductor's double-check at the door, each half set from
+  the SLOs and a cost count, nothing fitted to the trace. At arrival, spread-ahead's forecast; admit when
+  P(decode load at entry <= 1) > w / (1 + w) (``GatewayConfig.break_even``): rejecting costs the request; admitting
+  one that then does not fit costs the request and its prefill, w = its prefill seconds / the mean of arrivals'
+  x min(1, prefill load) requests (prefill displaced, only as far as prefill is busy). So a request with little to
+  prefill (short, or mostly cached) is taken on a noisy forecast, a long one needs margin, and with idle prefill
+  whatever may fit goes through. The probability's spread is the lengths' plus the unexplained variance of the
+  last 500 misses (as p25/p75). At the door: first-fit; a request waits at most ``door_patience`` = (TBT SLO -
+  today's mean step) x (mean output - 1), the wait a mean-length output absorbs within its TBT SLO, then is rejected
+  there (prefill wasted). Requests in prefill count in later forecasts at the fit probability they were admitted
+  on (``PrefillJob.seat_probability``): the door may turn them away;
+- ``reactive+wait``, ``spread-ahead+wait``: break-even's door alone, behind reactive's and spread-ahead's admission.
 
 Regimes (``--regimes``): ``kv`` uses the paper's real-trace SLOs (TTFT 30 s, TBT 0.1 s); with 12k-token prompts this
 profile's KV cache fills (a step of 0.06-0.07 s) before the step reaches 0.1 s, so decode is KV-bound. ``tbt`` is the
 paper's decode load, predicted TBT / TBT SLO: Mooncake measures decode load that way (section 7) because on its
 engine the TBT limit binds; here a 50 ms SLO makes it bind at 50-65% of the cache (the "TBT binds %" column: 100%
 of busy decode time, against 2-8% in ``kv``). Decode then needs ~1.9 instances, so 1D is 1.9x overloaded and 2D
-about at capacity with bursts. Plots: ``early_rejection.png`` (kv, 6P+1D), ``early_rejection_tbt.png`` (tbt, 8P+2D).
+about at capacity with bursts. Plots: ``early_rejection.png`` (kv, 6P+1D), ``early_rejection_tbt.png`` (tbt, 8P+2D),
+one panel per rule, break-even's last.
 
 Overtaking, measured for every policy: when a request reaches decode, the load of the sequences there whose requests
 arrived after it ("overtaken": requests no arrival-time forecast knows of); the same for the shortest and longest
@@ -61,7 +74,63 @@ decode load (mean over instances of max(step / TBT SLO, KV share, seat share)) s
 their standard deviation, mean peak-to-peak per minute, and correlation (negative: anti-phase).
 
 What it shows (default run; R reactive, E early, P predictive, S predictive-spread, p25/p75 the probability rule,
-F the first-fit door; rejected, then goodput = requests completed within both SLOs):
+F the first-fit door; rejected, then goodput = requests completed within both SLOs).
+
+Issue 5, break-even (B) against R, E, P and its door alone (RW reactive+wait, SW spread-ahead+wait):
+
+  regime pools   R           E           P           B           RW          SW
+  KV 8P+1D       2458/9573   2645/8599   3870/5200   1369/9583   1452/9214   3958/7943
+  KV 6P+1D       2237/9794   2710/8028   3926/6128   1439/9519   1398/9232   4209/7567
+  KV 5P+1D       1970/10061  2620/7927   3415/7764   1707/9257   1334/9481   3265/8521
+  KV 4P+1D       1637/10394  1958/9653   1849/9889   1469/10085  1456/10118  1863/9939
+  TBT 8P+2D      206/11825   218/11490   113/10564   225/11801   211/11815   260/11766
+  TBT 8P+1D      4000/8031   3885/4639   5407/345    3321/8614   4135/7715   3760/8236
+  TBT 6P+1D      3845/8186   4053/4553   5594/1283   3406/8515   3967/7913   5089/6894
+  TBT 4P+1D      3063/8968   3953/4133   4037/3745   3287/8653   3125/8815   3893/8108
+  (8P+8D: 80/11951 for all.)
+
+  oscillation    prefill std / p2p: R, E, P, B          decode std / p2p: R, E, P, B         corr R, E, P, B
+  KV 8P+1D       .145/.297 .100/.245 .094/.286 .027/.087  .045/.150 .068/.174 .014/.065 .027/.058  -.17 -.49 +.03 -.53
+  KV 6P+1D       .086/.252 .236/.460 .186/.390 .180/.164  .035/.131 .104/.231 .032/.091 .021/.055  -.08 -.58 -.22 -.02
+  TBT 8P+1D      .145/.297 .084/.229 .091/.284 .023/.081  .033/.115 .038/.126 .013/.056 .039/.121  -.09 -.45 -.06 -.40
+  TBT 6P+1D      .086/.252 .186/.403 .189/.422 .084/.147  .027/.108 .058/.156 .037/.106 .035/.131  -.10 -.46 -.38 -.05
+  TBT 4P+1D      .047/.170 .351/.811 .081/.269 .101/.259  .045/.137 .121/.271 .061/.138 .047/.145  -.09 -.59 -.20 -.21
+
+- Where decode alone binds (1D behind 6-8P), B rejects fewer than both R and E, the paper's ranking (its Table 3:
+  -14% against the baseline): KV 8P/6P+1D 1369/1439 against R 2458/2237 (-44%/-36%); TBT 8P/6P+1D 3321/3406
+  against R 4000/3845 and E 3885/4053 (-17%/-11%). Goodput is at or above R's in the TBT-bound runs (8614/8515
+  against 8031/8186), level at KV 8P+1D (9583 against 9573), 3% below at KV 6P+1D (9519 against 9794). Its prefill
+  load swings least of all rules at 8P (std 0.023-0.027, p2p 0.08-0.09 against R's 0.145/0.297, E's 0.08-0.10/
+  0.23-0.25); its decode load swings least at KV 6P+1D (std 0.021 against R 0.035, E 0.104; correlation -0.02);
+  at 8P+1D decode swings as much as R's (0.027-0.039 against 0.033-0.045) and in anti-phase (-0.40/-0.53, like E)
+  but with a prefill swing a sixth of theirs. It wastes 2-5 GPU-h of prefill where R wastes 6-13.
+- Why: (a) size. Its level rises with the prefill a misfit wastes, so its arrival rejections fall on long uncached
+  prompts (8.1k prompt tokens per completed request against R's 8.8-9.1k and P's 11-12k); (b) R's rule is kept for
+  the rest: at idle prefill the level is 0 and the door's exact check decides; (c) the door is bounded: nothing
+  waits longer than its slack (p99 0.2 s TBT-bound, against P's 9-11 s).
+- Where it loses: TBT 8P+2D (225 against R 206, E 218; P's 113 costs 1.3k of goodput), decode ~5% over demand:
+  rejections come from bursts and B leaves them to the door, as R does. TBT 4P+1D (3287 against R 3063; it beats
+  E 3953 and P 4037): both pools tight, R's TTFT check already turns long prompts away (1321 for TTFT) and B's
+  arrival rule adds little. At KV 5P+1D B (1707) beats R (1970) but its door alone (RW 1334) beats B.
+- The door alone: in the KV-bound regime the TBT slack is large (steps 0.06-0.07 s against a 0.1 s SLO: ~12 s of
+  patience for a mean output), so the bounded door gives reactive rejection most of the gain (RW 1452/1398 at
+  8P/6P+1D), at a goodput cost (door wait p99 7 s, which short outputs cannot absorb: RW 9214 against R 9573). In
+  the TBT-bound regime the patience is under a second, RW is R (4135 against 4000 at 8P+1D) and the arrival rule
+  makes B's gain; SW (the door behind the expected-load rule) gains less (3760) and loses at 6P+1D (5089).
+- Pool sizes, "both pools tight" (the paper's 8P+8D overloaded): prefill work of the requests that can meet the
+  TTFT SLO is 7.45 instances (8P+8D: prefill 93% busy), decode needs ~1.9 (TBT-bound); the same capacity/demand
+  in both pools means P/D = 3.9: 8P+2D (both ~1.05x demand) and 4P+1D (both ~0.53x), already run; no sizes added.
+  That is where B does not win: wasted prefill does turn into TTFT rejections there (R 1321 at 4P+1D), but R's
+  TTFT check selects small prompts as its door does.
+- Set, not fitted: w counts prefill in the mean prefill of arriving requests and values it by min(1, prefill
+  load); the patience is the slack of a mean output at today's step; the spread reuses the 500-miss sample of
+  p25/p75. Tried and dropped: counting w in the mean prefill of *admitted* requests fed back (turning long prompts
+  away lowers it and raises every level): TBT 4P+1D oscillated (prefill std 0.30, 4.6k rejected). Regressing the
+  load met at entry on the load predicted (online calibration) locked out in the KV-bound regime: the door caps
+  the load met near 1 whatever was predicted, the slope fell to 0, everything was rejected and no admission came
+  to recalibrate (9.8k rejected at KV 8P+1D).
+
+Earlier policies:
 
   KV-bound (TBT 0.1 s)   R           E           P           S           p25         p75         F
   8P+8D                  80/11951    80/11951    80/11951    80/11951    80/11951    80/11951    80/11951
@@ -175,6 +244,7 @@ from autoscaler.core.gateway_admission import (
     OutputLengths,
     PoolsView,
     PrefillJob,
+    door_patience,
     judge_request,
     seat_from_door,
 )
@@ -231,6 +301,10 @@ class Policy:
     probability: float | None = None  # admit when P(decode load at entry <= threshold) reaches this
     door: DoorRule = DoorRule.FIFO  # who takes a freed seat among the admitted requests waiting for one
     overtakers: bool = False  # the forecast also counts later admissions that finish prefill first
+    break_even: bool = False  # admit when P(fit at entry) beats the break-even level (GatewayConfig.break_even)
+    patience: bool = False  # a prefilled request waits at the door at most door_patience, then is rejected there
+    seat_odds: bool = False  # requests in prefill count at the fit probability they were admitted on
+    # (PrefillJob.seat_probability): the door may turn them away
 
 
 POLICIES = {
@@ -245,6 +319,13 @@ POLICIES = {
     "predictive-fit": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, door=DoorRule.FIRST_FIT),
     "predictive-ahead": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, overtakers=True),
     "spread-ahead": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, overtakers=True),
+    # Mooncake's prediction with the Conductor's double-check at the door, the door bounded by the TBT slack:
+    "break-even": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, overtakers=True,
+                         break_even=True, patience=True, door=DoorRule.FIRST_FIT, seat_odds=True),
+    # ... and its bounded door alone, behind reactive admission and behind spread-ahead's expected-load rule.
+    "reactive+wait": Policy(RejectionPolicy.REACTIVE, door_rejects=False, patience=True, door=DoorRule.FIRST_FIT),
+    "spread-ahead+wait": Policy(RejectionPolicy.PREDICTIVE, door_rejects=False, spread=True, overtakers=True,
+                                patience=True, door=DoorRule.FIRST_FIT),
 }
 
 
@@ -378,7 +459,8 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
     out = Outcome(policy=policy)
     kind = POLICIES[policy]
     profile, slo, threshold = setup.profile, setup.slo, setup.threshold
-    config = GatewayConfig(slo=slo, policy=kind.rule, reject_above=threshold, admit_probability=kind.probability)
+    config = GatewayConfig(slo=slo, policy=kind.rule, reject_above=threshold, admit_probability=kind.probability,
+                           break_even=kind.break_even)
     n = len(trace)
     arrival = trace.arrival_s
     prompts = trace.input_tokens.astype(np.float64)
@@ -388,12 +470,17 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
     free_at = np.zeros(setup.prefill)  # when each prefill instance's queue empties
     inflight: list[tuple[float, int, float]] = []  # heap of (prefill done, request, prefill seconds)
     door: deque[tuple[int, float]] = deque()  # prefilled, waiting for a decode seat: (request, prefill seconds)
+    give_up_at: dict[int, float] = {}  # with patience: when each request at the door is rejected there
+    seat_chance: dict[int, float] = {}  # with seat_odds: the fit probability each request was admitted on
     ready_at = np.full(n, math.nan)  # when each request's prefill finished (its first token)
     decode = Decode(setup)
     finished_lengths: deque[float] = deque(maxlen=LENGTH_SAMPLE)
     lengths_cache: dict[tuple[int, float], OutputLengths] = {}
     mean_output = FIRST_MEAN_OUTPUT
     mean_own_prefill = prefill_seconds(profile, tokens=float(prompts[: min(n, 50)].mean()))
+    # The unit of wasted prefill for break-even: the prefill of an arriving request, admitted or not (the admitted
+    # mean would shrink as the rule turns long prompts away and raise every level in turn).
+    mean_arrival_prefill = mean_own_prefill
     predicted: dict[int, tuple[float, float, float]] = {}  # request: (load at entry, load now, sd from lengths)
     misses: deque[float] = deque(maxlen=MISS_SAMPLE)
     length_variances: deque[float] = deque(maxlen=MISS_SAMPLE)
@@ -421,11 +508,14 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
                                          admitted=((s, p) for _, s, p in admitted))
 
     def view(now: float) -> PoolsView:
-        jobs = [PrefillJob(done_at=done, prompt_tokens=prompts[i]) for done, i, _ in inflight]
-        jobs += [PrefillJob(done_at=ready_at[i], prompt_tokens=prompts[i]) for i, _ in door]
+        jobs = [PrefillJob(done_at=done, prompt_tokens=prompts[i], seat_probability=seat_chance.get(i, 1.0))
+                for done, i, _ in inflight]
+        jobs += [PrefillJob(done_at=ready_at[i], prompt_tokens=prompts[i], seat_probability=seat_chance.get(i, 1.0))
+                 for i, _ in door]
         return PoolsView(prefill_profile=profile, decode_profile=profile, prefill_free_at=tuple(free_at.tolist()),
                          decode_replicas=setup.decode, outputs=output_lengths(), prefill_jobs=tuple(jobs),
-                         decoding=decode.sequences(), later_arrivals=later_arrivals(now))
+                         decoding=decode.sequences(), later_arrivals=later_arrivals(now),
+                         mean_prefill_s=mean_arrival_prefill)
 
     def finish(i: int, at: float) -> None:
         out.completed += 1
@@ -475,13 +565,16 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             out.arrivals += 1
             cached = cached_prefix(hashes[i], seen, prompts[i])
             verdict = judge_request(view(at), prompt_tokens=prompts[i], cached_tokens=cached, now=at, config=config)
+            seconds = prefill_seconds(profile, tokens=prompts[i] - cached, cached_tokens=cached)
+            mean_arrival_prefill += EWMA * (seconds - mean_arrival_prefill)
             if not verdict.admit:
                 out.rejected_at_arrival += 1
                 out.rejected_for_ttft += verdict.prefill_load > threshold
                 continue
             predicted[i] = (verdict.decode_load_at_entry, verdict.decode_load_now, verdict.decode_load_sd_at_entry)
+            if kind.seat_odds and math.isfinite(verdict.fit_probability):
+                seat_chance[i] = verdict.fit_probability
             replica = int(np.argmin(free_at))
-            seconds = prefill_seconds(profile, tokens=prompts[i] - cached, cached_tokens=cached)
             admitted.append((at, seconds, float(prompts[i])))
             free_at[replica] = max(free_at[replica], at) + seconds
             heapq.heappush(inflight, (float(free_at[replica]), i, seconds))
@@ -503,7 +596,7 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             out.entry_prompts.append(float(prompts[i]))
             out.persistence_error.append(now - actual)
             out.length_sd.append(length_sd)
-            if kind.probability is not None and math.isfinite(then - actual):
+            if (kind.probability is not None or kind.break_even) and math.isfinite(then - actual):
                 # The error the output lengths do not explain: the misses' variance less the lengths' share.
                 misses.append(then - actual)
                 length_variances.append(length_sd ** 2)
@@ -522,9 +615,22 @@ def simulate(trace: Trace, *, policy: str, setup: Setup) -> Outcome:
             else:
                 door.append((i, seconds))
                 door_changed = True
+                if kind.patience:  # the slack a mean output leaves at today's step (the door's exact check
+                    steps = decode.step_times()  # keeps its own step within the SLO)
+                    busy_steps = steps[np.isfinite(steps)]
+                    step = float(busy_steps.mean()) if len(busy_steps) else profile.decode_step_time(1.0, 0.0)
+                    give_up_at[i] = done_at + door_patience(slo=slo, step_s=step, output_tokens=mean_output)
         if door_changed:  # loads only grow until a sequence finishes: nothing new can fit before
             open_door(t_next)
             door_changed = False
+        if kind.patience and door and min(give_up_at[i] for i, _ in door) < t_next:
+            waiting = list(door)
+            door.clear()
+            for i, seconds in waiting:
+                if give_up_at[i] < t_next:
+                    reject_at_door(i, seconds)
+                else:
+                    door.append((i, seconds))
 
         if len(decode.remaining):
             steps = decode.step_times()
@@ -744,7 +850,8 @@ def main() -> None:
         report(console, regime=regime, results=results, speed=args.speed, trace=trace, stop=stop)
         setup = next(s for s in results if (s.prefill, s.decode) == plotted)
         shown = [o for o in results[setup] if o.policy in ("reactive", "early", "predictive", "predictive-spread",
-                                                           "predictive-p25", "predictive-fit", "spread-ahead")]
+                                                           "predictive-p25", "predictive-fit", "spread-ahead",
+                                                           "break-even")]
         path = args.plot_dir / regime.plot.name
         plot(shown, path=path, threshold=args.threshold, stop=stop,
              title=f"{regime.name}: prefill and decode load per policy, {TRACE.name} at {args.speed:g}x, {setup} "

@@ -41,6 +41,12 @@ Options beyond the paper, all off by default:
   level of 0.5 it is too, whatever the spread.
 - :func:`seat_from_door` with ``DoorRule.FIRST_FIT``: when a seat frees, the oldest waiting admitted request that
   fits takes it, instead of only the head of the line (``FIFO``).
+- ``GatewayConfig.break_even``: for a gateway whose Conductor rejects at the decode door an admitted request that
+  does not fit (after waiting at most :func:`door_patience`). PREDICTIVE then admits when the probability of fitting
+  at entry beats :func:`break_even_fit_probability`: rejecting now costs the request; admitting one that does not
+  fit costs the request and the prefill spent on it, which is worth requests only while prefill is busy. The level
+  grows with the request's own prefill, so a small request is taken on a noisy forecast and a large one needs
+  margin; with idle prefill it is 0 (admit whatever may fit: the door decides, as reactive rejection does).
 
 Pure: values in, values out; times are seconds on the caller's clock.
 """
@@ -70,6 +76,8 @@ __all__ = [
     "RequestVerdict",
     "admit_request",
     "book_prefill",
+    "break_even_fit_probability",
+    "door_patience",
     "expect_overtakers",
     "forecast_decode",
     "judge_request",
@@ -130,9 +138,14 @@ class PrefillJob:
     done_at: float
     """When its prefill is expected to finish (seconds); at or before now: prefilled, waiting for a decode seat."""
     prompt_tokens: float  # its whole prompt: the KV it brings to decode
+    seat_probability: float = 1.0
+    """Chance it takes a decode seat: 1 where the door waits for one; where the door rejects what does not fit,
+    the fit probability it was admitted on (the forecast then counts it as that share of an entry)."""
 
     def __post_init__(self) -> None:
         _check("PrefillJob", "prompt_tokens", self.prompt_tokens)
+        if not 0.0 <= self.seat_probability <= 1.0:
+            raise ValueError(f"PrefillJob.seat_probability must lie in [0, 1], got {self.seat_probability}")
         if math.isnan(self.done_at):
             raise ValueError("PrefillJob.done_at must be a number, got nan")
 
@@ -197,10 +210,15 @@ class PoolsView:
     later_arrivals: LaterArrivals | None = None
     """When set, forecasts also count later admissions that overtake (:func:`expect_overtakers`); None: only the
     requests admitted so far (Mooncake's prediction)."""
+    mean_prefill_s: float | None = None
+    """Mean prefill seconds of recent arrivals, admitted or not: the unit ``GatewayConfig.break_even`` counts wasted
+    prefill in (the admitted mean would shrink as the rule turns long prompts away, raising every level in turn)."""
 
     def __post_init__(self) -> None:
         if self.decode_replicas < 0:
             raise ValueError(f"PoolsView.decode_replicas must be >= 0, got {self.decode_replicas}")
+        if self.mean_prefill_s is not None and not (math.isfinite(self.mean_prefill_s) and self.mean_prefill_s > 0):
+            raise ValueError(f"PoolsView.mean_prefill_s must be a finite number > 0, got {self.mean_prefill_s}")
         for value in self.prefill_free_at:
             if math.isnan(value):
                 raise ValueError("PoolsView.prefill_free_at must hold numbers, got nan")
@@ -217,7 +235,11 @@ class GatewayConfig:
     0.5 it admits on doubt, above it asks for a margin. None: admit on the expected load (Mooncake's rule)."""
     forecast_error_sd: float = 0.0
     """Standard deviation (in load) of the forecast error the output lengths do not explain, added in quadrature to
-    theirs; e.g. measured from recent misses. Used only with ``admit_probability``."""
+    theirs; e.g. measured from recent misses. Used only with ``admit_probability`` or ``break_even``."""
+    break_even: bool = False
+    """PREDICTIVE only, for a decode door that rejects what does not fit (after at most :func:`door_patience`):
+    admit when P(decode load at entry <= reject_above) exceeds :func:`break_even_fit_probability` for this
+    request. Needs ``PoolsView.mean_prefill_s``; excludes ``admit_probability``."""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.reject_above) and self.reject_above > 0):
@@ -226,6 +248,8 @@ class GatewayConfig:
         if level is not None and not (0.0 < level < 1.0):
             raise ValueError(f"GatewayConfig.admit_probability must lie strictly between 0 and 1, got {level}")
         _check("GatewayConfig", "forecast_error_sd", self.forecast_error_sd)
+        if self.break_even and level is not None:
+            raise ValueError("GatewayConfig.break_even and admit_probability exclude each other: set one")
 
 
 class DoorRule(StrEnum):
@@ -263,6 +287,8 @@ class RequestVerdict:
     """P(decode load at entry <= threshold), normal approximation (nan when the request never reaches decode)."""
     decode_load_sd_at_entry: float = 0.0
     """Standard deviation of that load from the output lengths alone, on the limit least likely to hold."""
+    required_probability: float = math.nan
+    """The fit probability the rule asked for (``admit_probability`` or the break-even level); nan: none asked."""
 
 
 def _pool(view: PoolsView) -> DecodePool:
@@ -359,7 +385,7 @@ def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast
         if entered > at:
             continue
         decoded = (at - entered) / step if math.isfinite(step) else 0.0
-        p = view.outputs.still_decoding(generated=1.0, more=decoded)
+        p = job.seat_probability * view.outputs.still_decoding(generated=1.0, more=decoded)
         held = job.prompt_tokens + decoded
         entering += p
         kv += p * held
@@ -432,6 +458,7 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
     load_now = _load_with(view, slo=slo, running=float(len(view.decoding)), kv_tokens=now_kv,
                           prompt_tokens=prompt_tokens)
     entry = now + ttft
+    break_even = config.break_even and config.policy is RejectionPolicy.PREDICTIVE
     if math.isfinite(entry):
         # Later admissions queue behind this one: forecast over the queues with it booked (no effect without them).
         booked = view if view.later_arrivals is None else replace(
@@ -447,11 +474,18 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
                         RejectionPolicy.PREDICTIVE: load_then}[config.policy]
     loads = f"prefill load {prefill_load:.2f}, decode load {load_now:.2f} now and {load_then:.2f} at entry"
     level = config.admit_probability if config.policy is RejectionPolicy.PREDICTIVE else None
+    if break_even:
+        if view.mean_prefill_s is None:
+            raise ValueError("GatewayConfig.break_even needs PoolsView.mean_prefill_s (recent mean prefill seconds)")
+        cached = min(cached_tokens, prompt_tokens)
+        own = prefill_seconds(view.prefill_profile, tokens=prompt_tokens - cached, cached_tokens=cached)
+        level = break_even_fit_probability(prefill_s=own, mean_prefill_s=view.mean_prefill_s,
+                                           prefill_load=min(prefill_load, 1.0))  # inf: no prefill, rejected below
     if prefill_load > threshold:
         admit, reason = False, f"reject: TTFT over SLO ({loads})"
-    elif level is not None and not fits >= level:  # nan (never reaches decode) rejects too
+    elif level is not None and not (fits > level if break_even else fits >= level):  # nan rejects too
         admit, reason = False, (f"reject: P(decode within TBT SLO and KV when it would start decoding) {fits:.2f} "
-                                f"< {level:.2f} ({loads})")
+                                f"{'<=' if break_even else '<'} {level:.2f} ({loads})")
     elif level is None and decode_load_used > threshold:
         when = "now" if config.policy is RejectionPolicy.EARLY else "when it would start decoding"
         admit, reason = False, f"reject: decode over TBT SLO or KV {when} ({loads})"
@@ -459,7 +493,33 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
         admit, reason = True, f"admit: {loads}, P(fits at entry) {fits:.2f}"
     return RequestVerdict(admit=admit, prefill_load=prefill_load, decode_load_now=load_now,
                           decode_load_at_entry=load_then, entry_at=entry, reason=reason, fit_probability=fits,
-                          decode_load_sd_at_entry=spread)
+                          decode_load_sd_at_entry=spread, required_probability=math.nan if level is None else level)
+
+
+def break_even_fit_probability(*, prefill_s: float, mean_prefill_s: float, prefill_load: float) -> float:
+    """The probability of fitting decode at entry above which admitting a request costs fewer requests than
+    rejecting it, when a request that does not fit is rejected at the decode door.
+
+    Rejecting at arrival loses the request. Admitting loses nothing if it fits (probability p) and otherwise the
+    request and its prefill, ``prefill_s``, worth ``w = prefill_s / mean_prefill_s x min(1, prefill_load)``
+    requests: other requests' prefill displaced, counted in mean prefills, and only as far as prefill is busy
+    (``prefill_load``, predicted TTFT / TTFT SLO: at 0 the replica would idle, at 1 or more every second spent is
+    one another request lacks before its TTFT SLO). Admit when (1 - p)(1 + w) < 1, i.e. p > w / (1 + w)."""
+    _check("break_even_fit_probability", "prefill_s", prefill_s)
+    _check("break_even_fit_probability", "prefill_load", prefill_load)
+    if not (math.isfinite(mean_prefill_s) and mean_prefill_s > 0):
+        raise ValueError(f"break_even_fit_probability.mean_prefill_s must be a finite number > 0, got {mean_prefill_s}")
+    wasted = prefill_s / mean_prefill_s * min(1.0, prefill_load)
+    return wasted / (1.0 + wasted)
+
+
+def door_patience(*, slo: LatencySLO, step_s: float, output_tokens: float) -> float:
+    """Seconds a prefilled request can wait for a decode seat and still meet the TBT SLO per output token, if it
+    then decodes ``output_tokens`` (the first, from prefill, included) at ``step_s`` a token:
+    wait + (output - 1) x step <= (output - 1) x TBT SLO. 0 when the step already misses the SLO."""
+    _check("door_patience", "step_s", step_s)
+    _check("door_patience", "output_tokens", output_tokens, low=1.0)
+    return max(0.0, (slo.tbt_s - step_s) * (output_tokens - 1.0))
 
 
 def admit_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float,
