@@ -25,9 +25,11 @@ standard deviation of 0.066-0.085 with the exponential model against 0.081-0.091
 
 This module decides from pool totals once per control cycle; a gateway deciding per request, as Mooncake's Conductor
 does, uses :mod:`autoscaler.core.gateway_admission` over its own view of the queues and running sequences. What the
-prediction buys is measured in ``benchmarks/bench_early_rejection.py`` (Mooncake trace at 2x, KV-bound decode): it
-damps early rejection's anti-phase swings and wastes no prefill, but rejects more requests than reactive rejection
-at the decode door, whose exact check serves smaller prompts first (see that file's docstring).
+prediction buys is measured in ``benchmarks/bench_early_rejection.py`` (Mooncake trace at 2x, KV- and TBT-bound
+decode): Mooncake's rule alone damps early rejection's anti-phase swings and wastes no prefill but rejects more than
+reactive rejection at the decode door, whose exact check serves smaller prompts first; the gateway's break-even rule
+(prediction at arrival, a bounded wait at the door) rejects fewer than both where decode alone is tight (see that
+file's docstring).
 
 Besides the per-request decision the result carries an admission ratio (the share of the next interval's
 arrivals the pools can take while both loads stay under the threshold; a gateway applies it per interval) and
