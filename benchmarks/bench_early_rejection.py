@@ -702,7 +702,7 @@ def plot(outcomes: list[Outcome], *, path: Path, title: str, threshold: float, s
     np.atleast_1d(axes)[0].legend(loc="lower center", fontsize=8, ncol=3, framealpha=0.9)
     np.atleast_1d(axes)[-1].set_xlabel("minutes (thin: 1 s samples, thick: 15 s moving mean)")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.985))  # room for the suptitle above the first panel's title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
