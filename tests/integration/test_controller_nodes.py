@@ -144,7 +144,8 @@ def controller(cluster: Cluster, signals: VariantSignals, *, dry_run: bool = Fal
         "kube": {"namespace": cluster.ns},
         "nodes": {"enabled": True, "machine_namespace": cluster.ns},
         "planner": {"predictive": False},
-        "behavior": {"max_step_up": 2, "scale_down_window_s": 0},
+        # One cycle acts: no stabilisation (nodes.enabled would otherwise hold a rise for 120 s).
+        "behavior": {"max_step_up": 2, "scale_down_window_s": 0, "scale_up_window_s": 0},
     })
     built = build_controller(settings, api_client=cluster.api, dry_run=dry_run)
     assert isinstance(built.nodes, KubeNodePool)
