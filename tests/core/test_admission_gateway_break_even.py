@@ -30,14 +30,8 @@ from autoscaler.core.gateway_admission import (
     forecast_decode,
     judge_request,
 )
-from autoscaler.perf.profile import PerformanceProfile
+from tests.core.test_admission_gateway import PROFILE
 
-PROFILE = PerformanceProfile(
-    name="simple", model="m", accelerator="x", gpus_per_replica=1,
-    prefill_a=0.0, prefill_b=0.001, prefill_c=0.0,
-    decode_alpha=0.01, decode_beta=0.0001, decode_gamma=0.0,
-    kv_capacity_tokens=10**9, max_num_seqs=1000,
-)
 SLO = LatencySLO(ttft_s=6.0, tbt_s=0.05)
 NOW = 100.0
 FIT = statistics.NormalDist().cdf(-0.002 / (0.002 * math.sqrt(200)))  # 0.4718
