@@ -40,7 +40,7 @@ from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.sim.scenario import Scenario
 from autoscaler.traces import Trace
 
-__all__ = ["Admission", "CompletionRecord", "Outcomes", "PoolCounters", "SimCluster", "ttft_and_itl"]
+__all__ = ["Admission", "CompletionRecord", "DecodeState", "Outcomes", "PoolCounters", "SimCluster", "ttft_and_itl"]
 
 Admission = Callable[[int, float], bool]
 """Gateway admission: (request index in the trace, arrival time) -> admit? Set by a policy for early rejection."""
@@ -86,6 +86,16 @@ class CompletionRecord:
     itl_count: int  # inter-token gaps behind ``itl_s``
     prompt_tokens: int
     generated_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeState:
+    """What a per-request gateway reads of the decode pool (:meth:`SimCluster.decode_state`)."""
+
+    replicas: int  # ready pods taking requests
+    contexts: list[int]  # per decoding sequence: KV tokens held (prompt + generated)
+    generated: list[int]  # per decoding sequence: output tokens so far
+    waiting_tokens: list[int]  # per request routed to decode and not decoding: its KV context
 
 
 @dataclass(slots=True)
@@ -435,6 +445,39 @@ class SimCluster:
         iterations = -(-tokens // p.max_num_batched_tokens)
         work = iterations * p.prefill_a + p.prefill_b * tokens + p.prefill_c * (best.load_sq + prompt_tokens ** 2)
         return work + self.transfer_s(prompt_tokens) + p.decode_step_time(1, prompt_tokens)
+
+    def prefill_backlog_s(self) -> list[float]:
+        """Per ready prefill pod taking requests, seconds of routed work it has left: the router's estimate from
+        outstanding prompt tokens, as :meth:`predicted_ttft_s` makes it (read-only, for a per-request gateway)."""
+        p = self.profile
+        out = []
+        for pod in self.pools[Role.PREFILL].pods:
+            if pod.engine is None:
+                continue
+            iterations = -(-pod.load // p.max_num_batched_tokens)
+            out.append(iterations * p.prefill_a + p.prefill_b * pod.load + p.prefill_c * pod.load_sq)
+        return out
+
+    def decode_state(self) -> DecodeState:
+        """The decode pods taking requests, as a router sees them: each decoding sequence's KV and output so far,
+        and the requests routed there that do not decode yet (KV in transfer, waiting for a seat, preempted)."""
+        pool = self.pools[Role.DECODE]
+        contexts: list[int] = []
+        generated: list[int] = []
+        # Prompts of requests with no ready decode pod yet: they wait at the door as well.
+        waiting = [r.prompt_tokens for r in pool.backlog]
+        replicas = 0
+        for pod in pool.pods:
+            engine = pod.engine
+            if engine is None:
+                continue
+            replicas += 1
+            # The engine keeps no public per-sequence view; read its arrays and queues, never writing them.
+            contexts += engine._ctx.tolist()
+            generated += engine._gen.tolist()
+            waiting += [seq.context for seq in engine._waiting]
+            waiting += [request.prompt_tokens for _, _, request in engine._pending]
+        return DecodeState(replicas=replicas, contexts=contexts, generated=generated, waiting_tokens=waiting)
 
     def transfer_s(self, prompt_tokens: int) -> float:
         """Seconds to move one prompt's KV cache from a prefill pod to a decode pod."""

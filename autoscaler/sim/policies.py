@@ -18,9 +18,13 @@ __all__ = ["ABLATIONS", "BASELINES", "STANDARD", "check_names", "make_policy", "
 BASELINES = ("static-peak", "hpa-queue", "hpa-kv", "saturation", "dynamo-style")
 STANDARD = ("oracle", "default", *BASELINES)
 """What ``simulate`` runs when no ``--policy`` is given, in report order."""
-ABLATIONS = ("default-no-rejection", "default-mean-forecast")
+ABLATIONS = ("default-no-rejection", "default-mean-forecast", "default-gateway")
 """The default policy without one of its parts: early rejection at the gateway; the upper quantile (it sizes for
-the mean forecast). Without the forecaster (and so without early rejection) it is ``saturation``."""
+the mean forecast). Without the forecaster (and so without early rejection) it is ``saturation``.
+``default-gateway`` swaps a part instead: its gateway decides each request on the pools' state (Mooncake's
+prediction-based rule with the spread of recent output lengths, :mod:`autoscaler.sim.gateway`) rather than
+admitting the cycle's ratio at random: what the controller achieves behind a gateway that runs
+:func:`autoscaler.core.gateway_admission.judge_request`."""
 
 
 def _oracle() -> SimPolicy:
@@ -77,6 +81,7 @@ _FACTORIES: dict[str, Callable[[], SimPolicy]] = {
     "dynamo-style": _dynamo,
     "default-no-rejection": _controller("default-no-rejection", apply_admission=False),
     "default-mean-forecast": _controller("default-mean-forecast", quantile=0.5),
+    "default-gateway": _controller("default-gateway", per_request_gateway=True),
 }
 
 
