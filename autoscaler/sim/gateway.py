@@ -11,7 +11,8 @@ The :class:`~autoscaler.core.gateway_admission.PoolsView` of an arrival holds:
 - the output lengths of recently finished requests (never the output length of a request before it finishes).
 
 Mooncake's prediction-based rule (Qin et al., FAST'25, arXiv 2407.00079, section 7) at threshold 1: every
-request is taken to decode for the same length, the mean of the last :data:`LENGTH_SAMPLE` finished.
+request is taken to decode for the same length, the mean of the last :data:`LENGTH_SAMPLE` finished; with
+``length_spread`` (as the ``default-gateway`` policy runs it) for their spread of lengths instead.
 
 Cheap by construction: the cluster changes only when it steps, so the pools are read once per tick with
 arrivals, and each admission within the tick is booked onto that view (:func:`book_prefill`) as a gateway books
