@@ -44,7 +44,7 @@ from autoscaler.kube.drain import PodLoad, PodMarker
 from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
 from autoscaler.kube.machines import machines_needed
-from autoscaler.kube.pods import PodCounter, count_replicas
+from autoscaler.kube.pods import count_replicas, list_pods
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
 from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_condition, next_status, status_patch
 from autoscaler.kube.watch import WatchCache
@@ -207,7 +207,7 @@ class KubeScaler:
         self._scales = ScaleClient(api, timeout_s=timeout_s)
         self._events = EventRecorder(api, instance=identity, may_write=may_write, timeout_s=timeout_s, now=now)
         self._pods = PodMarker(api, may_write=may_write, timeout_s=timeout_s)
-        self._counter = PodCounter(api, timeout_s=timeout_s)
+        self._core = client.CoreV1Api(api)
         self._store = store
         self._may_write = may_write
         self._dry_run = dry_run
@@ -246,7 +246,8 @@ class KubeScaler:
                                         namespace=spec.ref.namespace)
         if not observed.selector:
             return None
-        pods = self._counter.pods(namespace=spec.ref.namespace, selector=observed.selector)
+        pods = list_pods(self._core, namespace=spec.ref.namespace, selector=observed.selector,
+                         timeout_s=self._timeout_s, purpose="listing pods to count replicas")
         self._listed[spec.ref] = (observed.selector, pods)
         return count_replicas(pods)
 

@@ -25,7 +25,7 @@ from kubernetes.client.exceptions import ApiException
 from autoscaler.core.types import ReplicaCounts
 from autoscaler.kube.failures import Request, to_actuation_error
 
-__all__ = ["PodCounter", "count_replicas", "list_pods"]
+__all__ = ["count_replicas", "list_pods"]
 
 _FINISHED = {"Succeeded", "Failed"}
 
@@ -65,20 +65,3 @@ def list_pods(core: client.CoreV1Api, *, namespace: str, selector: str, timeout_
     except (ApiException, urllib3.exceptions.HTTPError) as exc:
         raise to_actuation_error(purpose, request, exc) from exc
     return list(listed.items or [])
-
-
-class PodCounter:
-    """Counts the pods a label selector picks in one namespace (one LIST)."""
-
-    def __init__(self, api: client.ApiClient, *, timeout_s: float = 10.0) -> None:
-        self._core = client.CoreV1Api(api)
-        self._timeout_s = timeout_s
-
-    def count(self, *, namespace: str, selector: str) -> ReplicaCounts:
-        """Raises :class:`autoscaler.kube.failures.KubeActuationError` when the pods cannot be listed."""
-        return count_replicas(self.pods(namespace=namespace, selector=selector))
-
-    def pods(self, *, namespace: str, selector: str) -> list[client.V1Pod]:
-        """The listed pods themselves, for a caller that counts them and may need them again this cycle."""
-        return list_pods(self._core, namespace=namespace, selector=selector, timeout_s=self._timeout_s,
-                         purpose="listing pods to count replicas")
