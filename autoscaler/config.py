@@ -397,6 +397,10 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
 
+    def nodes_on_demand(self) -> bool:
+        """New replicas wait for a GPU node to boot: said so, or implied by managed MachineSets."""
+        return self.planner.nodes_on_demand or self.nodes.enabled
+
     def scale_up_window_s(self) -> float:
         """The configured window, or the default for how capacity arrives: with nodes booting on demand a
         one-cycle spike would order a node that arrives 10-17 minutes later, long after the spike; holding the
@@ -406,7 +410,7 @@ class Settings(BaseSettings):
         minutes would double the reaction: no window."""
         if self.behavior.scale_up_window_s is not None:
             return self.behavior.scale_up_window_s
-        return NODE_BOOT_SCALE_UP_WINDOW_S if self.planner.nodes_on_demand or self.nodes.enabled else 0.0
+        return NODE_BOOT_SCALE_UP_WINDOW_S if self.nodes_on_demand() else 0.0
 
     def scaling_policy(self) -> ScalingPolicy:
         s, b = self.saturation, self.behavior

@@ -120,6 +120,6 @@ def planner_config(settings: Settings) -> PlannerConfig:
         default_slo=SloTargets(ttft_s=p.slo_ttft_s, itl_s=p.slo_itl_s, percentile=p.slo_percentile),
         backlog_drain_s=p.backlog_drain_s,
         predictive=p.predictive,
-        nodes_on_demand=p.nodes_on_demand or settings.nodes.enabled,
+        nodes_on_demand=settings.nodes_on_demand(),
         admission_enforced=p.gateway_enforces_admission,
     )
