@@ -440,23 +440,21 @@ class SimCluster:
                 best = pod
         if best is None:
             return float("inf")
+        work = self._prefill_work_s(best.load + prompt_tokens, best.load_sq + prompt_tokens ** 2)
+        return work + self.transfer_s(prompt_tokens) + self.profile.decode_step_time(1, prompt_tokens)
+
+    def _prefill_work_s(self, tokens: int, tokens_sq: int) -> float:
+        """Seconds to prefill ``tokens`` outstanding prompt tokens whose squares sum to ``tokens_sq``, in batches
+        of the profile's ``max_num_batched_tokens``: the router's estimate of a pod's queue."""
         p = self.profile
-        tokens = best.load + prompt_tokens
         iterations = -(-tokens // p.max_num_batched_tokens)
-        work = iterations * p.prefill_a + p.prefill_b * tokens + p.prefill_c * (best.load_sq + prompt_tokens ** 2)
-        return work + self.transfer_s(prompt_tokens) + p.decode_step_time(1, prompt_tokens)
+        return iterations * p.prefill_a + p.prefill_b * tokens + p.prefill_c * tokens_sq
 
     def prefill_backlog_s(self) -> list[float]:
         """Per ready prefill pod taking requests, seconds of routed work it has left: the router's estimate from
         outstanding prompt tokens, as :meth:`predicted_ttft_s` makes it (read-only, for a per-request gateway)."""
-        p = self.profile
-        out = []
-        for pod in self.pools[Role.PREFILL].pods:
-            if pod.engine is None:
-                continue
-            iterations = -(-pod.load // p.max_num_batched_tokens)
-            out.append(iterations * p.prefill_a + p.prefill_b * pod.load + p.prefill_c * pod.load_sq)
-        return out
+        return [self._prefill_work_s(pod.load, pod.load_sq) for pod in self.pools[Role.PREFILL].pods
+                if pod.engine is not None]
 
     def decode_state(self) -> DecodeState:
         """The decode pods taking requests, as a router sees them: each decoding sequence's KV and output so far,
