@@ -181,9 +181,7 @@ class ControllerMetrics:
                 series[self.forecast_method][(model, o.forecast_method)] = 1.0
             series[self.mean_input_tokens][key] = o.mean_input_tokens
             series[self.mean_output_tokens][key] = o.mean_output_tokens
-            # Without early rejection or unserved demand nothing computed a ratio: no series, not a default 1.
-            computed = admission is not None or o.unserved_rps > 0
-            series[self.admission_ratio][key] = o.admission_ratio if computed else None
+            series[self.admission_ratio][key] = o.computed_admission_ratio
             series[self.predicted_prefill_load][key] = admission.prefill_load if admission is not None else None
             series[self.predicted_decode_load][key] = admission.decode_load_at_horizon if admission is not None else None
             series[self.rejection_threshold][key] = admission.reject_threshold if admission is not None else None

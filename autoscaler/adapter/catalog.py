@@ -88,9 +88,7 @@ def _fresh(read: Callable[[VariantSignals], float | None]) -> Extractor:
 def _admission_ratio(src: MetricSource) -> float | None:
     """The model's admission ratio, served only when early rejection or the cost bounds computed one: without
     a prediction the metric answers "unavailable", never a default of 1."""
-    if src.outlook is None or (src.outlook.admission is None and src.outlook.unserved_rps <= 0):
-        return None
-    return src.outlook.admission_ratio
+    return None if src.outlook is None else src.outlook.computed_admission_ratio
 
 
 def _predicted_load(src: MetricSource) -> float | None:

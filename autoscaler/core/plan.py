@@ -170,6 +170,12 @@ class ModelOutlook:
             ratio = min(ratio, max(0.0, 1.0 - self.unserved_rps / self.demand_rps))
         return ratio
 
+    @property
+    def computed_admission_ratio(self) -> float | None:
+        """The admission ratio when early rejection or unserved demand set one; None when nothing computed it
+        (a published metric is then absent, not a default of 1)."""
+        return self.admission_ratio if self.admission is not None or self.unserved_rps > 0 else None
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
