@@ -9,9 +9,9 @@ Pure (no I/O, the time is passed in). Conditions follow the Kubernetes API conve
 - ``ScalingLimited``: the desired count was clamped by minReplicas/maxReplicas.
 
 The cycle's insight (forecast, admission ratio and prediction, calibration) fills ``forecast``,
-``admissionRatio``, ``admission`` and ``calibration`` field by field; a value the cycle does not know keeps what the status had. Numbers are
-written to 3 significant digits, so the status (and the API server) sees a write when a number moves, not
-on every wobble of a forecast.
+``admissionRatio``, ``admission`` and ``calibration`` field by field; a value the cycle does not know keeps
+what the status had. Numbers are written to 3 significant digits, so the status (and the API server) sees a
+write when a number moves, not on every wobble of a forecast.
 
 ``lastTransitionTime`` moves only when a condition's status flips, so re-writing the same condition with a new
 message does not reset it.
