@@ -77,6 +77,8 @@ __all__ = [
     "admit_request",
     "book_prefill",
     "break_even_fit_probability",
+    "decode_load_with",
+    "decode_step_now",
     "door_patience",
     "expect_overtakers",
     "forecast_decode",
@@ -295,7 +297,9 @@ def _pool(view: PoolsView) -> DecodePool:
     return DecodePool(replicas=view.decode_replicas, profile=view.decode_profile)
 
 
-def _step_now(view: PoolsView) -> float:
+def decode_step_now(view: PoolsView) -> float:
+    """Seconds of one decode step now: today's batch per replica, one sequence when none decodes; inf with no
+    decode replica."""
     running = len(view.decoding)
     if view.decode_replicas == 0:
         return math.inf
@@ -367,7 +371,7 @@ def forecast_decode(view: PoolsView, *, at: float, now: float) -> DecodeForecast
     tokens the horizon takes; each job in prefill enters when its prefill is done (a waiting one now) and stays
     likewise. Survivors' KV grows by one token a step. With ``view.later_arrivals``, requests not yet arrived that
     would be decoding by ``at`` are added (:func:`expect_overtakers` over ``view.prefill_free_at``)."""
-    step = _step_now(view)
+    step = decode_step_now(view)
     horizon = max(0.0, at - now)
     ahead = horizon / step if math.isfinite(step) else 0.0
     staying = kv = var_n = var_kv = cov = 0.0
@@ -437,7 +441,8 @@ def _fit_probability(view: PoolsView, *, slo: LatencySLO, outlook: DecodeForecas
     return least, least_sd
 
 
-def _load_with(view: PoolsView, *, slo: LatencySLO, running: float, kv_tokens: float, prompt_tokens: float) -> float:
+def decode_load_with(view: PoolsView, *, slo: LatencySLO, running: float, kv_tokens: float,
+                     prompt_tokens: float) -> float:
     """Decode load with one more sequence of ``prompt_tokens`` holding KV for a mean output besides."""
     total = running + 1.0
     return decode_load(_pool(view), slo=slo, running=total, context_tokens=(kv_tokens + prompt_tokens) / total,
@@ -455,7 +460,7 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
     ttft = request_ttft(view, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, now=now)
     prefill_load = ttft / slo.ttft_s
     now_kv = sum(s.context_tokens for s in view.decoding)
-    load_now = _load_with(view, slo=slo, running=float(len(view.decoding)), kv_tokens=now_kv,
+    load_now = decode_load_with(view, slo=slo, running=float(len(view.decoding)), kv_tokens=now_kv,
                           prompt_tokens=prompt_tokens)
     entry = now + ttft
     break_even = config.break_even and config.policy is RejectionPolicy.PREDICTIVE
@@ -464,7 +469,7 @@ def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float
         booked = view if view.later_arrivals is None else replace(
             view, prefill_free_at=_book(view, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens, now=now)[0])
         outlook = forecast_decode(booked, at=entry, now=now)
-        load_then = _load_with(view, slo=slo, running=outlook.running, kv_tokens=outlook.kv_tokens,
+        load_then = decode_load_with(view, slo=slo, running=outlook.running, kv_tokens=outlook.kv_tokens,
                                prompt_tokens=prompt_tokens)
         fits, spread = _fit_probability(view, slo=slo, outlook=outlook, prompt_tokens=prompt_tokens,
                                         threshold=threshold, extra_sd=config.forecast_error_sd)

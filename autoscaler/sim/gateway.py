@@ -28,7 +28,7 @@ import itertools
 import math
 from dataclasses import dataclass, field
 
-from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, decode_load
+from autoscaler.core.admission import LatencySLO, RejectionPolicy
 from autoscaler.core.gateway_admission import (
     DecodingSequence,
     GatewayConfig,
@@ -37,6 +37,8 @@ from autoscaler.core.gateway_admission import (
     PrefillJob,
     RequestVerdict,
     book_prefill,
+    decode_load_with,
+    decode_step_now,
     judge_request,
     request_ttft,
 )
@@ -137,10 +139,8 @@ class SimGateway:
         ttft = request_ttft(view, prompt_tokens=prompt_tokens, now=at)
         if not ttft / self.slo.ttft_s <= self.reject_above:
             return False
-        count = self._count + 1.0
-        held = self._held + self._count * ttft / self._step_s + prompt_tokens
-        load = decode_load(DecodePool(replicas=view.decode_replicas, profile=view.decode_profile), slo=self.slo,
-                           running=count, context_tokens=held / count, kv_tokens=held + view.outputs.mean)
+        grown = self._held + self._count * ttft / self._step_s
+        load = decode_load_with(view, slo=self.slo, running=self._count, kv_tokens=grown, prompt_tokens=prompt_tokens)
         return load <= self.reject_above * (1.0 - 1e-9)  # a margin for rounding: the bound must not tie
 
     def _current_view(self) -> PoolsView:
@@ -152,13 +152,10 @@ class SimGateway:
             del self._in_prefill[i]
         view = pools_view(self.cluster, now=now, prefill_jobs=tuple(self._in_prefill.values()),
                           outputs=self._outputs())
-        running = len(view.decoding)
-        context = sum(seq.context_tokens for seq in view.decoding)
-        self._count = float(running + len(view.prefill_jobs))
-        self._held = context + sum(job.prompt_tokens for job in view.prefill_jobs)
-        # judge_request's step now: today's batch, or one sequence when none decodes.
-        self._step_s = (view.decode_profile.decode_step_time(running / view.decode_replicas, context / running)
-                        if running and view.decode_replicas else view.decode_profile.decode_step_time(1.0, 0.0))
+        self._count = float(len(view.decoding) + len(view.prefill_jobs))
+        self._held = (sum(seq.context_tokens for seq in view.decoding)
+                      + sum(job.prompt_tokens for job in view.prefill_jobs))
+        self._step_s = decode_step_now(view)  # judge_request's
         self._view, self._view_at = view, now
         return view
 
