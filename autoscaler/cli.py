@@ -217,6 +217,10 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Directory for the PNG plots.")] = Path("."),
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
     seed: Annotated[int, typer.Option(help="Seed (the simulation is deterministic for a seed).")] = 0,
+    engine_error: Annotated[str, typer.Option(
+        "--engine-error", help="The simulated engine's truth apart from the profile every policy believes: "
+                               "prefill=F,decode=G runs prefill times x F and decode step times x G "
+                               "(e.g. prefill=0.7,decode=1.3).")] = "prefill=1,decode=1",
     then: Annotated[list[str] | None, typer.Option(
         "--then", help="Splice another trace after it, FILE or FILE@RATE (its arrival rate times RATE); "
                        "repeatable, in order: --rate-scale 4 --then t.csv@12 --then t.csv@4 builds a surge.")] = None,
@@ -241,9 +245,11 @@ def simulate(
         check_names(names)
         chosen = resolve_profile(profile)
         parts = [_spliced_part(text) for text in then or ()]
+        prefill_error, decode_error = parse_engine_error(engine_error)
         scenario = Scenario(profile=profile, slo_ttft_s=slo_ttft, slo_itl_s=slo_itl, node_delay_s=node_delay,
                             pod_delay_s=pod_delay, interval_s=interval, rate_scale=rate_scale, seed=seed,
-                            tick_s=min(0.5, interval),
+                            tick_s=min(0.5, interval), engine_prefill_error=prefill_error,
+                            engine_decode_error=decode_error,
                             extra=(("time_stretch", time_stretch), ("start_s", start), ("duration_s", duration),
                                    *((("then", [f"{path}@{rate:g}" for path, rate in parts]),) if parts else ())))
         loaded = read_trace(trace)
@@ -290,6 +296,27 @@ def simulate(
     print_table(results, scenario=scenario, console=console, title=title, profile=chosen)
     for what, path in written.items():
         console.print(f"{what}: {path}")
+
+
+def parse_engine_error(text: str) -> tuple[float, float]:
+    """``--engine-error prefill=F,decode=G`` (either part may be left out: 1.0) as (F, G); ValueError naming the
+    flag when a part is unknown or a factor is not a finite number > 0."""
+    factors = {"prefill": 1.0, "decode": 1.0}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or key not in factors:
+            raise ValueError(f"--engine-error {text!r}: expected prefill=F,decode=G, got {item!r}")
+        try:
+            factor = float(value)
+        except ValueError:
+            raise ValueError(f"--engine-error {text!r}: {key} must be a number, got {value!r}") from None
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"--engine-error {text!r}: {key} must be a finite number > 0, got {value.strip()}")
+        factors[key] = factor
+    return factors["prefill"], factors["decode"]
 
 
 def _spliced_part(text: str) -> tuple[Path, float]:

@@ -144,10 +144,14 @@ class SimCluster:
     """One model served disaggregated: a prefill variant and a decode variant of the same profile."""
 
     def __init__(self, *, trace: Trace, scenario: Scenario, profile: PerformanceProfile,
-                 kv_bytes_per_token: int, history_s: float | None = None, record_latencies: bool = False) -> None:
+                 kv_bytes_per_token: int, history_s: float | None = None, record_latencies: bool = False,
+                 belief: PerformanceProfile | None = None) -> None:
         self.trace = trace
         self.scenario = scenario
         self.profile = profile
+        """The truth: what the engines run (``Scenario.true_profile``)."""
+        self.belief = belief or profile
+        """What the gateway and router estimate with: the shipped profile, never the truth."""
         self.kv_bytes_per_token = kv_bytes_per_token
         self.pools = {role: _Pool(role) for role in ROLES}
         self.outcomes = Outcomes(len(trace))
@@ -441,12 +445,12 @@ class SimCluster:
         if best is None:
             return float("inf")
         work = self._prefill_work_s(best.load + prompt_tokens, best.load_sq + prompt_tokens ** 2)
-        return work + self.transfer_s(prompt_tokens) + self.profile.decode_step_time(1, prompt_tokens)
+        return work + self.transfer_s(prompt_tokens) + self.belief.decode_step_time(1, prompt_tokens)
 
     def _prefill_work_s(self, tokens: int, tokens_sq: int) -> float:
         """Seconds to prefill ``tokens`` outstanding prompt tokens whose squares sum to ``tokens_sq``, in batches
-        of the profile's ``max_num_batched_tokens``: the router's estimate of a pod's queue."""
-        p = self.profile
+        of the profile's ``max_num_batched_tokens``: the router's estimate of a pod's queue (from the belief)."""
+        p = self.belief
         iterations = -(-tokens // p.max_num_batched_tokens)
         return iterations * p.prefill_a + p.prefill_b * tokens + p.prefill_c * tokens_sq
 

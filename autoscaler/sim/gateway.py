@@ -61,7 +61,7 @@ def pools_view(cluster: SimCluster, *, now: float, prefill_jobs: tuple[PrefillJo
     decoding = tuple(DecodingSequence(context_tokens=float(c), generated_tokens=float(g))
                      for c, g in zip(state.contexts, state.generated, strict=True))
     at_door = tuple(PrefillJob(done_at=now, prompt_tokens=float(t)) for t in state.waiting_tokens)
-    return PoolsView(prefill_profile=cluster.profile, decode_profile=cluster.profile,
+    return PoolsView(prefill_profile=cluster.belief, decode_profile=cluster.belief,
                      prefill_free_at=tuple(now + s for s in cluster.prefill_backlog_s()),
                      decode_replicas=state.replicas, outputs=outputs, prefill_jobs=prefill_jobs + at_door,
                      decoding=decoding)

@@ -171,8 +171,9 @@ def simulate(
     extended, skipped, offset = with_warmup(trace, scenario.warmup(profile, observe_s=OBSERVE_S),
                                             grid_s=scenario.interval_s)
     kv_bytes = kv_bytes_per_token(scenario.profile) or DEFAULT_KV_BYTES_PER_TOKEN
-    cluster = SimCluster(trace=extended, scenario=run_scenario, profile=profile, kv_bytes_per_token=kv_bytes,
-                         record_latencies=record_latencies)
+    truth = scenario.true_profile(profile)
+    cluster = SimCluster(trace=extended, scenario=run_scenario, profile=truth, belief=profile,
+                         kv_bytes_per_token=kv_bytes, record_latencies=record_latencies)
     specs = variant_specs(model=profile.model, accelerator=profile.accelerator,
                           min_replicas=scenario.min_replicas, max_replicas=scenario.max_replicas)
     clock = SimClock()
@@ -242,7 +243,8 @@ def _result(name: str, *, cluster: SimCluster, trace: Trace, measured: np.ndarra
     n = int(measured.sum())
     prompts, outputs = trace.input_tokens[measured], np.maximum(trace.output_tokens[measured], 1)
     transfer = scenario.kv_latency_s + prompts * kv_bytes / scenario.kv_bandwidth_bytes_per_s
-    ok = feasible(prompts, outputs, profile=profile, slo=scenario.slo, transfer_s=transfer)
+    # Feasible on the engine the pods really run: a request no fleet could serve within the SLO is the ceiling.
+    ok = feasible(prompts, outputs, profile=scenario.true_profile(profile), slo=scenario.slo, transfer_s=transfer)
     _fill_latency(timeline, arrival_s=trace.arrival_s[measured] - offset, ttft=ttft[measured], itl=itl[measured],
                   both=both[measured], rejected=out.rejected[measured], interval=scenario.interval_s)
 

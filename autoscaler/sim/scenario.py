@@ -91,6 +91,11 @@ class Scenario:
     """Per variant (prefill, decode): the VariantAutoscaling's bounds."""
     rate_scale: float = 1.0
     """The trace's arrival rate was multiplied by this (reported; applied by the caller to the trace)."""
+    engine_prefill_error: float = 1.0
+    """The simulated engine's prefill times are the profile's times this much (``--engine-error prefill=F``):
+    the truth the pods run, while every policy, the controller's calibration included, starts from the profile."""
+    engine_decode_error: float = 1.0
+    """The simulated engine's decode step times are the profile's times this much (``--engine-error decode=G``)."""
     seed: int = 0
     block_size: int = 16
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
@@ -98,7 +103,7 @@ class Scenario:
 
     def __post_init__(self) -> None:
         for name in ("slo_ttft_s", "slo_itl_s", "interval_s", "tick_s", "rate_window_s", "kv_bandwidth_bytes_per_s",
-                     "rate_scale"):
+                     "rate_scale", "engine_prefill_error", "engine_decode_error"):
             _positive(name, getattr(self, name))
         for name in ("node_release_delay_s", "drain_grace_s", "tail_s", "kv_latency_s"):
             _positive(name, getattr(self, name), allow_zero=True)
@@ -136,6 +141,16 @@ class Scenario:
 
     def node_gpus(self, profile: PerformanceProfile) -> int:
         return max(profile.gpus_per_replica, self.gpus_per_node or profile.gpus_per_replica)
+
+    def true_profile(self, profile: PerformanceProfile) -> PerformanceProfile:
+        """What the simulated engines run: ``profile`` (the belief) with its prefill times scaled by
+        ``engine_prefill_error`` and its decode step times by ``engine_decode_error``."""
+        f, g = self.engine_prefill_error, self.engine_decode_error
+        if f == 1.0 and g == 1.0:
+            return profile
+        return replace(profile, prefill_a=profile.prefill_a * f, prefill_b=profile.prefill_b * f,
+                       prefill_c=profile.prefill_c * f, decode_alpha=profile.decode_alpha * g,
+                       decode_beta=profile.decode_beta * g, decode_gamma=profile.decode_gamma * g)
 
     def without_delays(self) -> Scenario:
         """The same cluster where capacity arrives at once (the oracle's world)."""
