@@ -203,8 +203,18 @@ def simulate(
     profile: Annotated[str, typer.Option(help="Model x accelerator profile (see `profiles`).")] = "llama-3.1-8b/h100",
     slo_ttft: Annotated[float, typer.Option("--slo-ttft", help="TTFT target per request, seconds.")] = 1.0,
     slo_itl: Annotated[float, typer.Option("--slo-itl", help="Mean ITL target per request, seconds.")] = 0.05,
-    rate_scale: Annotated[float, typer.Option("--rate-scale", help="Multiply the arrival rate (keeps the shape).")
-                          ] = 1.0,
+    speed_up: Annotated[float, typer.Option(
+        "--speed-up", help="Play the trace N times as fast: compresses time, N times the arrival rate AND 1/N of "
+                           "the duration (for N times the load over the same time, --load-scale).")] = 1.0,
+    load_scale: Annotated[float, typer.Option(
+        "--load-scale", help="N times the requests over the same duration: the trace's rate curve times N minute "
+                             "by minute, the extra requests spread within their minute with that minute's lengths "
+                             "(seeded by --seed); a fleet serving N times the users.")] = 1.0,
+    rate_scale: Annotated[float | None, typer.Option("--rate-scale", hidden=True)] = None,
+    resample: Annotated[int, typer.Option(
+        "--resample", help="Also run every policy on K block-bootstrap resamples of the trace (1-minute blocks "
+                           "drawn with replacement, seeded by --seed) and report the mean and 90% interval of "
+                           "GPU-hours and attainment.")] = 0,
     time_stretch: Annotated[float, typer.Option("--time-stretch", help="Stretch the time axis by this factor.")
                             ] = 1.0,
     node_delay: Annotated[float | None, typer.Option("--node-delay", help="GPU node provisioning, seconds "
@@ -216,14 +226,16 @@ def simulate(
     interval: Annotated[float, typer.Option(help="Control-loop interval, seconds (the oracle's too).")] = 15.0,
     out: Annotated[Path, typer.Option(help="Directory for the PNG plots.")] = Path("."),
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed (the simulation is deterministic for a seed).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of --load-scale, --resample and policies that draw (the "
+                                           "simulation is deterministic for a seed).")] = 0,
     engine_error: Annotated[str, typer.Option(
         "--engine-error", help="The simulated engine's truth apart from the profile every policy believes: "
                                "prefill=F,decode=G runs prefill times x F and decode step times x G "
                                "(e.g. prefill=0.7,decode=1.3).")] = "prefill=1,decode=1",
     then: Annotated[list[str] | None, typer.Option(
-        "--then", help="Splice another trace after it, FILE or FILE@RATE (its arrival rate times RATE); "
-                       "repeatable, in order: --rate-scale 4 --then t.csv@12 --then t.csv@4 builds a surge.")] = None,
+        "--then", help="Splice another trace after it, FILE or FILE@N (that trace sped up N times: N times its "
+                       "rate over 1/N of its duration, as --speed-up); repeatable, in order: --speed-up 4 "
+                       "--then t.csv@12 --then t.csv@4 builds a surge.")] = None,
 ) -> None:
     """Replay a trace through a simulated disaggregated cluster under each policy: GPU-hours vs SLO attainment."""
     import dataclasses
@@ -235,10 +247,16 @@ def simulate(
     from autoscaler.logs import configure_logging
     from autoscaler.sim.policies import STANDARD, check_names
     from autoscaler.sim.scenario import Scenario, resolve_profile
-    from autoscaler.traces import rate_scale as scale_rate
+    from autoscaler.traces import load_scale as scale_load
     from autoscaler.traces import read_trace, splice, window
+    from autoscaler.traces import speed_up as play_faster
     from autoscaler.traces import time_stretch as stretch
 
+    if rate_scale is not None:
+        typer.echo("error: --rate-scale is gone (it compressed the clock): use --speed-up N for N times the rate "
+                   "over 1/N of the duration, or --load-scale N for N times the requests over the same duration",
+                   err=True)
+        raise typer.Exit(2)
     configure_logging(level="error", fmt="console")
     names = [n.strip() for item in (policy or list(STANDARD)) for n in item.split(",") if n.strip()]
     try:
@@ -247,7 +265,8 @@ def simulate(
         parts = [_spliced_part(text) for text in then or ()]
         prefill_error, decode_error = parse_engine_error(engine_error)
         scenario = Scenario(profile=profile, slo_ttft_s=slo_ttft, slo_itl_s=slo_itl, node_delay_s=node_delay,
-                            pod_delay_s=pod_delay, interval_s=interval, rate_scale=rate_scale, seed=seed,
+                            pod_delay_s=pod_delay, interval_s=interval, speed_up=speed_up, load_scale=load_scale,
+                            resample=resample, seed=seed,
                             tick_s=min(0.5, interval), engine_prefill_error=prefill_error,
                             engine_decode_error=decode_error,
                             extra=(("time_stretch", time_stretch), ("start_s", start), ("duration_s", duration),
@@ -257,10 +276,12 @@ def simulate(
             loaded = window(loaded, start_s=start, end_s=start + (duration if duration is not None else 1e18))
         if time_stretch != 1.0:
             loaded = stretch(loaded, time_stretch)
-        if rate_scale != 1.0:
-            loaded = scale_rate(loaded, rate_scale)
+        if speed_up != 1.0:
+            loaded = play_faster(loaded, speed_up)
         if parts:
-            loaded = splice([loaded, *(scale_rate(read_trace(path), rate) for path, rate in parts)])
+            loaded = splice([loaded, *(play_faster(read_trace(path), rate) for path, rate in parts)])
+        if load_scale != 1.0:
+            loaded = scale_load(loaded, load_scale, seed=seed)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -271,7 +292,7 @@ def simulate(
         typer.echo(f"error: {trace}: no requests to replay", err=True)
         raise typer.Exit(2)
 
-    from autoscaler.sim.report import print_table, report_json, run_policies, write_plots
+    from autoscaler.sim.report import print_table, report_json, run_policies, run_resamples, write_plots
 
     err = Console(stderr=True)
     total = loaded.duration_s
@@ -282,18 +303,27 @@ def simulate(
         def progress(name: str, done: float) -> None:
             bar.update(tasks[name], completed=min(done, total))
 
+        resampling = {name: bar.add_task(f"{name} x{resample}", total=max(resample * total, 1e-9))
+                      for name in names} if resample else {}
+
+        def resample_progress(name: str, k: int, done: float) -> None:
+            bar.update(resampling[name], completed=min(k * total + done, resample * total))
+
         results = run_policies(loaded, scenario, names, profile=chosen, progress=progress)
         for name in names:
             bar.update(tasks[name], completed=total)
-    title = (f"{trace.name} x{rate_scale:g} on {chosen.name}: TTFT <= {slo_ttft:g} s, ITL <= {slo_itl:g} s")
+        resamples = run_resamples(loaded, scenario, names, profile=chosen, count=resample, seed=seed,
+                                  progress=resample_progress) if resample else None
+    shown = [f"{what} x{value:g}" for what, value in (("sped up", speed_up), ("load", load_scale)) if value != 1.0]
+    title = f"{' '.join([trace.name, *shown])} on {chosen.name}: TTFT <= {slo_ttft:g} s, ITL <= {slo_itl:g} s"
     written = write_plots(results, directory=out, stem=trace.stem, scenario=scenario, title=title) if plots else {}
     if json_output:
         report = report_json(trace_name=str(trace), trace=loaded, scenario=dataclasses.replace(scenario),
-                             profile=chosen, results=results, plots=written)
+                             profile=chosen, results=results, plots=written, resamples=resamples)
         sys.stdout.write(json.dumps(report) + "\n")
         return
     console = Console(width=None if Console().is_terminal else 140)
-    print_table(results, scenario=scenario, console=console, title=title, profile=chosen)
+    print_table(results, scenario=scenario, console=console, title=title, profile=chosen, resamples=resamples)
     for what, path in written.items():
         console.print(f"{what}: {path}")
 

@@ -1,6 +1,7 @@
 """Request traces: read the shipped formats into arrays, and reshape them for experiments.
 
-Two formats are read, recognised from the file's content rather than its name:
+Two formats are read, recognised from the file's content rather than its name, plain or gzip-compressed (told by
+the gzip magic bytes, not the ``.gz`` suffix):
 
 - Mooncake JSONL (Qin et al., FAST'25, arXiv 2407.00079): one JSON object per line with ``timestamp``
   (ms from trace start), ``input_length``, ``output_length`` and ``hash_ids`` (512-token prefix blocks).
@@ -8,23 +9,27 @@ Two formats are read, recognised from the file's content rather than its name:
   with ``TIMESTAMP`` as ``YYYY-MM-DD HH:MM:SS.fffffff``.
 
 A :class:`Trace` holds arrival seconds from 0 (sorted), prompt and output tokens, and the prefix hashes when the
-format has them. Transforms (:func:`rate_scale`, :func:`time_stretch`, :func:`splice`, :func:`window`) return new
-traces and never modify their input. :func:`bucket` turns a trace into per-interval series (arrival rate and mean
+format has them. Transforms (:func:`speed_up`, :func:`time_stretch`, :func:`load_scale`, :func:`block_bootstrap`,
+:func:`splice`, :func:`window`) return new traces and never modify their input. :func:`speed_up` compresses the clock
+(N times the rate for 1/N of the duration); :func:`load_scale` keeps the clock (N times the requests over the same
+duration): the one to study a bigger fleet. :func:`bucket` turns a trace into per-interval series (arrival rate and mean
 prompt/output tokens) for the forecaster.
 
 Example::
 
     trace = read_trace("autoscaler/data/traces/mooncake_conversation_trace.jsonl")
-    twice_as_fast = rate_scale(trace, 2.0)      # Mooncake's Table 3 replays at 2x speed
+    twice_as_fast = speed_up(trace, 2.0)        # Mooncake's Table 3 replays at 2x speed
     first_ten_minutes = window(twice_as_fast, start_s=0.0, end_s=600.0)
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,10 +44,12 @@ __all__ = [
     "MOONCAKE",
     "BucketedTrace",
     "Trace",
+    "block_bootstrap",
     "bucket",
+    "load_scale",
     "parse_trace",
-    "rate_scale",
     "read_trace",
+    "speed_up",
     "splice",
     "time_stretch",
     "window",
@@ -238,13 +245,25 @@ def parse_trace(text: str, *, source: str = "<string>") -> Trace:
     )
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def read_trace(path: str | Path) -> Trace:
-    """Read a Mooncake JSONL or Azure CSV trace file (format recognised from content)."""
+    """Read a Mooncake JSONL or Azure CSV trace file, plain or gzip-compressed (both recognised from content)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = p.read_bytes()
+    except OSError as exc:
         raise ConfigError(f"{p}: cannot read trace ({exc})") from exc
+    if data.startswith(GZIP_MAGIC):
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as exc:  # truncated (EOFError) or corrupt (BadGzipFile, zlib)
+            raise ConfigError(f"{p}: truncated or corrupt gzip file ({str(exc).splitlines()[0]})") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: cannot read trace (not UTF-8 text: {exc.reason} at byte {exc.start})") from exc
     return parse_trace(text, source=str(p))
 
 
@@ -254,8 +273,9 @@ def _positive(value: float, name: str) -> float:
     return value
 
 
-def rate_scale(trace: Trace, factor: float) -> Trace:
-    """Multiply the arrival rate by ``factor`` keeping the shape: arrival times are divided by it."""
+def speed_up(trace: Trace, factor: float) -> Trace:
+    """Play the trace ``factor`` times as fast: arrival times are divided by it, so the arrival rate is ``factor``
+    times and the duration 1/``factor`` of the original (the clock is compressed; :func:`load_scale` keeps it)."""
     _positive(factor, "factor")
     return trace._replace(arrival_s=trace.arrival_s / factor)
 
@@ -264,6 +284,76 @@ def time_stretch(trace: Trace, factor: float) -> Trace:
     """Stretch the time axis by ``factor`` (2.0 makes the trace last twice as long at half the rate)."""
     _positive(factor, "factor")
     return trace._replace(arrival_s=trace.arrival_s * factor)
+
+
+MINUTE_S = 60.0
+
+
+def load_scale(trace: Trace, factor: float, *, seed: int | Sequence[int]) -> Trace:
+    """``factor`` times the requests over the same duration: the trace's rate curve multiplied by ``factor``
+    minute by minute (the clock is kept; :func:`speed_up` compresses it instead).
+
+    Each request is replaced by floor(factor) or ceil(factor) copies (ceil with probability the fractional part,
+    so below 1 this thins the trace): the request itself at its own time, and the extra copies at uniform random
+    times within the same minute, each with the prompt and output lengths of a random request of that minute (the
+    minute's mix, lengths kept together). Prefix hashes are dropped when copies are added: a copy stands for
+    another user, whose prefixes the trace does not know.
+
+    Sub-minute burstiness: the minute's rate is multiplied by ``factor`` exactly (in expectation), but the bursts
+    inside a minute are not: the original arrivals keep theirs and the copies arrive independently, so the
+    relative spread of per-second counts shrinks (about 1/sqrt(factor) for the bursty part) while the absolute
+    bursts stay. That is what a fleet serving ``factor`` times the users sees: the rate over the day and the
+    minute follows common causes (time of day, events) and scales with the users, while bursts come from
+    individual clients and sessions that do not line up with each other, and a superposition of many independent
+    streams is smoother than any one of them (Palm-Khintchine). Multiplying every burst by ``factor``, as
+    :func:`speed_up` or copying the trace onto itself would, overstates the peaks a larger fleet has to absorb.
+
+    Deterministic for a ``seed``; the input is not modified.
+    """
+    _positive(factor, "factor")
+    rng = np.random.default_rng(seed)
+    n = len(trace)
+    whole = math.floor(factor)
+    copies = whole + (rng.random(n) < factor - whole)
+    keep = np.flatnonzero(copies >= 1)
+    extra = np.maximum(copies - 1, 0)
+    if not extra.any():
+        return trace._replace(order=keep)
+    source = np.repeat(np.arange(n), extra)  # the request each extra copy stands for
+    minute = (trace.arrival_s // MINUTE_S).astype(np.int64)
+    m = minute[source]
+    lo = m * MINUTE_S
+    hi = np.minimum(lo + MINUTE_S, trace.duration_s)  # the last minute is cut at the last arrival: same duration
+    times = lo + rng.random(len(source)) * (hi - lo)
+    first = np.searchsorted(minute, m, side="left")  # requests of a minute are contiguous (sorted arrivals)
+    count = np.searchsorted(minute, m, side="right") - first
+    donor = first + np.minimum((rng.random(len(source)) * count).astype(np.int64), count - 1)
+    arrival = np.concatenate([trace.arrival_s[keep], times])
+    order = np.argsort(arrival, kind="stable")
+    rows = np.concatenate([keep, donor])[order]
+    return trace._replace(order=rows, arrival_s=arrival[order], hash_ids=None)
+
+
+def block_bootstrap(trace: Trace, *, seed: int | Sequence[int], block_s: float = MINUTE_S) -> Trace:
+    """A block-bootstrap resample: the trace cut into ``block_s`` blocks from arrival 0, and as many blocks drawn
+    with replacement (seeded) laid end to end, each keeping its requests' times within the block and their lengths.
+
+    The result has the same number of blocks, so about the same duration and (in expectation) the same requests;
+    within-block burstiness is kept, the order of blocks is not (so the slow cycle of a long trace is blurred:
+    resample a window when that matters). The last, partial block is drawn like the others.
+    """
+    _positive(block_s, "block_s")
+    rng = np.random.default_rng(seed)
+    blocks = max(1, math.ceil((trace.duration_s + 1e-9) / block_s))
+    edges = np.searchsorted(trace.arrival_s, np.arange(blocks + 1) * block_s, side="left")
+    edges[-1] = len(trace)
+    drawn = rng.integers(0, blocks, size=blocks)
+    counts = edges[drawn + 1] - edges[drawn]
+    total = int(counts.sum())
+    starts_out = np.cumsum(counts) - counts
+    rows = np.repeat(edges[drawn] - starts_out, counts) + np.arange(total)
+    shift = np.repeat((np.arange(blocks) - drawn) * block_s, counts)
+    return trace._replace(order=rows, arrival_s=trace.arrival_s[rows] + shift)
 
 
 def splice(traces: Sequence[Trace], *, gap_s: float = 0.0) -> Trace:

@@ -250,7 +250,7 @@ from autoscaler.core.gateway_admission import (
 )
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import default_profiles
-from autoscaler.traces import Trace, rate_scale, read_trace
+from autoscaler.traces import Trace, read_trace, speed_up
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT / "autoscaler" / "data" / "traces" / "mooncake_conversation_trace.jsonl"
@@ -829,7 +829,7 @@ def main() -> None:
         if name not in POLICIES:
             parser.error(f"--policies: unknown policy {name!r}; choose from {', '.join(POLICIES)}")
     profile = default_profiles()[PROFILE]
-    trace = rate_scale(read_trace(TRACE), args.speed)
+    trace = speed_up(read_trace(TRACE), args.speed)
     stop = float(trace.duration_s)
     console = Console(width=400)
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Every policy on every shipped trace (and rate-scaled 70B scenarios): GPU-hours as a ratio to the oracle, and SLO
+"""Every policy on every shipped trace (and sped-up 70B scenarios): GPU-hours as a ratio to the oracle, and SLO
 attainment, in one table. The target (issue 7): ``default`` keeps >= 99% of requests within both SLOs, with
 GPU-hours within 1.2x of the oracle, and fewer GPU-hours than every baseline that reaches the same attainment.
 
@@ -50,7 +50,7 @@ from autoscaler.sim.policies import ABLATIONS, STANDARD
 from autoscaler.sim.report import oracle_with_startup, report_json, run_policies, write_plots
 from autoscaler.sim.runner import RunResult
 from autoscaler.sim.scenario import Scenario, resolve_profile
-from autoscaler.traces import Trace, rate_scale, read_trace, splice
+from autoscaler.traces import Trace, read_trace, speed_up, splice
 
 TRACES = Path(__file__).resolve().parents[1] / "autoscaler" / "data" / "traces"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -72,13 +72,13 @@ def _azure() -> Trace:
 
 def _repeated(factor: int) -> Callable[[], Trace]:
     def build() -> Trace:
-        return splice([rate_scale(_azure(), factor)] * factor)
+        return splice([speed_up(_azure(), factor)] * factor)
     return build
 
 
 def _surge() -> Trace:
     base = _azure()
-    low, high = rate_scale(base, 4.0), rate_scale(base, 12.0)
+    low, high = speed_up(base, 4.0), speed_up(base, 12.0)
     return splice([low, high, high, high, low])
 
 
@@ -89,7 +89,7 @@ SCENARIOS = (
     BenchScenario("mooncake-synthetic", lambda: read_trace(TRACES / "mooncake_synthetic_trace.jsonl"),
                   Scenario(slo_ttft_s=10.0), "Mooncake synthetic, 8B/H100, TTFT 10 s"),
     BenchScenario("azure-conv-x8-70b", _repeated(8),
-                  Scenario(profile="llama-3.1-70b/h100-tp4", rate_scale=8.0, extra=(("repeated", 8),)),
+                  Scenario(profile="llama-3.1-70b/h100-tp4", speed_up=8.0, extra=(("repeated", 8),)),
                   "Azure conv 8x (repeated to 1 h), 70B/H100-TP4"),
     BenchScenario("azure-surge-70b", _surge,
                   Scenario(profile="llama-3.1-70b/h100-tp4", extra=(("surge", "4x, 12x, 4x"),)),

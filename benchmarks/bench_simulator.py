@@ -26,7 +26,7 @@ from autoscaler.sim.policies import make_policy
 from autoscaler.sim.runner import simulate
 from autoscaler.sim.scenario import OBSERVE_S, Scenario, resolve_profile
 from autoscaler.sim.theory import check_decode, check_prefill, check_prefill_mix
-from autoscaler.traces import rate_scale, read_trace, splice
+from autoscaler.traces import read_trace, speed_up, splice
 
 TRACES = Path(__file__).resolve().parents[1] / "autoscaler" / "data" / "traces"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,7 +35,7 @@ REPLAYS = (
     ("azure-conv", "azure_llm_2023_conv.csv", 1, Scenario()),
     ("mooncake-conversation", "mooncake_conversation_trace.jsonl", 1, Scenario(slo_ttft_s=10.0)),
     ("mooncake-synthetic", "mooncake_synthetic_trace.jsonl", 1, Scenario(slo_ttft_s=10.0)),
-    ("azure-conv-x8-70b", "azure_llm_2023_conv.csv", 8, Scenario(profile="llama-3.1-70b/h100-tp4", rate_scale=8.0)),
+    ("azure-conv-x8-70b", "azure_llm_2023_conv.csv", 8, Scenario(profile="llama-3.1-70b/h100-tp4", speed_up=8.0)),
 )
 THEORY = (  # (profile, role, prompt tokens, target seconds)
     ("llama-3.1-8b/h100", "prefill", 1024, 0.3), ("llama-3.1-8b/h100", "prefill", 1024, 1.0),
@@ -64,7 +64,7 @@ def replay_speed(console: Console, *, quick: bool) -> list[dict[str, object]]:
     for name, file, factor, scenario in REPLAYS[:1] if quick else REPLAYS:
         trace = read_trace(TRACES / file)
         if factor != 1:
-            trace = splice([rate_scale(trace, factor)] * factor)
+            trace = splice([speed_up(trace, factor)] * factor)
         for policy in ("static-peak", "default"):
             started = time.perf_counter()
             result = simulate(trace, scenario, make_policy(policy))

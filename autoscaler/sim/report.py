@@ -10,6 +10,11 @@ The JSON shape (``variant-autoscaler simulate --json``)::
      "oracle_with_startup": {"gpu_hours": ..., "startup_s": ..., "gpu_hours_without_startup": ...},
      "plots": {"timeline": "...png", "cost_vs_attainment": "...png"}}
 
+With ``--resample K`` every policy also runs on K block-bootstrap resamples of the trace (1-minute blocks drawn with
+replacement, :func:`autoscaler.traces.block_bootstrap`, seeded by ``(seed, k)``) and its entry gets
+``"resample": {"gpu_hours": {"mean", "p5", "p95"}, "attainment": {...}, "ttft_attainment": {...},
+"itl_attainment": {...}}``: the mean and the 90% interval (5th to 95th percentile) over the resamples.
+
 ``oracle_with_startup`` (with the oracle among the policies) is the clairvoyant that pays start-up
 (:mod:`autoscaler.sim.bounds`): the oracle's per-interval replicas, each one added paying the node and pod delay;
 every policy's entry then also has ``gpu_hours_vs_oracle_with_startup``. What separates it from the oracle is the
@@ -25,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -35,11 +41,16 @@ from autoscaler.sim.plots import plot_cost_vs_attainment, plot_timelines
 from autoscaler.sim.policies import make_policy
 from autoscaler.sim.runner import RunResult, simulate
 from autoscaler.sim.scenario import Scenario
-from autoscaler.traces import Trace
+from autoscaler.traces import Trace, block_bootstrap
 
-__all__ = ["oracle_with_startup", "print_table", "report_json", "run_policies", "write_plots"]
+__all__ = ["RESAMPLED", "interval", "oracle_with_startup", "print_table", "report_json", "resample_summary",
+           "run_policies", "run_resamples", "write_plots"]
 
 Progress = Callable[[str, float], None]  # (policy, simulated seconds done)
+ResampleProgress = Callable[[str, int, float], None]  # (policy, resample index, simulated seconds done)
+
+RESAMPLED = ("gpu_hours", "attainment", "ttft_attainment", "itl_attainment")
+"""The fields of a policy's result summarised over the resamples."""
 
 
 def run_policies(trace: Trace, scenario: Scenario, names: Sequence[str], *, profile: PerformanceProfile,
@@ -55,6 +66,40 @@ def run_policies(trace: Trace, scenario: Scenario, names: Sequence[str], *, prof
 
         results.append(simulate(trace, scenario, policy, profile=profile, progress=tick))
     return results
+
+
+def run_resamples(trace: Trace, scenario: Scenario, names: Sequence[str], *, profile: PerformanceProfile,
+                  count: int, seed: int, progress: ResampleProgress | None = None) -> dict[str, list[RunResult]]:
+    """Every named policy on each of ``count`` block-bootstrap resamples of ``trace`` (resample k drawn with the
+    seed ``(seed, k)``, the same for every policy): per policy, its results in resample order."""
+    out: dict[str, list[RunResult]] = {name: [] for name in names}
+    for k in range(count):
+        resampled = block_bootstrap(trace, seed=(seed, k))
+
+        def tick(name: str, done: float, k: int = k) -> None:
+            if progress is not None:
+                progress(name, k, done)
+
+        for name, result in zip(names, run_policies(resampled, scenario, names, profile=profile, progress=tick),
+                                strict=True):
+            out[name].append(result)
+    return out
+
+
+def interval(values: Sequence[float], *, digits: int) -> dict[str, float]:
+    """Mean and 90% interval (5th and 95th percentile, linear interpolation) of ``values``."""
+    p5, p95 = np.percentile(np.asarray(values, dtype=np.float64), [5.0, 95.0])
+    return {"mean": round(float(np.mean(values)), digits), "p5": round(float(p5), digits),
+            "p95": round(float(p95), digits)}
+
+
+def resample_summary(results: Sequence[RunResult]) -> dict[str, dict[str, float]]:
+    """One policy's results over the resamples as ``{field: {mean, p5, p95}}`` for each field of RESAMPLED."""
+    if not results:
+        raise ValueError("resample_summary needs at least one result")
+    summaries = [r.summary() for r in results]
+    return {name: interval([float(s[name]) for s in summaries],  # type: ignore[arg-type]
+                           digits=4 if name == "gpu_hours" else 5) for name in RESAMPLED}
 
 
 def oracle_with_startup(results: Sequence[RunResult], *, scenario: Scenario,
@@ -80,12 +125,15 @@ def oracle_with_startup(results: Sequence[RunResult], *, scenario: Scenario,
 
 
 def report_json(*, trace_name: str, trace: Trace, scenario: Scenario, profile: PerformanceProfile,
-                results: Sequence[RunResult], plots: dict[str, str] | None = None) -> dict[str, Any]:
+                results: Sequence[RunResult], plots: dict[str, str] | None = None,
+                resamples: dict[str, list[RunResult]] | None = None) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     for r in results:
         entry = r.summary()
         if r.policy == "oracle":
             entry["interval_s"] = scenario.interval_s
+        if resamples and resamples.get(r.policy):
+            entry["resample"] = resample_summary(resamples[r.policy])
         policies[r.policy] = entry
     out: dict[str, Any] = {
         "trace": trace_name,
@@ -111,8 +159,10 @@ def report_json(*, trace_name: str, trace: Trace, scenario: Scenario, profile: P
 
 
 def print_table(results: Sequence[RunResult], *, scenario: Scenario, console: Console, title: str,
-                profile: PerformanceProfile | None = None) -> None:
-    """The results as a table; with ``profile``, a column over the clairvoyant that pays start-up too."""
+                profile: PerformanceProfile | None = None,
+                resamples: dict[str, list[RunResult]] | None = None) -> None:
+    """The results as a table; with ``profile``, a column over the clairvoyant that pays start-up too; with
+    ``resamples``, the mean and 90% interval of GPU-hours and attainment over them."""
     oracle = next((r for r in results if r.policy == "oracle"), None)
     bound = oracle_with_startup(results, scenario=scenario, profile=profile) if profile is not None else None
     table = Table(title=title, title_justify="left")
@@ -138,6 +188,28 @@ def print_table(results: Sequence[RunResult], *, scenario: Scenario, console: Co
     if bound is not None:
         console.print(f"oracle+start-up: the oracle's replicas, each one added paying {bound.startup_s:g} s of node "
                       f"and pod start-up first: {bound.gpu_hours:.2f} GPU-h.")
+    if resamples:
+        _print_resamples(results, resamples=resamples, seed=scenario.seed, console=console)
+
+
+def _print_resamples(results: Sequence[RunResult], *, resamples: dict[str, list[RunResult]], seed: int,
+                     console: Console) -> None:
+    """Per policy, the mean and 90% interval of GPU-hours and attainment over the resamples."""
+    count = max(len(runs) for runs in resamples.values())
+    table = Table(title=f"{count} block-bootstrap resamples (1-minute blocks, seed {seed}): mean and 90% interval",
+                  title_justify="left")
+    for column in ("policy", "GPU-h", "GPU-h 90%", "both ok", "both ok 90%", "TTFT ok", "ITL ok"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for r in results:
+        runs = resamples.get(r.policy)
+        if not runs:
+            continue
+        summary = resample_summary(runs)
+        g, a = summary["gpu_hours"], summary["attainment"]
+        table.add_row(r.policy, f"{g['mean']:.2f}", f"{g['p5']:.2f}-{g['p95']:.2f}", f"{a['mean']:.2%}",
+                      f"{a['p5']:.2%}-{a['p95']:.2%}", f"{summary['ttft_attainment']['mean']:.2%}",
+                      f"{summary['itl_attainment']['mean']:.2%}")
+    console.print(table)
 
 
 def write_plots(results: Sequence[RunResult], *, directory: Path, stem: str, scenario: Scenario,

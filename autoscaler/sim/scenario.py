@@ -89,27 +89,36 @@ class Scenario:
     min_replicas: int = 1
     max_replicas: int = 64
     """Per variant (prefill, decode): the VariantAutoscaling's bounds."""
-    rate_scale: float = 1.0
-    """The trace's arrival rate was multiplied by this (reported; applied by the caller to the trace)."""
+    speed_up: float = 1.0
+    """The trace was played this many times as fast: its rate times this, its duration over it (``--speed-up``;
+    reported, applied by the caller to the trace)."""
+    load_scale: float = 1.0
+    """The trace's requests were multiplied by this over the same duration (``--load-scale``; reported, applied
+    by the caller with :func:`autoscaler.traces.load_scale`)."""
+    resample: int = 0
+    """Block-bootstrap resamples each policy also ran on (``--resample``; 0: the trace only; reported)."""
     engine_prefill_error: float = 1.0
     """The simulated engine's prefill times are the profile's times this much (``--engine-error prefill=F``):
     the truth the pods run, while every policy, the controller's calibration included, starts from the profile."""
     engine_decode_error: float = 1.0
     """The simulated engine's decode step times are the profile's times this much (``--engine-error decode=G``)."""
     seed: int = 0
+    """Seeds what is random: the ``--load-scale`` copies, the ``--resample`` draws, and policies that draw."""
     block_size: int = 16
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     """Free-form facts about how the trace was transformed (``time_stretch``, ``window``...), reported as given."""
 
     def __post_init__(self) -> None:
         for name in ("slo_ttft_s", "slo_itl_s", "interval_s", "tick_s", "rate_window_s", "kv_bandwidth_bytes_per_s",
-                     "rate_scale", "engine_prefill_error", "engine_decode_error"):
+                     "speed_up", "load_scale", "engine_prefill_error", "engine_decode_error"):
             _positive(name, getattr(self, name))
         for name in ("node_release_delay_s", "drain_grace_s", "tail_s", "kv_latency_s"):
             _positive(name, getattr(self, name), allow_zero=True)
         for name in ("node_delay_s", "pod_delay_s", "warmup_s"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name), allow_zero=True)
+        if self.resample < 0:
+            raise ValueError(f"resample must be >= 0, got {self.resample}")
         if not 0.5 <= self.slo_percentile < 1:
             raise ValueError(f"slo_percentile must be in [0.5, 1), got {self.slo_percentile}")
         if self.gpus_per_node is not None and self.gpus_per_node < 1:

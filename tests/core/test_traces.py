@@ -10,7 +10,18 @@ import pytest
 
 from autoscaler import traces
 from autoscaler.errors import ConfigError
-from autoscaler.traces import Trace, bucket, parse_trace, rate_scale, read_trace, splice, time_stretch, window
+from autoscaler.traces import (
+    Trace,
+    block_bootstrap,
+    bucket,
+    load_scale,
+    parse_trace,
+    read_trace,
+    speed_up,
+    splice,
+    time_stretch,
+    window,
+)
 
 SHIPPED = Path(traces.__file__).parent / "data" / "traces"
 
@@ -178,9 +189,10 @@ def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("factor", [pytest.param(2.0, id="double"), pytest.param(0.5, id="half")])
-def test_rate_scale_multiplies_the_rate_and_keeps_the_shape(factor: float) -> None:
+def test_speed_up_multiplies_the_rate_and_divides_the_duration(factor: float) -> None:
     trace = make_trace([0.0, 1.0, 3.0, 6.0])
-    scaled = rate_scale(trace, factor)
+    scaled = speed_up(trace, factor)
+    assert scaled.duration_s == pytest.approx(trace.duration_s / factor)
     np.testing.assert_allclose(scaled.arrival_s, trace.arrival_s / factor)
     assert len(scaled) / scaled.duration_s == pytest.approx(factor * len(trace) / trace.duration_s)
     assert scaled.input_tokens.tolist() == trace.input_tokens.tolist()
@@ -188,10 +200,10 @@ def test_rate_scale_multiplies_the_rate_and_keeps_the_shape(factor: float) -> No
     np.testing.assert_allclose(trace.arrival_s, [0.0, 1.0, 3.0, 6.0])  # input untouched
 
 
-def test_time_stretch_undoes_rate_scale() -> None:
+def test_time_stretch_undoes_speed_up() -> None:
     trace = make_trace([0.0, 1.5, 2.0, 7.25])
     np.testing.assert_allclose(time_stretch(trace, 3.0).arrival_s, [0.0, 4.5, 6.0, 21.75])
-    np.testing.assert_allclose(time_stretch(rate_scale(trace, 3.0), 3.0).arrival_s, trace.arrival_s)
+    np.testing.assert_allclose(time_stretch(speed_up(trace, 3.0), 3.0).arrival_s, trace.arrival_s)
 
 
 @pytest.mark.parametrize("factor", [
@@ -201,9 +213,11 @@ def test_time_stretch_undoes_rate_scale() -> None:
 def test_scaling_by_a_non_positive_or_non_finite_factor_is_refused(factor: float) -> None:
     trace = make_trace([0.0, 1.0])
     with pytest.raises(ValueError, match="factor"):
-        rate_scale(trace, factor)
+        speed_up(trace, factor)
     with pytest.raises(ValueError, match="factor"):
         time_stretch(trace, factor)
+    with pytest.raises(ValueError, match="factor"):
+        load_scale(trace, factor, seed=0)
 
 
 @pytest.mark.parametrize(("gap_s", "expected"), [

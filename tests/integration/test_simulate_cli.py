@@ -3,6 +3,7 @@ trace formats recognised from content, malformed rows reported with their line, 
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -41,13 +42,13 @@ def test_simulate_prints_one_json_object_with_every_policy_asked_for_and_writes_
 
 def test_simulate_reads_mooncake_jsonl_and_applies_the_scenario_flags(tmp_path):
     proc = cli("simulate", "--trace", str(MOONCAKE), "--duration", "120", "--policy", "oracle", "--json",
-               "--no-plots", "--slo-ttft", "10", "--slo-itl", "0.1", "--rate-scale", "2", "--node-delay", "30",
+               "--no-plots", "--slo-ttft", "10", "--slo-itl", "0.1", "--speed-up", "2", "--node-delay", "30",
                "--pod-delay", "5", "--profile", "llama-3.1-70b/h100-tp8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     scenario = report["scenario"]
     assert scenario["profile"] == "llama-3.1-70b/h100-tp8" and scenario["gpus_per_replica"] == 8
-    assert (scenario["slo_ttft_s"], scenario["slo_itl_s"], scenario["rate_scale"]) == (10.0, 0.1, 2.0)
+    assert (scenario["slo_ttft_s"], scenario["slo_itl_s"], scenario["speed_up"]) == (10.0, 0.1, 2.0)
     assert (scenario["node_delay_s"], scenario["pod_delay_s"]) == (30.0, 5.0)
     assert report["duration_s"] <= 60.0  # two minutes at twice the rate
     assert "plots" not in report and not list(tmp_path.glob("*.png"))
@@ -79,15 +80,78 @@ def test_a_malformed_row_is_reported_with_its_line(tmp_path, content, suffix, wh
     pytest.param(("--policy", "magic"), "unknown policy 'magic'", id="unknown-policy"),
     pytest.param(("--profile", "gpt-9/tpu"), "unknown profile 'gpt-9/tpu'", id="unknown-profile"),
     pytest.param(("--slo-ttft", "0"), "slo_ttft_s", id="zero-slo"),
-    pytest.param(("--rate-scale", "-1"), "rate_scale", id="negative-rate-scale"),
+    pytest.param(("--speed-up", "-1"), "speed_up", id="negative-speed-up"),
+    pytest.param(("--load-scale", "0"), "load_scale must be a finite number > 0", id="zero-load-scale"),
+    pytest.param(("--resample", "-1"), "resample must be >= 0", id="negative-resample"),
+    pytest.param(("--engine-error", "prefill=-1"), "--engine-error", id="negative-engine-error"),
 ])
-def test_bad_flags_are_refused_with_exit_2(tmp_path, args, message):
+def test_bad_flags_are_refused_in_one_line_with_exit_2(tmp_path, args, message):
     proc = cli("simulate", "--trace", str(AZURE), "--duration", "30", "--no-plots", *args, cwd=tmp_path)
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_then_splices_rate_scaled_traces_after_the_first_into_a_surge(tmp_path):
+def test_rate_scale_is_refused_naming_speed_up_and_load_scale(tmp_path):
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "30", "--no-plots", "--rate-scale", "2",
+               cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "--speed-up" in proc.stderr and "--load-scale" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_load_scale_multiplies_the_requests_and_keeps_the_duration(tmp_path):
+    first_minute = traces.window(traces.read_trace(AZURE), start_s=0.0, end_s=60.0)
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "60", "--policy", "static-peak", "--json",
+               "--no-plots", "--load-scale", "4", "--node-delay", "0", "--pod-delay", "0", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["requests"] == 4 * len(first_minute)
+    assert report["duration_s"] == pytest.approx(first_minute.duration_s, abs=1e-3)
+    assert (report["scenario"]["load_scale"], report["scenario"]["speed_up"]) == (4.0, 1.0)
+
+
+def test_a_gzip_compressed_azure_trace_is_replayed_like_the_plain_one(tmp_path):
+    packed = tmp_path / "azure.csv.gz"
+    packed.write_bytes(gzip.compress(AZURE.read_bytes()))
+    runs = [cli("simulate", "--trace", str(path), "--duration", "60", "--policy", "static-peak", "--json",
+                "--no-plots", "--node-delay", "0", "--pod-delay", "0", cwd=tmp_path) for path in (AZURE, packed)]
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    plain, gz = (json.loads(run.stdout) for run in runs)
+    assert gz["requests"] == plain["requests"] > 0
+    assert gz["policies"]["static-peak"]["attainment"] == plain["policies"]["static-peak"]["attainment"]
+
+
+def test_a_truncated_gzip_trace_is_refused_in_one_line_with_exit_2(tmp_path):
+    data = gzip.compress(AZURE.read_bytes())
+    cut = tmp_path / "cut.csv.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    proc = cli("simulate", "--trace", str(cut), "--duration", "60", "--no-plots", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"{cut}: truncated or corrupt gzip file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("as_json", [pytest.param(True, id="json"), pytest.param(False, id="table")])
+def test_resample_reports_each_policys_mean_and_90_percent_interval(tmp_path, as_json):
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "180", "--policy", "static-peak", "--no-plots",
+               "--resample", "3", "--seed", "1", "--slo-ttft", "0.25", "--node-delay", "0", "--pod-delay", "0",
+               *(("--json",) if as_json else ()), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    if not as_json:
+        assert "3 block-bootstrap resamples" in proc.stdout and "GPU-h 90%" in proc.stdout
+        return
+    report = json.loads(proc.stdout)
+    assert (report["scenario"]["resample"], report["scenario"]["seed"]) == (3, 1)
+    spread = report["policies"]["static-peak"]["resample"]
+    assert set(spread) == {"gpu_hours", "attainment", "ttft_attainment", "itl_attainment"}
+    for value in spread.values():
+        assert value["p5"] <= value["mean"] <= value["p95"]
+    # Three different draws of three minutes: the attainment (TTFT 0.25 s is tight) differs between them.
+    assert spread["attainment"]["p5"] < spread["attainment"]["p95"]
+
+
+def test_then_splices_sped_up_traces_after_the_first_into_a_surge(tmp_path):
     base = cli("simulate", "--trace", str(AZURE), "--duration", "60", "--policy", "oracle", "--json", "--no-plots",
                cwd=tmp_path)
     part = tmp_path / "minute.csv"
