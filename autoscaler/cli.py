@@ -270,7 +270,7 @@ def simulate(
                             tick_s=min(0.5, interval), engine_prefill_error=prefill_error,
                             engine_decode_error=decode_error,
                             extra=(("time_stretch", time_stretch), ("start_s", start), ("duration_s", duration),
-                                   *((("then", [f"{path}@{rate:g}" for path, rate in parts]),) if parts else ())))
+                                   *((("then", [f"{path}@{factor:g}" for path, factor in parts]),) if parts else ())))
         loaded = read_trace(trace)
         if start or duration is not None:
             loaded = window(loaded, start_s=start, end_s=start + (duration if duration is not None else 1e18))
@@ -279,7 +279,7 @@ def simulate(
         if speed_up != 1.0:
             loaded = play_faster(loaded, speed_up)
         if parts:
-            loaded = splice([loaded, *(play_faster(read_trace(path), rate) for path, rate in parts)])
+            loaded = splice([loaded, *(play_faster(read_trace(path), factor) for path, factor in parts)])
         if load_scale != 1.0:
             loaded = scale_load(loaded, load_scale, seed=seed)
     except ValueError as exc:
@@ -350,16 +350,17 @@ def parse_engine_error(text: str) -> tuple[float, float]:
 
 
 def _spliced_part(text: str) -> tuple[Path, float]:
-    """``FILE`` or ``FILE@RATE`` of ``--then``; ValueError naming the flag when RATE is not a positive number."""
-    path, sep, rate = text.rpartition("@")
+    """``FILE`` or ``FILE@N`` of ``--then`` (N: the speed-up); ValueError naming the flag when N is not a positive
+    number."""
+    path, sep, factor_text = text.rpartition("@")
     if not sep:
         return Path(text), 1.0
     try:
-        factor = float(rate)
+        factor = float(factor_text)
     except ValueError:
-        raise ValueError(f"--then {text!r}: RATE after '@' must be a number") from None
+        raise ValueError(f"--then {text!r}: the speed-up N after '@' must be a number") from None
     if not (math.isfinite(factor) and factor > 0):
-        raise ValueError(f"--then {text!r}: RATE must be a finite number > 0")
+        raise ValueError(f"--then {text!r}: the speed-up N must be a finite number > 0")
     return Path(path), factor
 
 

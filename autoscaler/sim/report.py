@@ -43,8 +43,8 @@ from autoscaler.sim.runner import RunResult, simulate
 from autoscaler.sim.scenario import Scenario
 from autoscaler.traces import Trace, block_bootstrap
 
-__all__ = ["RESAMPLED", "interval", "oracle_with_startup", "print_table", "report_json", "resample_summary",
-           "run_policies", "run_resamples", "write_plots"]
+__all__ = ["RESAMPLED", "oracle_with_startup", "percentile_interval", "print_table", "report_json",
+           "resample_summary", "run_policies", "run_resamples", "write_plots"]
 
 Progress = Callable[[str, float], None]  # (policy, simulated seconds done)
 ResampleProgress = Callable[[str, int, float], None]  # (policy, resample index, simulated seconds done)
@@ -86,7 +86,7 @@ def run_resamples(trace: Trace, scenario: Scenario, names: Sequence[str], *, pro
     return out
 
 
-def interval(values: Sequence[float], *, digits: int) -> dict[str, float]:
+def percentile_interval(values: Sequence[float], *, digits: int) -> dict[str, float]:
     """Mean and 90% interval (5th and 95th percentile, linear interpolation) of ``values``."""
     p5, p95 = np.percentile(np.asarray(values, dtype=np.float64), [5.0, 95.0])
     return {"mean": round(float(np.mean(values)), digits), "p5": round(float(p5), digits),
@@ -98,8 +98,8 @@ def resample_summary(results: Sequence[RunResult]) -> dict[str, dict[str, float]
     if not results:
         raise ValueError("resample_summary needs at least one result")
     summaries = [r.summary() for r in results]
-    return {name: interval([float(s[name]) for s in summaries],  # type: ignore[arg-type]
-                           digits=4 if name == "gpu_hours" else 5) for name in RESAMPLED}
+    return {name: percentile_interval([float(s[name]) for s in summaries],  # type: ignore[arg-type]
+                                      digits=4 if name == "gpu_hours" else 5) for name in RESAMPLED}
 
 
 def oracle_with_startup(results: Sequence[RunResult], *, scenario: Scenario,

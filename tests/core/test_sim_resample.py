@@ -10,7 +10,14 @@ import pytest
 from rich.console import Console
 
 from autoscaler.perf.profiles import default_profiles
-from autoscaler.sim.report import interval, print_table, report_json, resample_summary, run_policies, run_resamples
+from autoscaler.sim.report import (
+    percentile_interval,
+    print_table,
+    report_json,
+    resample_summary,
+    run_policies,
+    run_resamples,
+)
 from autoscaler.sim.runner import RunResult, Timeline
 from autoscaler.sim.scenario import Scenario
 from autoscaler.sim.theory import poisson_trace
@@ -33,7 +40,7 @@ def result(gpu_hours: float, attainment: float) -> RunResult:
 
 
 def test_the_interval_is_the_mean_and_the_5th_and_95th_percentiles() -> None:
-    assert interval([1.0, 2.0, 4.0], digits=4) == {"mean": 2.3333, "p5": 1.1, "p95": 3.8}
+    assert percentile_interval([1.0, 2.0, 4.0], digits=4) == {"mean": 2.3333, "p5": 1.1, "p95": 3.8}
 
 
 def test_the_summary_covers_gpu_hours_and_each_attainment() -> None:

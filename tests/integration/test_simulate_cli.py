@@ -171,8 +171,8 @@ def test_then_splices_sped_up_traces_after_the_first_into_a_surge(tmp_path):
 
 
 @pytest.mark.parametrize(("value", "message"), [
-    pytest.param("x.csv@fast", "RATE after '@' must be a number", id="rate-not-a-number"),
-    pytest.param("x.csv@0", "RATE must be a finite number > 0", id="zero-rate"),
+    pytest.param("x.csv@fast", "the speed-up N after '@' must be a number", id="speed-up-not-a-number"),
+    pytest.param("x.csv@0", "the speed-up N must be a finite number > 0", id="zero-speed-up"),
 ])
 def test_a_bad_spliced_part_is_refused_naming_the_flag(tmp_path, value, message):
     proc = cli("simulate", "--trace", str(AZURE), "--duration", "30", "--no-plots", "--then", value, cwd=tmp_path)
