@@ -195,7 +195,8 @@ def adapter(
 
 @app.command()
 def simulate(
-    trace: Annotated[Path, typer.Option("--trace", help="Mooncake JSONL or Azure CSV trace (format from content).")],
+    trace: Annotated[Path, typer.Option(
+        "--trace", help="Mooncake JSONL or Azure CSV trace, plain or gzip-compressed (told from content).")],
     policy: Annotated[list[str] | None, typer.Option(
         "--policy", help="Policy to run (repeatable or comma-separated); default: oracle, default and every "
                          "baseline.")] = None,
