@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from autoscaler.core.accelerators import canonical_accelerator
+
 __all__ = [
     "Condition",
     "Decision",
@@ -64,6 +66,10 @@ class VariantSpec:
     min_replicas: int = 1
     max_replicas: int = 10
     dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        # One spelling per accelerator wherever a spec is made (CRD, llmd.ai object, simulator, tests).
+        object.__setattr__(self, "accelerator", canonical_accelerator(self.accelerator))
 
 
 class Freshness(StrEnum):

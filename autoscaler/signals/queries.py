@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
+from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.types import VariantSpec
 
 __all__ = [
@@ -99,11 +100,14 @@ class LabelMap:
         return by(self.variant_labels)
 
     def key_of(self, labels: Mapping[str, str]) -> SeriesKey:
+        """The variant a series belongs to; the accelerator label in its canonical spelling, as every
+        VariantSpec has it (series of two spellings of one GPU are one variant's, combined by the parser)."""
+        accelerator = labels.get(self.accelerator, "")
         return (
             labels.get(self.namespace, ""),
             labels.get(self.model, ""),
             labels.get(self.role, ""),
-            labels.get(self.accelerator, ""),
+            canonical_accelerator(accelerator) if isinstance(accelerator, str) else accelerator,
         )
 
     def model_key_of(self, labels: Mapping[str, str]) -> ModelKey:
