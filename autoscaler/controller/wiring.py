@@ -14,6 +14,7 @@ from autoscaler.core.plan import PlannerConfig
 from autoscaler.core.policyset import PolicySet
 from autoscaler.forecast import ForecastConfig
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, load_api_client
+from autoscaler.kube.llmd_source import LlmdVariantSource, MergedVariantSource
 from autoscaler.kube.nodepool import KubeNodePool
 from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
@@ -23,7 +24,8 @@ from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
 
-__all__ = ["build_controller", "load_planner_profiles", "node_provisioner", "planner_config", "policy_source"]
+__all__ = ["build_controller", "llmd_source", "load_planner_profiles", "node_provisioner", "planner_config",
+           "policy_source"]
 
 
 def build_controller(
@@ -61,19 +63,29 @@ def build_controller(
             retry_backoff_s=prom.retry_backoff_s,
         ),
     )
+    effective_dry_run = settings.controller.dry_run if dry_run is None else dry_run
+    llmd = llmd_source(settings, api, may_write=may_write or (lambda: not effective_dry_run))
     return Controller(
-        variants=KubeVariantSource(api, namespace=settings.kube.namespace),
+        variants=MergedVariantSource(KubeVariantSource(api, namespace=settings.kube.namespace), llmd),
         signals=signals,
-        scaler=KubeScaler(api),
+        scaler=KubeScaler(api, llmd=llmd),
         policy=policy_source(settings),
         clock=clock or WallClock(),
-        dry_run=settings.controller.dry_run if dry_run is None else dry_run,
+        dry_run=effective_dry_run,
         on_cycle=on_cycle,
         profiles=load_planner_profiles(settings),
         planner=planner_config(settings),
         nodes=node_provisioner(settings, api, may_write=may_write),
         calibration=settings.calibration.online() if settings.calibration.enabled else None,
     )
+
+
+def llmd_source(settings: Settings, api: client.ApiClient, *, may_write: Callable[[], bool],
+                namespaces: tuple[str, ...] | None = None) -> LlmdVariantSource:
+    """llm-d's ``llmd.ai`` VariantAutoscalings (nothing when that CRD is not installed)."""
+    if namespaces is None:
+        namespaces = (settings.kube.namespace,) if settings.kube.namespace else ()
+    return LlmdVariantSource(api, namespaces=namespaces, may_write=may_write)
 
 
 def node_provisioner(settings: Settings, api: client.ApiClient, *,

@@ -43,6 +43,7 @@ from autoscaler.kube.api import (
 from autoscaler.kube.drain import PodLoad, PodMarker
 from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
+from autoscaler.kube.llmd_source import LlmdVariantSource
 from autoscaler.kube.machines import machines_needed
 from autoscaler.kube.pods import count_replicas, list_pods
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
@@ -202,6 +203,7 @@ class KubeScaler:
         timeout_s: float = 10.0,
         conflict_retries: int = 3,
         now: Callable[[], dt.datetime] = _utc_now,
+        llmd: LlmdVariantSource | None = None,
     ) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._scales = ScaleClient(api, timeout_s=timeout_s)
@@ -215,6 +217,7 @@ class KubeScaler:
         self._timeout_s = timeout_s
         self._conflict_retries = conflict_retries
         self._now = now
+        self._llmd = llmd  # llm-d's objects: actuated by their HPA, status written the way WVA writes it
         self._observed: dict[VariantRef, ScaleState] = {}  # the scale read before this cycle's decision
         # The pods counted this cycle, by the selector they were listed with: a scale-down marks from them.
         self._listed: dict[VariantRef, tuple[str, list[client.V1Pod]]] = {}
@@ -256,6 +259,11 @@ class KubeScaler:
         if not self._may_write():
             raise KubeActuationError(f"{spec.ref}: not scaling: this instance does not hold the lease",
                                      status=None, reason="NotLeader")
+        if self._llmd is not None and self._llmd.owns(spec.ref):
+            # As WVA: the decision is published (status, wva_desired_replicas) and the HPA or ScaledObject
+            # llm-d/KServe generated for the object scales the target; patching it too would fight the HPA.
+            log.debug("scale_left_to_hpa", replicas=replicas)
+            return
         va = self._variant(spec)
         observed = self._observed.get(spec.ref)
         current = observed.replicas if observed is not None else None
@@ -278,6 +286,11 @@ class KubeScaler:
 
     def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None,
                      insight: VariantInsight | None = None) -> None:
+        if self._llmd is not None and self._llmd.owns(spec.ref):
+            observed = self._observed.get(spec.ref)
+            self._able.pop(spec.ref, None)
+            self._llmd.write_status(spec, decision, current=observed.replicas if observed is not None else None)
+            return
         va = self._variant(spec)
         if va is None:
             raise ActuationError(f"{spec.ref}: cannot write status: the VariantAutoscaling could not be read")
