@@ -8,7 +8,7 @@ from kubernetes import client
 
 from autoscaler.config import Settings
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.ports import Clock, WallClock
+from autoscaler.controller.ports import Clock, SignalSource, WallClock
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig
 from autoscaler.core.policyset import PolicySet
@@ -19,7 +19,8 @@ from autoscaler.kube.nodepool import KubeNodePool
 from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import default_profiles, load_profiles
-from autoscaler.policy.store import PolicyStore
+from autoscaler.policy.store import PolicyStore, require_gateway_for_scale_to_zero
+from autoscaler.signals.gateway_queue import GatewayQueueSource
 from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
@@ -63,11 +64,15 @@ def build_controller(
             retry_backoff_s=prom.retry_backoff_s,
         ),
     )
+    source: SignalSource = signals
+    if prom.gateway_queue_metric:
+        source = GatewayQueueSource(signals, query=signals.query, metric=prom.gateway_queue_metric,
+                                    model_label=prom.gateway_model_label)
     effective_dry_run = settings.controller.dry_run if dry_run is None else dry_run
     llmd = llmd_source(settings, api, may_write=may_write or (lambda: not effective_dry_run))
     return Controller(
         variants=MergedVariantSource(KubeVariantSource(api, namespace=settings.kube.namespace), llmd),
-        signals=signals,
+        signals=source,
         scaler=KubeScaler(api, llmd=llmd),
         policy=policy_source(settings),
         clock=clock or WallClock(),
@@ -103,7 +108,8 @@ def policy_source(settings: Settings) -> ScalingPolicy | Callable[[], PolicySet]
     at start-up is a configuration error (exit 2); a bad edit later keeps the last good policy."""
     if settings.planner.policy_file is None:
         return settings.scaling_policy()
-    store = PolicyStore(settings.planner.policy_file)
+    store = PolicyStore(settings.planner.policy_file,
+                        check=require_gateway_for_scale_to_zero(settings.prometheus.gateway_queue_metric))
     if not store.reload():
         assert store.error is not None
         raise store.error

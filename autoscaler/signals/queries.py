@@ -27,6 +27,8 @@ from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.types import VariantSpec
 
 __all__ = [
+    "GATEWAY_MODEL_LABEL",
+    "GATEWAY_QUEUE_METRIC",
     "METRICS",
     "POD_AGES",
     "REQUIRED",
@@ -42,6 +44,7 @@ __all__ = [
     "Signal",
     "build_queries",
     "by",
+    "gateway_queue_query",
     "model_key_of",
     "quantile_name",
     "quantile_query",
@@ -351,6 +354,19 @@ class QueryPlan:
 def recorded_name(signal: Signal, plan: QueryPlan) -> str:
     """The recording rule's series name, ``level:metric:operation`` as Prometheus's naming practice has it."""
     return f"variant:{signal.name}:{plan.window}"
+
+
+# The endpoint picker's flow-control queue: kubernetes-sigs/gateway-api-inference-extension
+# pkg/epp/metrics/metrics.go (gauge inference_extension_flow_control_queue_size, labels fairness_id, priority,
+# inference_pool, model_name, target_model_name; no namespace label, WVA's internal/constants/metrics.go
+# notes the same). llm-d's router renames it llm_d_epp_flow_control_queue_size.
+GATEWAY_QUEUE_METRIC = "inference_extension_flow_control_queue_size"
+GATEWAY_MODEL_LABEL = "target_model_name"
+
+
+def gateway_queue_query(metric: str = GATEWAY_QUEUE_METRIC, *, model_label: str = GATEWAY_MODEL_LABEL) -> str:
+    """Requests queued at the gateway per model, over every pool, priority and fairness flow."""
+    return f"sum by ({model_label}) ({_finite(metric)})"
 
 
 def build_queries(labels: LabelMap, window: str, *, names: MetricNames = MetricNames.AUTO) -> dict[str, str]:
