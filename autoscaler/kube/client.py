@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.controller.ports import VariantInsight
 from autoscaler.core.types import Decision, ReplicaCounts, VariantRef, VariantSpec
-from autoscaler.errors import ActuationError, SpecError
+from autoscaler.errors import ActuationError, ConfigError, SpecError
 from autoscaler.kube.api import (
     GROUP,
     PLURAL,
@@ -51,7 +52,8 @@ from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_conditio
 from autoscaler.kube.watch import WatchCache
 from autoscaler.logs import get_logger
 
-__all__ = ["CRD_PATH", "KubeScaler", "KubeVariantSource", "VariantStore", "apply_crd", "load_api_client"]
+__all__ = ["CRD_PATH", "KubeScaler", "KubeVariantSource", "VariantStore", "apply_crd", "cluster_configured",
+           "load_api_client"]
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "variantautoscalings.yaml"
 
@@ -61,19 +63,37 @@ def load_api_client(kubeconfig: Path | None = None, context: str | None = None) 
 
     urllib3's hidden retries are off: by default it retries a timed-out GET or PUT three times, which would
     stretch every timeout fourfold, the lease renewal's too. The control loop and the elector retry themselves.
+
+    A kubeconfig that cannot be read or used is a :class:`ConfigError` naming it (the CLI exits 2 with one
+    line), not a traceback.
     """
     configuration = client.Configuration()
     configuration.retries = False
-    if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), context=context,  # type: ignore[no-untyped-call]
-                                client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(context=context,  # type: ignore[no-untyped-call]
+    try:
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=str(kubeconfig), context=context,  # type: ignore[no-untyped-call]
                                     client_configuration=configuration)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(context=context,  # type: ignore[no-untyped-call]
+                                        client_configuration=configuration)
+    except (config.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config (no in-cluster service account)"
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ConfigError(f"kubeconfig {where}: {detail}", field="kube.kubeconfig") from exc
     return client.ApiClient(configuration=configuration)
+
+
+def cluster_configured(kubeconfig: Path | None = None) -> bool:
+    """Whether any way to reach a cluster is configured: a kubeconfig named, in-cluster, or a default one."""
+    if kubeconfig is not None or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    paths = os.environ.get("KUBECONFIG", "")
+    if paths:
+        return any(Path(p).expanduser().exists() for p in paths.split(os.pathsep) if p)
+    return Path("~/.kube/config").expanduser().exists()
 
 
 def _utc_now() -> dt.datetime:
