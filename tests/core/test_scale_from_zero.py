@@ -142,3 +142,17 @@ def test_scale_to_zero_without_a_gateway_metric_is_refused_when_the_policy_loads
     with_gateway = PolicyStore(path, check=require_gateway_for_scale_to_zero(
         "inference_extension_flow_control_queue_size"))
     assert with_gateway.reload()
+
+
+def test_the_controller_refuses_to_start_with_scale_to_zero_and_no_gateway_metric(tmp_path: Path) -> None:
+    from kubernetes import client as kube_client
+
+    from autoscaler.config import load_settings
+    from autoscaler.controller.wiring import build_controller
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY)
+    settings = load_settings(None, {"planner": {"policy_file": str(path)}})
+    with pytest.raises(ConfigError, match="scale_to_zero needs prometheus.gateway_queue_metric") as refused:
+        build_controller(settings, api_client=kube_client.ApiClient())
+    assert refused.value.field == "prometheus.gateway_queue_metric"
