@@ -140,6 +140,7 @@ def stack(kube_assets_paths: Any, prometheus_binary: str, tmp_path_factory: pyte
         api = plane.api_client()
         apply_crd(api)
         apply_crd(api, path=WVA / "crd-variantautoscalings.llmd.ai.yaml")
+        _wait_until_listable(api, ("variant-autoscaler.io", "llmd.ai"))
         targets = tmp_path_factory.mktemp("targets") / "targets.json"
         variant = EmulatedVariant(namespace="llm-inference", deployment="llama-8b-default-cost",
                                   model="meta/llama-3.1-8b", role=Role.BOTH, accelerator="A100",
@@ -154,6 +155,21 @@ def stack(kube_assets_paths: Any, prometheus_binary: str, tmp_path_factory: pyte
         finally:
             server.stop()
             emulator.close()
+
+
+def _wait_until_listable(api: kube_client.ApiClient, groups: tuple[str, ...], timeout_s: float = 30.0) -> None:
+    """An Established CRD may still answer 429 (storage initialising) for a moment."""
+    custom = kube_client.CustomObjectsApi(api)
+    deadline = time.monotonic() + timeout_s
+    for group in groups:
+        while True:
+            try:
+                custom.list_cluster_custom_object(group, "v1alpha1", "variantautoscalings")
+                break
+            except kube_client.exceptions.ApiException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 def _apply_wva_samples(api: kube_client.ApiClient) -> list[dict[str, Any]]:
@@ -185,6 +201,7 @@ def test_recommend_from_the_wheel_lists_and_decides_wvas_own_samples(installed: 
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     decided = {row["variant"]: row for row in report["variants"]}
+    assert decided, f"nothing decided; errors: {report['errors']}; stderr: {done.stderr[-2000:]}"
     expected = {f"{s['metadata']['namespace']}/{s['metadata']['name']}" for s in samples} - {
         "tenant-silver/llama-8b-tenant-silver"}
     assert set(decided) == expected

@@ -96,7 +96,7 @@ def test_a_request_queued_at_the_gateway_brings_a_variant_at_zero_to_one_within_
     controller = build_controller(settings, api_client=kube_api_client)
 
     def scale() -> int:
-        return int(apps.read_namespaced_deployment_scale("qwen", kube_namespace).spec.replicas)
+        return int(apps.read_namespaced_deployment_scale("qwen", kube_namespace).spec.replicas or 0)
 
     gateway.queued(0)
     prometheus.wait_for_series(GATEWAY_QUEUE_METRIC)
