@@ -26,8 +26,17 @@ from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
 
-__all__ = ["build_controller", "build_metrics_only_controller", "label_map", "llmd_source", "signal_sources", "load_planner_profiles", "node_provisioner", "planner_config",
-           "policy_source"]
+__all__ = [
+    "build_controller",
+    "build_metrics_only_controller",
+    "label_map",
+    "llmd_source",
+    "load_planner_profiles",
+    "node_provisioner",
+    "planner_config",
+    "policy_source",
+    "signal_sources",
+]
 
 
 def build_controller(

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Protocol, cast
 
 import urllib3.exceptions

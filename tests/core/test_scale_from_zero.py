@@ -12,7 +12,15 @@ import pytest
 from autoscaler.controller.loop import Controller
 from autoscaler.core.decide import ScalingPolicy, decide
 from autoscaler.core.policyset import ModelPolicy, PolicySet, VariantPolicy
-from autoscaler.core.types import Freshness, Reason, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Freshness,
+    Reason,
+    Role,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 from autoscaler.errors import ConfigError, SignalError
 from autoscaler.perf.profiles import default_profiles
 from autoscaler.policy.store import PolicyStore, require_gateway_for_scale_to_zero

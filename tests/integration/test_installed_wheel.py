@@ -95,9 +95,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 
 def test_the_installed_package_is_the_wheel_and_finds_the_profiles_it_carries(installed: Installed) -> None:
-    where = subprocess.run([str(installed.venv / "bin" / "python"), "-c",
-                            "import autoscaler, autoscaler.perf.profiles as p; print(autoscaler.__file__); "
-                            "print(p.default_models_dir())"],
+    code = ("import autoscaler, autoscaler.perf.profiles as p; "
+            "print(autoscaler.__file__); print(p.default_models_dir())")
+    where = subprocess.run([str(installed.venv / "bin" / "python"), "-c", code],
                            cwd=installed.workdir, env=installed.env(), capture_output=True, text=True, check=True)
     package, models = where.stdout.split()
     assert package.startswith(str(installed.venv)), package  # not the checkout, not the editable install
