@@ -279,14 +279,16 @@ class KubeScaler:
         if not self._may_write():
             raise KubeActuationError(f"{spec.ref}: not scaling: this instance does not hold the lease",
                                      status=None, reason="NotLeader")
-        if self._llmd is not None and self._llmd.owns(spec.ref):
+        observed = self._observed.get(spec.ref)
+        current = observed.replicas if observed is not None else None
+        if self._llmd is not None and self._llmd.owns(spec.ref) and not (current == 0 and replicas > 0):
             # As WVA: the decision is published (status, wva_desired_replicas) and the HPA or ScaledObject
             # llm-d/KServe generated for the object scales the target; patching it too would fight the HPA.
+            # The one exception is WVA's too (docs/user-guide/scale-from-zero.md): from 0 to 1 the target is
+            # patched, because an HPA whose target has 0 replicas does not act.
             log.debug("scale_left_to_hpa", replicas=replicas)
             return
         va = self._variant(spec)
-        observed = self._observed.get(spec.ref)
-        current = observed.replicas if observed is not None else None
         group = va.spec.machine_set_ref if va is not None else None
         try:
             if group is not None and (current is None or replicas > current):

@@ -353,3 +353,25 @@ def test_an_llmd_variant_autoscaling_whose_target_is_missing_gets_wvas_target_no
     [condition] = status["conditions"]
     assert (condition["type"], condition["status"], condition["reason"]) == ("TargetResolved", "False",
                                                                             "TargetNotFound")
+
+
+class QueuedAtTheGateway:
+    """No pod, so no vLLM series; one request waits at the gateway for the model."""
+
+    def collect(self, variants, *, now):
+        return {s: VariantSignals(freshness=Freshness.MISSING, note="no series", gateway_waiting=1.0)
+                for s in variants}
+
+
+def test_an_llmd_variant_at_zero_is_patched_to_one_as_wva_does_since_its_hpa_cannot(chain):
+    apply_crd(chain.api, path=WVA_CRD)
+    llmd_variant_with_wva_hpa(chain.api, "qwen-zero", model="Qwen/Qwen3-8B")
+    kube_client.AppsV1Api(chain.api).patch_namespaced_deployment_scale("qwen-zero", NAMESPACE,
+                                                                       {"spec": {"replicas": 0}})
+    source = LlmdVariantSource(chain.api, namespaces=(NAMESPACE,))
+    controller = Controller(variants=source, signals=QueuedAtTheGateway(), scaler=KubeScaler(chain.api, llmd=source),
+                            policy=ScalingPolicy(), clock=chain.clock, on_cycle=chain.store.record)
+    cycle = controller.run_cycle()
+    [woken] = [o for o in cycle.outcomes if o.spec.ref.name == "qwen-zero-va"]
+    assert woken.decision is not None and woken.decision.reason.value == "ScaleFromZero" and woken.applied
+    assert replicas(chain.api, "qwen-zero") == 1  # patched by the controller, not left to the idle HPA
