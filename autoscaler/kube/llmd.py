@@ -263,12 +263,32 @@ def wva_status(va: LlmdVariant, *, now: dt.datetime, conditions: Sequence[Mappin
     return status
 
 
-def status_changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
-    """Whether a write is needed: ``lastRunTime`` alone moving is not a change (no write every cycle)."""
-    def strip(status: Mapping[str, Any]) -> dict[str, Any]:
+RUN_TIME_REFRESH_S = 300.0
+"""``lastRunTime`` alone is rewritten this often: it shows the controller is alive (WVA writes it on every
+run) without a status write on every cycle of every variant."""
+
+
+def status_changed(previous: Mapping[str, Any], new: Mapping[str, Any], *,
+                   refresh_s: float = RUN_TIME_REFRESH_S) -> bool:
+    """Whether a write is needed: anything but ``lastRunTime`` changed, or ``lastRunTime`` is older than
+    ``refresh_s`` against the new one."""
+    def strip(status: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
         out = dict(status)
         alloc = dict(out.get("desiredOptimizedAlloc") or {})
-        alloc.pop("lastRunTime", None)
+        run = alloc.pop("lastRunTime", None)
         out["desiredOptimizedAlloc"] = alloc
-        return out
-    return strip(previous) != strip(new)
+        return out, run if isinstance(run, str) else None
+
+    (old, old_run), (cur, cur_run) = strip(previous), strip(new)
+    if old != cur:
+        return True
+    if cur_run is None or old_run is None:
+        return cur_run != old_run
+    return _parse_time(cur_run) - _parse_time(old_run) >= refresh_s
+
+
+def _parse_time(text: str) -> float:
+    try:
+        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return 0.0  # unreadable: treated as very old, so it is rewritten

@@ -72,7 +72,8 @@ class PrometheusVariantSource:
 
 
 class MetricsOnlyScaler:
-    """A Scaler that reads replicas as the pods reporting and writes nothing (a cluster-less dry run)."""
+    """A Scaler that reads replicas as the pods reporting and writes nothing (a cluster-less dry run). The pod
+    counts are read once, at the first variant: it serves the one cycle of ``recommend``."""
 
     def __init__(self, *, query: Callable[[str], list[Any]], labels: LabelMap) -> None:
         self._query = query

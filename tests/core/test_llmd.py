@@ -110,13 +110,17 @@ def test_the_status_has_wvas_shape_and_keeps_the_target_condition() -> None:
     assert status["conditions"][0]["lastTransitionTime"] == "2026-12-07T10:00:00Z"  # unchanged status
 
 
-def test_only_the_run_time_moving_is_not_a_status_change() -> None:
+def test_only_the_run_time_moving_is_not_a_status_change_until_it_is_five_minutes_old() -> None:
     va = llmd.parse_llmd_variant(_samples()[0])
     first = llmd.wva_status(va, now=NOW, conditions=[], decision=_decision(Reason.SATURATED), accelerator="H100")
     later = llmd.wva_status(llmd.parse_llmd_variant({**_samples()[0], "status": first}),
                             now=NOW + dt.timedelta(minutes=1), conditions=[], decision=_decision(Reason.SATURATED),
                             accelerator="H100")
     assert not llmd.status_changed(first, later)
+    much_later = llmd.wva_status(llmd.parse_llmd_variant({**_samples()[0], "status": first}),
+                                 now=NOW + dt.timedelta(minutes=6), conditions=[],
+                                 decision=_decision(Reason.SATURATED), accelerator="H100")
+    assert llmd.status_changed(first, much_later)  # lastRunTime is refreshed now and then: the controller lives
     moved = llmd.wva_status(va, now=NOW, conditions=[], decision=_decision(Reason.SATURATED, desired=4),
                             accelerator="H100")
     assert llmd.status_changed(first, moved)
