@@ -94,6 +94,9 @@ def run(
         signal.signal(sig, lambda *_: stop.set())
     try:
         code = run_controller(settings=settings, runtime=runtime, stop=stop, duration_s=duration)
+    except ConfigError as exc:  # a bad kubeconfig or policy at start-up: the configuration's fault
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     except AutoscalerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -109,8 +112,12 @@ def recommend(
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
     log_format: LogOpt = None,
 ) -> None:
-    """One dry-run cycle: print what the controller would do, change nothing."""
-    from autoscaler.controller.wiring import build_controller
+    """One dry-run cycle: print what the controller would do, change nothing.
+
+    With no cluster configured (no --kubeconfig, not in a pod, no ~/.kube/config or $KUBECONFIG), the variants
+    are discovered from the metrics' labels and their replicas are the pods reporting; no target is read."""
+    from autoscaler.controller.wiring import build_controller, build_metrics_only_controller
+    from autoscaler.kube.client import cluster_configured
     from autoscaler.report import print_table, to_json
 
     if output not in ("table", "json"):
@@ -118,7 +125,21 @@ def recommend(
         raise typer.Exit(2)
     settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
                      log_format=log_format)
-    report = build_controller(settings, dry_run=True).run_cycle()
+    try:
+        if cluster_configured(settings.kube.kubeconfig):
+            controller = build_controller(settings, dry_run=True)
+        else:
+            typer.echo(f"note: no Kubernetes cluster configured: variants discovered from the metrics' labels at "
+                       f"{settings.prometheus.url}; no VariantAutoscaling or scale target was read (current = "
+                       f"pods reporting, bounds are defaults)", err=True)
+            controller = build_metrics_only_controller(settings)
+        report = controller.run_cycle()
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except AutoscalerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     if output == "json":
         sys.stdout.write(to_json(report) + "\n")
     else:

@@ -112,6 +112,19 @@ class PrometheusSettings(_Section):
                     "others): they scan every bucket of every pod, about 3 s each at 3,000 pods on a small "
                     "Prometheus (benchmarks/bench_collection.py). Keep it within collect_budget_s.",
     )
+    gateway_queue_metric: str | None = Field(
+        None, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description="Gauge of the requests a gateway holds per model: the Gateway API Inference Extension's "
+                    "endpoint picker exports inference_extension_flow_control_queue_size (llm-d's router also "
+                    "llm_d_epp_flow_control_queue_size). It is the demand of a model with no replica, so a "
+                    "variant at zero comes back to one within a cycle. Unset: no gateway signal, and a policy "
+                    "with scale_to_zero is refused (nothing could bring a variant back from zero).",
+    )
+    gateway_model_label: str = Field(
+        "target_model_name", min_length=1,
+        description="Label of gateway_queue_metric that names the model as its pods serve it "
+                    "(target_model_name on the endpoint picker's metrics).",
+    )
 
     @model_validator(mode="after")
     def _no_plain_http_off_loopback(self) -> PrometheusSettings:

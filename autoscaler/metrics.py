@@ -11,6 +11,14 @@ rather than left at an old number.
     controller = Controller(..., on_cycle=metrics.record_cycle)
     server, thread = serve_metrics(9100, metrics=metrics)
 
+Beside them, WVA's output metrics under WVA's names and labels, so that the HPAs and KEDA ScaledObjects
+llm-d and KServe generate (external metric ``wva_desired_replicas``, selector on ``variant_name``) work
+unchanged: ``wva_desired_replicas``, ``wva_current_replicas``, ``wva_desired_ratio`` (labels
+``variant_name``, ``namespace``, ``accelerator_type``; the ratio is the desired count itself when the
+current one is 0) and ``wva_replica_scaling_total`` (``variant_name``, ``namespace``, ``direction``,
+``reason``). Source: llm-d/llm-d-workload-variant-autoscaler internal/constants/metrics.go and
+internal/metrics/metrics.go.
+
 The Grafana dashboard in manifests/grafana/ plots these names (tests/core/test_metrics.py checks it uses
 only names defined here).
 """
@@ -40,6 +48,7 @@ _CYCLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 _REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _VARIANT = ("namespace", "variant")
 _VARIANT_DESCRIBED = ("namespace", "variant", "model", "role", "accelerator")
+_WVA_VARIANT = ("variant_name", "namespace", "accelerator_type")
 
 
 def error_kind(outcome: VariantOutcome) -> str:
@@ -84,6 +93,15 @@ class ControllerMetrics:
             f"{PREFIX}scale_actions_total",
             "Replica changes decided, by direction (up, down) and result (applied, dry_run, failed).",
             (*_VARIANT, "direction", "result"), registry=r)
+        # WVA's names and labels (see the module docstring).
+        self.wva_desired = Gauge("wva_desired_replicas", "Desired number of replicas for each variant",
+                                 _WVA_VARIANT, registry=r)
+        self.wva_current = Gauge("wva_current_replicas", "Current number of replicas for each variant",
+                                 _WVA_VARIANT, registry=r)
+        self.wva_ratio = Gauge("wva_desired_ratio", "Ratio of the desired number of replicas and the current "
+                               "number of replicas for each variant", _WVA_VARIANT, registry=r)
+        self.wva_scaling = Counter("wva_replica_scaling", "Total number of replica scaling operations",
+                                   ("variant_name", "namespace", "direction", "reason"), registry=r)
         self.adapter_requests = Counter(
             f"{PREFIX}adapter_requests_total", "Requests to the external metrics adapter, by endpoint and code.",
             ["endpoint", "code"], registry=r)
@@ -230,11 +248,18 @@ class ControllerMetrics:
             return
         child(self.desired, *described).set(decision.desired)
         child(self.current, *described).set(decision.current)
+        wva = _wva_labels(described)
+        child(self.wva_desired, *wva).set(decision.desired)
+        child(self.wva_current, *wva).set(decision.current)
+        child(self.wva_ratio, *wva).set(decision.desired / decision.current if decision.current
+                                        else float(decision.desired))
         child(self.decisions, *ref, decision.reason.value).inc()
         if decision.changed:
             direction = "up" if decision.desired > decision.current else "down"
             result = "applied" if outcome.applied else ("failed" if outcome.error else "dry_run")
             child(self.scale_actions, *ref, direction, result).inc()
+            if outcome.applied:
+                child(self.wva_scaling, spec.ref.name, spec.ref.namespace, direction, decision.reason.value).inc()
 
     def _forget(self, live: Iterable[VariantRef]) -> None:
         keep = set(live)
@@ -249,6 +274,14 @@ class ControllerMetrics:
         for gauge in (self.desired, self.current):
             _remove(gauge, described)
             children.discard((gauge, described))
+        for gauge in (self.wva_desired, self.wva_current, self.wva_ratio):
+            _remove(gauge, _wva_labels(described))
+            children.discard((gauge, _wva_labels(described)))
+
+
+def _wva_labels(described: tuple[str, ...]) -> tuple[str, str, str]:
+    namespace, name, _, _, accelerator = described
+    return name, namespace, accelerator
 
 
 class _SetEachCycle:

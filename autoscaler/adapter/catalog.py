@@ -5,6 +5,11 @@ meant for scaling is ``variant_desired_replicas``: with ``target.type: AverageVa
 the HPA computes ``ceil(sum(values) / 1)`` replicas, exactly the controller's decision
 (replica_calculator.go ``GetExternalPerPodMetricReplicas``).
 
+WVA's output metrics are served too, under WVA's names, and every item also carries WVA's labels
+(``variant_name``, ``accelerator_type``; the namespace is the request's), so the HPA llm-d documents and
+KServe generates (``wva_desired_replicas``, ``selector.matchLabels.variant_name``, ``AverageValue: 1``;
+llm-d/llm-d-workload-variant-autoscaler config/samples/hpa-integration.yaml) is served unchanged.
+
 Pure: no I/O.
 """
 
@@ -30,7 +35,7 @@ __all__ = [
     "variant_labels",
 ]
 
-LABELS = ("variant", "model", "role", "accelerator")
+LABELS = ("variant", "model", "role", "accelerator", "variant_name", "accelerator_type")
 """Labels on every item, usable in an HPA's ``metric.selector``."""
 
 _LABEL_VALUE_MAX = 63
@@ -51,6 +56,8 @@ def variant_labels(spec: VariantSpec) -> dict[str, str]:
         "model": label_value(spec.model),
         "role": spec.role.value,
         "accelerator": label_value(spec.accelerator),
+        "variant_name": spec.ref.name,  # WVA's label names (internal/constants/metrics.go)
+        "accelerator_type": label_value(spec.accelerator),
     }
 
 
@@ -133,6 +140,18 @@ METRICS: tuple[ExternalMetric, ...] = (
                    "upper quantile over the provisioning lead time plus the waiting backlog).",
                    lambda src: None if src.outlook is None else src.outlook.demand_rps),
 )
+
+WVA_METRICS: tuple[ExternalMetric, ...] = (
+    ExternalMetric("wva_desired_replicas", "WVA's name for variant_desired_replicas (llm-d's and KServe's HPAs).",
+                   DESIRED_REPLICAS.extract),
+    ExternalMetric("wva_current_replicas", "WVA's name for variant_current_replicas.",
+                   lambda src: float(src.decision.current)),
+    ExternalMetric("wva_desired_ratio", "Desired over current replicas (the desired count when current is 0), "
+                   "as WVA publishes it.",
+                   lambda src: src.decision.desired / src.decision.current if src.decision.current
+                   else float(src.decision.desired)),
+)
+METRICS = METRICS + WVA_METRICS
 
 METRICS_BY_NAME = {m.name: m for m in METRICS}
 

@@ -43,11 +43,12 @@ from pydantic import ValidationError
 
 from autoscaler.config import RuntimeSettings, Settings, format_validation_error, runtime_environment
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.wiring import build_controller
+from autoscaler.controller.wiring import build_controller, llmd_source
 from autoscaler.errors import AutoscalerError, ConfigError
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, VariantStore, load_api_client
 from autoscaler.kube.drain import QueryPodLoad
 from autoscaler.kube.lease import ElectionTiming, KubeLeaseLock, LeaderElector
+from autoscaler.kube.llmd_source import MergedVariantSource
 from autoscaler.logs import get_logger
 from autoscaler.metrics import ControllerMetrics, serve_metrics
 
@@ -185,9 +186,11 @@ class ControllerRuntime:
         labels = self.settings.labels
         pod_load = QueryPodLoad(query, namespace_label=labels.namespace, model_label=labels.model,
                                 pod_label=labels.pod) if callable(query) else None
+        llmd = llmd_source(self.settings, self.api, may_write=self.may_write, namespaces=self.namespaces)
         scaler = KubeScaler(self.api, store=self.source.store, identity=self.identity, may_write=self.may_write,
-                            dry_run=base.dry_run, pod_load=pod_load, timeout_s=self.runtime.api_timeout_s)
-        return dataclasses.replace(base, variants=self.source, scaler=scaler)
+                            dry_run=base.dry_run, pod_load=pod_load, timeout_s=self.runtime.api_timeout_s,
+                            llmd=llmd)
+        return dataclasses.replace(base, variants=MergedVariantSource(self.source, llmd), scaler=scaler)
 
     def _cycle_done(self, report: CycleReport) -> None:
         self._last_cycle_end = time.monotonic()

@@ -8,22 +8,35 @@ from kubernetes import client
 
 from autoscaler.config import Settings
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.ports import Clock, WallClock
+from autoscaler.controller.ports import Clock, SignalSource, WallClock
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig
 from autoscaler.core.policyset import PolicySet
 from autoscaler.forecast import ForecastConfig
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, load_api_client
+from autoscaler.kube.llmd_source import LlmdVariantSource, MergedVariantSource
 from autoscaler.kube.nodepool import KubeNodePool
 from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import default_profiles, load_profiles
-from autoscaler.policy.store import PolicyStore
+from autoscaler.policy.store import PolicyStore, require_gateway_for_scale_to_zero
+from autoscaler.signals.discover import MetricsOnlyScaler, PrometheusVariantSource
+from autoscaler.signals.gateway_queue import GatewayQueueSource
 from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
 
-__all__ = ["build_controller", "load_planner_profiles", "node_provisioner", "planner_config", "policy_source"]
+__all__ = [
+    "build_controller",
+    "build_metrics_only_controller",
+    "label_map",
+    "llmd_source",
+    "load_planner_profiles",
+    "node_provisioner",
+    "planner_config",
+    "policy_source",
+    "signal_sources",
+]
 
 
 def build_controller(
@@ -37,12 +50,54 @@ def build_controller(
 ) -> Controller:
     """``may_write``: the leader-election guard the node provisioner asks before every write."""
     api = api_client or load_api_client(settings.kube.kubeconfig, settings.kube.context)
-    labels, prom = settings.labels, settings.prometheus
+    _, source = signal_sources(settings)
+    effective_dry_run = settings.controller.dry_run if dry_run is None else dry_run
+    llmd = llmd_source(settings, api, may_write=may_write or (lambda: not effective_dry_run))
+    return Controller(
+        variants=MergedVariantSource(KubeVariantSource(api, namespace=settings.kube.namespace), llmd),
+        signals=source,
+        scaler=KubeScaler(api, llmd=llmd),
+        policy=policy_source(settings),
+        clock=clock or WallClock(),
+        dry_run=effective_dry_run,
+        on_cycle=on_cycle,
+        profiles=load_planner_profiles(settings),
+        planner=planner_config(settings),
+        nodes=node_provisioner(settings, api, may_write=may_write),
+        calibration=settings.calibration.online() if settings.calibration.enabled else None,
+    )
+
+
+def build_metrics_only_controller(settings: Settings) -> Controller:
+    """A dry-run controller without a cluster: variants and their replicas from Prometheus's labels
+    (:mod:`autoscaler.signals.discover`); nothing is read from or written to Kubernetes."""
+    prometheus, source = signal_sources(settings)
+    labels = label_map(settings)
+    return Controller(
+        variants=PrometheusVariantSource(query=prometheus.query, labels=labels, namespace=settings.kube.namespace),
+        signals=source,
+        scaler=MetricsOnlyScaler(query=prometheus.query, labels=labels),
+        policy=policy_source(settings),
+        clock=WallClock(),
+        dry_run=True,
+        profiles=load_planner_profiles(settings),
+        planner=planner_config(settings),
+        calibration=settings.calibration.online() if settings.calibration.enabled else None,
+    )
+
+
+def label_map(settings: Settings) -> LabelMap:
+    labels = settings.labels
+    return LabelMap(namespace=labels.namespace, model=labels.model, role=labels.role,
+                    accelerator=labels.accelerator, pod=labels.pod, instance=labels.instance, engine=labels.engine)
+
+
+def signal_sources(settings: Settings) -> tuple[PrometheusSignalSource, SignalSource]:
+    """The Prometheus source, and the one the loop reads (with the gateway's queue when configured)."""
+    prom = settings.prometheus
     signals = PrometheusSignalSource(
         url=prom.url,
-        labels=LabelMap(namespace=labels.namespace, model=labels.model, role=labels.role,
-                        accelerator=labels.accelerator, pod=labels.pod, instance=labels.instance,
-                        engine=labels.engine),
+        labels=label_map(settings),
         rate_window=prom.rate_window,
         timeout_s=prom.timeout_s,
         staleness_s=prom.staleness_s,
@@ -61,19 +116,18 @@ def build_controller(
             retry_backoff_s=prom.retry_backoff_s,
         ),
     )
-    return Controller(
-        variants=KubeVariantSource(api, namespace=settings.kube.namespace),
-        signals=signals,
-        scaler=KubeScaler(api),
-        policy=policy_source(settings),
-        clock=clock or WallClock(),
-        dry_run=settings.controller.dry_run if dry_run is None else dry_run,
-        on_cycle=on_cycle,
-        profiles=load_planner_profiles(settings),
-        planner=planner_config(settings),
-        nodes=node_provisioner(settings, api, may_write=may_write),
-        calibration=settings.calibration.online() if settings.calibration.enabled else None,
-    )
+    if not prom.gateway_queue_metric:
+        return signals, signals
+    return signals, GatewayQueueSource(signals, query=signals.query, metric=prom.gateway_queue_metric,
+                                       model_label=prom.gateway_model_label)
+
+
+def llmd_source(settings: Settings, api: client.ApiClient, *, may_write: Callable[[], bool],
+                namespaces: tuple[str, ...] | None = None) -> LlmdVariantSource:
+    """llm-d's ``llmd.ai`` VariantAutoscalings (nothing when that CRD is not installed)."""
+    if namespaces is None:
+        namespaces = (settings.kube.namespace,) if settings.kube.namespace else ()
+    return LlmdVariantSource(api, namespaces=namespaces, may_write=may_write)
 
 
 def node_provisioner(settings: Settings, api: client.ApiClient, *,
@@ -91,7 +145,8 @@ def policy_source(settings: Settings) -> ScalingPolicy | Callable[[], PolicySet]
     at start-up is a configuration error (exit 2); a bad edit later keeps the last good policy."""
     if settings.planner.policy_file is None:
         return settings.scaling_policy()
-    store = PolicyStore(settings.planner.policy_file)
+    store = PolicyStore(settings.planner.policy_file,
+                        check=require_gateway_for_scale_to_zero(settings.prometheus.gateway_queue_metric))
     if not store.reload():
         assert store.error is not None
         raise store.error

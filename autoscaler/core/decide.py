@@ -11,7 +11,9 @@ Stages, each leaving a :class:`DecisionStep` with its reason (HPA's pipeline wit
 5. ``stabilise``: HPA windows over the history (scale-down takes the highest recommendation in its window);
 6. ``scale-to-zero``: zero after an unbroken idle window, when the policy allows it;
 7. ``cooldown``, 8. ``rate-limit``: per-direction cooldown and step limits (absolute and percent);
-9. ``clamp``: min/max of the VariantAutoscaling, the policy and its schedule.
+9. ``scale-from-zero``: a variant at zero replicas whose model has requests waiting at the gateway gets one,
+   whatever the other stages said (at zero its pods export nothing, so only the gateway sees the demand);
+10. ``clamp``: min/max of the VariantAutoscaling, the policy and its schedule.
 
 Missing or stale signals never scale down; only a predictive target may still scale up.
 """
@@ -29,6 +31,7 @@ from autoscaler.core.types import (
     Decision,
     DecisionStep,
     Freshness,
+    Reason,
     ReplicaCounts,
     VariantSignals,
     VariantSpec,
@@ -106,6 +109,11 @@ def decide(
         steps += [held, limited]
         value = limited.replicas
 
+    wake = _scale_from_zero(value=value, current=current, signals=signals)
+    if wake is not None:
+        steps.append(wake)
+        value = wake.replicas
+
     low = 0 if value == 0 and bounds.scale_to_zero else bounds.min_replicas
     bounded = clamp(desired=value, min_replicas=low, max_replicas=bounds.max_replicas)
     if bounded.constrained:
@@ -116,3 +124,13 @@ def decide(
                                    constrained=True)
     steps.append(bounded)
     return Decision(variant=spec.ref, current=current, desired=bounded.replicas, steps=tuple(steps)), history
+
+
+def _scale_from_zero(*, value: int, current: int, signals: VariantSignals) -> DecisionStep | None:
+    """One replica for a variant at zero with requests queued at the gateway (no cooldown, window or missing
+    pod metric holds it: nothing can serve them until it exists)."""
+    queued = signals.gateway_waiting
+    if current != 0 or value > 0 or queued is None or not queued > 0:
+        return None
+    return DecisionStep("scale-from-zero", 1, Reason.SCALE_FROM_ZERO,
+                        f"{queued:g} request(s) queued at the gateway for a model with no replica", constrained=True)

@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.types import Condition, Reason, VariantRef
 
 __all__ = [
@@ -56,6 +57,7 @@ class MachineSetState:
     max_replicas: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "accelerator", canonical_accelerator(self.accelerator))
         if self.gpus_per_node < 1:
             raise ValueError(f"MachineSet {self.name}: gpus_per_node must be >= 1, got {self.gpus_per_node}")
         if not 0 <= self.min_replicas <= self.max_replicas:

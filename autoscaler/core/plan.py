@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
+from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.admission import (
     AdmissionConfig,
     AdmissionDecision,
@@ -192,18 +193,20 @@ def resolve_profile(spec: VariantSpec, profiles: Mapping[str, PerformanceProfile
                     policy: PolicySet) -> PerformanceProfile | None:
     """The profile named by the policy, else the one whose model and accelerator match the spec's.
 
-    Accelerators match case-insensitively on the profile's accelerator or the part of its name after the
-    slash (``llama-3.1-8b/h100`` matches ``H100``), since clusters label GPUs in many spellings.
+    Accelerators match by :func:`canonical_accelerator` on the profile's accelerator or the part of its name
+    after the slash (``llama-3.1-8b/h100`` and ``accelerator: nvidia-h100-80gb`` match ``H100``), since
+    clusters label GPUs in many spellings.
     """
     named = policy.variant_policy(spec)
     if named is not None and named.profile:
         return profiles.get(named.profile)
-    want = spec.accelerator.lower()
+    want = canonical_accelerator(spec.accelerator)
     for profile in profiles.values():
         if profile.model.lower() != spec.model.lower() and profile.name.split("/")[0] != spec.model.lower():
             continue
-        short = profile.name.split("/")[-1].lower()
-        if want in (profile.accelerator.lower(), short) or short.split("-")[0] == want:
+        short = profile.name.split("/")[-1]
+        if want in (canonical_accelerator(profile.accelerator), canonical_accelerator(short),
+                    canonical_accelerator(short.split("-")[0])):
             return profile
     return None
 

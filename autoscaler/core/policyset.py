@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.schedule import Schedule, apply_schedule, scheduled_bounds
@@ -41,6 +43,7 @@ class VariantPolicy:
     """Name of the performance profile (``models/profiles``) that sizes this variant; None = look up by key."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "accelerator", canonical_accelerator(self.accelerator))
         for name in ("min_replicas", "max_replicas"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -62,9 +65,19 @@ class ModelPolicy:
 
     def variant(self, role: Role, accelerator: str) -> VariantPolicy | None:
         for v in self.variants:
-            if v.role is role and v.accelerator == accelerator:
+            if v.role is role and v.accelerator == canonical_accelerator(accelerator):
                 return v
         return None
+
+
+def _by_accelerator(values: Mapping[str, float]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        key = canonical_accelerator(name)
+        if key in out and out[key] != value:
+            raise ValueError(f"accelerator {name!r} is given twice (as {key}) with different values")
+        out[key] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +92,11 @@ class CostBounds:
     """US dollars per hour for all replicas together, priced per GPU-hour."""
     gpu_hour_price: Mapping[str, float] = field(default_factory=dict)
     """$/GPU-hour per accelerator type; overrides the profiles' list prices (negotiated or spot prices)."""
+
+    def __post_init__(self) -> None:
+        # Quota and price keys are accelerator types: one spelling, as every spec and MachineSet has.
+        object.__setattr__(self, "gpu_quota", _by_accelerator(self.gpu_quota))
+        object.__setattr__(self, "gpu_hour_price", _by_accelerator(self.gpu_hour_price))
 
     @property
     def unbounded(self) -> bool:

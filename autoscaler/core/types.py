@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from autoscaler.core.accelerators import canonical_accelerator
+
 __all__ = [
     "Condition",
     "Decision",
@@ -64,6 +66,10 @@ class VariantSpec:
     min_replicas: int = 1
     max_replicas: int = 10
     dry_run: bool = False
+
+    def __post_init__(self) -> None:
+        # One spelling per accelerator wherever a spec is made (CRD, llmd.ai object, simulator, tests).
+        object.__setattr__(self, "accelerator", canonical_accelerator(self.accelerator))
 
 
 class Freshness(StrEnum):
@@ -122,6 +128,10 @@ class VariantSignals:
     kv_usage_window_mean: float | None = None  # 0..1, averaged over the window and the engines
     prefill_time_mean_s: float | None = None  # vllm:request_prefill_time_seconds: scheduled to first token
     prompt_tokens_sq_mean: float | None = None  # E[prompt tokens^2], estimated from the length histogram
+    # Requests of the variant's model held in the gateway's queue (the endpoint picker's flow control,
+    # inference_extension_flow_control_queue_size): demand that exists even when no pod does. None: no gateway
+    # metric configured, or it could not be read.
+    gateway_waiting: float | None = None
 
     @classmethod
     def unknown(cls, note: str) -> VariantSignals:
@@ -137,8 +147,10 @@ class VariantSignals:
 
     @property
     def idle(self) -> bool:
-        """Confirmed zero demand: nothing finished, running or waiting. Unknown is never idle."""
-        return self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+        """Confirmed zero demand: nothing finished, running or waiting, at the pods or the gateway. Unknown is
+        never idle."""
+        return (self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+                and not (self.gateway_waiting or 0) > 0)
 
     @property
     def calibration_ready(self) -> bool:
@@ -202,6 +214,7 @@ class Reason(StrEnum):
     REPLICAS_STARTING = "ReplicasStarting"  # earlier replicas not ready yet: no reactive step on top
     PENDING_CAPACITY = "PendingCapacity"  # pods Pending for lack of GPUs: no reactive step on top
     SCALED_TO_ZERO = "ScaledToZero"
+    SCALE_FROM_ZERO = "ScaleFromZero"  # requests wait at the gateway for a model with no replica (WVA's reason)
     SCHEDULE_MINIMUM = "ScheduleMinimum"
     SCHEDULE_MAXIMUM = "ScheduleMaximum"
     CAPACITY_UNKNOWN = "CapacityUnknown"  # no capacity estimate for a variant: decided reactively

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,7 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.controller.ports import VariantInsight
 from autoscaler.core.types import Decision, ReplicaCounts, VariantRef, VariantSpec
-from autoscaler.errors import ActuationError, SpecError
+from autoscaler.errors import ActuationError, ConfigError, SpecError
 from autoscaler.kube.api import (
     GROUP,
     PLURAL,
@@ -43,6 +44,7 @@ from autoscaler.kube.api import (
 from autoscaler.kube.drain import PodLoad, PodMarker
 from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
+from autoscaler.kube.llmd_source import LlmdVariantSource
 from autoscaler.kube.machines import machines_needed
 from autoscaler.kube.pods import count_replicas, list_pods
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
@@ -50,7 +52,8 @@ from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_conditio
 from autoscaler.kube.watch import WatchCache
 from autoscaler.logs import get_logger
 
-__all__ = ["CRD_PATH", "KubeScaler", "KubeVariantSource", "VariantStore", "apply_crd", "load_api_client"]
+__all__ = ["CRD_PATH", "KubeScaler", "KubeVariantSource", "VariantStore", "apply_crd", "cluster_configured",
+           "load_api_client"]
 
 CRD_PATH = Path(__file__).resolve().parents[2] / "manifests" / "crd" / "variantautoscalings.yaml"
 
@@ -60,19 +63,37 @@ def load_api_client(kubeconfig: Path | None = None, context: str | None = None) 
 
     urllib3's hidden retries are off: by default it retries a timed-out GET or PUT three times, which would
     stretch every timeout fourfold, the lease renewal's too. The control loop and the elector retry themselves.
+
+    A kubeconfig that cannot be read or used is a :class:`ConfigError` naming it (the CLI exits 2 with one
+    line), not a traceback.
     """
     configuration = client.Configuration()
     configuration.retries = False
-    if kubeconfig is not None:
-        config.load_kube_config(config_file=str(kubeconfig), context=context,  # type: ignore[no-untyped-call]
-                                client_configuration=configuration)
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(context=context,  # type: ignore[no-untyped-call]
+    try:
+        if kubeconfig is not None:
+            config.load_kube_config(config_file=str(kubeconfig), context=context,  # type: ignore[no-untyped-call]
                                     client_configuration=configuration)
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(context=context,  # type: ignore[no-untyped-call]
+                                        client_configuration=configuration)
+    except (config.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config (no in-cluster service account)"
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise ConfigError(f"kubeconfig {where}: {detail}", field="kube.kubeconfig") from exc
     return client.ApiClient(configuration=configuration)
+
+
+def cluster_configured(kubeconfig: Path | None = None) -> bool:
+    """Whether any way to reach a cluster is configured: a kubeconfig named, in-cluster, or a default one."""
+    if kubeconfig is not None or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return True
+    paths = os.environ.get("KUBECONFIG", "")
+    if paths:
+        return any(Path(p).expanduser().exists() for p in paths.split(os.pathsep) if p)
+    return Path("~/.kube/config").expanduser().exists()
 
 
 def _utc_now() -> dt.datetime:
@@ -202,6 +223,7 @@ class KubeScaler:
         timeout_s: float = 10.0,
         conflict_retries: int = 3,
         now: Callable[[], dt.datetime] = _utc_now,
+        llmd: LlmdVariantSource | None = None,
     ) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._scales = ScaleClient(api, timeout_s=timeout_s)
@@ -215,6 +237,7 @@ class KubeScaler:
         self._timeout_s = timeout_s
         self._conflict_retries = conflict_retries
         self._now = now
+        self._llmd = llmd  # llm-d's objects: actuated by their HPA, status written the way WVA writes it
         self._observed: dict[VariantRef, ScaleState] = {}  # the scale read before this cycle's decision
         # The pods counted this cycle, by the selector they were listed with: a scale-down marks from them.
         self._listed: dict[VariantRef, tuple[str, list[client.V1Pod]]] = {}
@@ -256,9 +279,16 @@ class KubeScaler:
         if not self._may_write():
             raise KubeActuationError(f"{spec.ref}: not scaling: this instance does not hold the lease",
                                      status=None, reason="NotLeader")
-        va = self._variant(spec)
         observed = self._observed.get(spec.ref)
         current = observed.replicas if observed is not None else None
+        if self._llmd is not None and self._llmd.owns(spec.ref) and not (current == 0 and replicas > 0):
+            # As WVA: the decision is published (status, wva_desired_replicas) and the HPA or ScaledObject
+            # llm-d/KServe generated for the object scales the target; patching it too would fight the HPA.
+            # The one exception is WVA's too (docs/user-guide/scale-from-zero.md): from 0 to 1 the target is
+            # patched, because an HPA whose target has 0 replicas does not act.
+            log.debug("scale_left_to_hpa", replicas=replicas)
+            return
+        va = self._variant(spec)
         group = va.spec.machine_set_ref if va is not None else None
         try:
             if group is not None and (current is None or replicas > current):
@@ -278,6 +308,11 @@ class KubeScaler:
 
     def write_status(self, spec: VariantSpec, decision: Decision, *, scaled_at: float | None,
                      insight: VariantInsight | None = None) -> None:
+        if self._llmd is not None and self._llmd.owns(spec.ref):
+            observed = self._observed.get(spec.ref)
+            self._able.pop(spec.ref, None)
+            self._llmd.write_status(spec, decision, current=observed.replicas if observed is not None else None)
+            return
         va = self._variant(spec)
         if va is None:
             raise ActuationError(f"{spec.ref}: cannot write status: the VariantAutoscaling could not be read")

@@ -42,10 +42,10 @@ class _Resource:
     plural: str
     namespaced: bool
 
-    def path(self, *, namespace: str, name: str) -> str:
+    def path(self, *, namespace: str, name: str, subresource: str = "scale") -> str:
         root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         ns = f"/namespaces/{namespace}" if self.namespaced else ""
-        return f"{root}{ns}/{self.plural}/{name}/scale"
+        return f"{root}{ns}/{self.plural}/{name}" + (f"/{subresource}" if subresource else "")
 
 
 class ScaleClient:
@@ -99,6 +99,17 @@ class ScaleClient:
             raise to_actuation_error(f"reading scale of {kind}/{name}", request, exc,
                                      not_found_reason="TargetNotFound") from exc
         return _state(obj)
+
+    def read_object(self, *, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        """The whole target object (its pod template: llm-d's labels, GPU node selector, GPU limits)."""
+        resource = self._resource(api_version, kind, namespace=namespace)
+        request = Request("get", resource.plural, resource.group, namespace, name)
+        try:
+            obj = self._call(resource.path(namespace=namespace, name=name, subresource=""), "GET")
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            raise to_actuation_error(f"reading {kind}/{name}", request, exc,
+                                     not_found_reason="TargetNotFound") from exc
+        return dict(obj)
 
     def patch(self, *, api_version: str, kind: str, name: str, namespace: str, replicas: int,
               resource_version: str | None = None) -> ScaleState:

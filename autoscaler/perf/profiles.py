@@ -23,8 +23,10 @@ a frozen :class:`PerformanceProfile`. A broken file raises :class:`ConfigError` 
 e.g. ``models/profiles/x.yaml: decode.alpha: Input should be greater than 0``.
 
 Where the profiles live: ``$VAS_MODELS_DIR/profiles`` when ``VAS_MODELS_DIR`` is set, else ``models/profiles``
-at the root of the repository this package was imported from (an editable install or a checkout). Profiles are
-deliberately not copied into the wheel: they are data that operators edit, not code.
+at the root of the repository this package was imported from (an editable install or a checkout), else the
+copy the wheel carries in ``autoscaler/_models/profiles`` (setup.py copies ``models/`` in at build time, so an
+installed package and the container image start without a checkout). ``models/`` stays the one place to edit
+them; an operator who tunes profiles mounts a directory and sets ``VAS_MODELS_DIR`` or ``planner.models_dir``.
 """
 
 from __future__ import annotations
@@ -232,12 +234,16 @@ def load_profiles(directory: Path | str) -> dict[str, PerformanceProfile]:
 
 
 def default_models_dir(*, environ: Mapping[str, str] | None = None) -> Path:
-    """``$VAS_MODELS_DIR`` if set, else ``models/`` at the root of the repository holding this package."""
+    """``$VAS_MODELS_DIR`` if set, else ``models/`` at the root of the checkout holding this package, else the
+    copy inside the installed package."""
     env = os.environ if environ is None else environ
     override = env.get(MODELS_DIR_ENV)
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[2] / "models"
+    checkout = Path(__file__).resolve().parents[2] / "models"
+    if (checkout / "profiles").is_dir():
+        return checkout
+    return Path(__file__).resolve().parents[1] / "_models"
 
 
 def default_profiles(*, environ: Mapping[str, str] | None = None) -> dict[str, PerformanceProfile]:
@@ -247,6 +253,6 @@ def default_profiles(*, environ: Mapping[str, str] | None = None) -> dict[str, P
     if not profiles_dir.is_dir():
         raise ConfigError(
             f"{profiles_dir}: profiles directory not found; set {MODELS_DIR_ENV} to the directory that holds "
-            "profiles/ (the repository's models/)"
+            "profiles/ (the repository's models/; an installed wheel carries a copy in autoscaler/_models)"
         )
     return load_profiles(profiles_dir)

@@ -33,11 +33,12 @@ A policy file (``policies/*.yaml``)::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.policyset import CostBounds, ModelPolicy, PolicySet, VariantPolicy
 from autoscaler.core.saturation import SaturationThresholds
@@ -151,7 +152,7 @@ class ModelModel(_Strict):
 
     @model_validator(mode="after")
     def _variants(self) -> ModelModel:
-        keys = [(v.role, v.accelerator) for v in self.variants]
+        keys = [(v.role, canonical_accelerator(v.accelerator)) for v in self.variants]
         for key in keys:
             if keys.count(key) > 1:
                 raise ValueError(f"variant role={key[0]} accelerator={key[1]} is listed twice")
@@ -166,6 +167,18 @@ class BoundsModel(_Strict):
     max_gpus: NonNegativeInt | None = None
     budget_usd_per_hour: float | None = Field(None, ge=0)
     gpu_hour_usd: dict[str, Annotated[float, Field(ge=0)]] = Field(default_factory=dict)
+
+    @field_validator("gpu_quota", "gpu_hour_usd")
+    @classmethod
+    def _one_key_per_accelerator(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """Keys are accelerator types: two spellings of one GPU (H100, nvidia-h100-80gb) are one key."""
+        seen: dict[str, str] = {}
+        for name in values:
+            key = canonical_accelerator(name)
+            if key in seen:
+                raise ValueError(f"accelerator {name!r} is given twice (as {seen[key]!r}; both are {key})")
+            seen[key] = name
+        return values
 
 
 class StepModel(_Strict):

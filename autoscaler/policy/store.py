@@ -7,13 +7,14 @@ to parse or validate leaves the policy in effect untouched and the error is kept
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from autoscaler.core.policyset import PolicySet
 from autoscaler.errors import ConfigError
 from autoscaler.policy.loader import fingerprint, load_policy
 
-__all__ = ["PolicyStore"]
+__all__ = ["PolicyStore", "require_gateway_for_scale_to_zero"]
 
 
 class PolicyStore:
@@ -24,8 +25,12 @@ class PolicyStore:
     (True, 'policies/default.yaml', None)
     """
 
-    def __init__(self, source: Path, *, initial: PolicySet | None = None) -> None:
+    def __init__(self, source: Path, *, initial: PolicySet | None = None,
+                 check: Callable[[PolicySet], None] | None = None) -> None:
+        """``check``: a rule of the deployment a policy must also meet (raises ConfigError), e.g. no
+        scale-to-zero without a gateway signal; a policy that fails it is refused like a bad file."""
         self._source = Path(source)
+        self._check = check
         self._current = initial if initial is not None else PolicySet(source="built-in defaults")
         self._error: ConfigError | None = None
         self._version: str | None = None  # fingerprint of the files in effect; None = none loaded yet
@@ -59,6 +64,8 @@ class PolicyStore:
                     self._error = None
                     return True
                 policy = load_policy(self._source)
+                if self._check is not None:
+                    self._check(policy)
             except ConfigError as exc:
                 self._error = exc
                 return False
@@ -67,3 +74,21 @@ class PolicyStore:
                 return False
             self._current, self._version, self._error = policy, version, None
             return True
+
+
+def require_gateway_for_scale_to_zero(gateway_metric: str | None) -> Callable[[PolicySet], None]:
+    """The check that refuses ``scale_to_zero`` when no gateway queue metric is configured: at zero replicas
+    vLLM exports nothing, so only the gateway's queue can show that requests wait for the variant."""
+    def check(policy: PolicySet) -> None:
+        if gateway_metric:
+            return
+        for model in policy.models:
+            for variant in model.variants:
+                if variant.scale_to_zero:
+                    raise ConfigError(
+                        f"{policy.source or 'policy'}: model {model.model}, variant {variant.role.value}/"
+                        f"{variant.accelerator}: scale_to_zero needs prometheus.gateway_queue_metric "
+                        f"(e.g. inference_extension_flow_control_queue_size): at zero replicas vLLM exports "
+                        f"nothing, so without the gateway's queue the variant could never scale back up",
+                        field="prometheus.gateway_queue_metric")
+    return check

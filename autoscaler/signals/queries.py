@@ -23,9 +23,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 
+from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.types import VariantSpec
 
 __all__ = [
+    "GATEWAY_MODEL_LABEL",
+    "GATEWAY_QUEUE_METRIC",
     "METRICS",
     "POD_AGES",
     "REQUIRED",
@@ -41,6 +44,7 @@ __all__ = [
     "Signal",
     "build_queries",
     "by",
+    "gateway_queue_query",
     "model_key_of",
     "quantile_name",
     "quantile_query",
@@ -99,11 +103,14 @@ class LabelMap:
         return by(self.variant_labels)
 
     def key_of(self, labels: Mapping[str, str]) -> SeriesKey:
+        """The variant a series belongs to; the accelerator label in its canonical spelling, as every
+        VariantSpec has it (series of two spellings of one GPU are one variant's, combined by the parser)."""
+        accelerator = labels.get(self.accelerator, "")
         return (
             labels.get(self.namespace, ""),
             labels.get(self.model, ""),
             labels.get(self.role, ""),
-            labels.get(self.accelerator, ""),
+            canonical_accelerator(accelerator) if isinstance(accelerator, str) else accelerator,
         )
 
     def model_key_of(self, labels: Mapping[str, str]) -> ModelKey:
@@ -347,6 +354,19 @@ class QueryPlan:
 def recorded_name(signal: Signal, plan: QueryPlan) -> str:
     """The recording rule's series name, ``level:metric:operation`` as Prometheus's naming practice has it."""
     return f"variant:{signal.name}:{plan.window}"
+
+
+# The endpoint picker's flow-control queue: kubernetes-sigs/gateway-api-inference-extension
+# pkg/epp/metrics/metrics.go (gauge inference_extension_flow_control_queue_size, labels fairness_id, priority,
+# inference_pool, model_name, target_model_name; no namespace label, WVA's internal/constants/metrics.go
+# notes the same). llm-d's router renames it llm_d_epp_flow_control_queue_size.
+GATEWAY_QUEUE_METRIC = "inference_extension_flow_control_queue_size"
+GATEWAY_MODEL_LABEL = "target_model_name"
+
+
+def gateway_queue_query(metric: str = GATEWAY_QUEUE_METRIC, *, model_label: str = GATEWAY_MODEL_LABEL) -> str:
+    """Requests queued at the gateway per model, over every pool, priority and fairness flow."""
+    return f"sum by ({model_label}) ({_finite(metric)})"
 
 
 def build_queries(labels: LabelMap, window: str, *, names: MetricNames = MetricNames.AUTO) -> dict[str, str]:

@@ -84,11 +84,19 @@ def test_serves_the_exact_value_list_the_hpa_parses(pki):
         "items": [{
             "metricName": "variant_desired_replicas",
             "metricLabels": {"variant": "llama-decode", "model": "meta-llama_Llama-3.1-8B", "role": "decode",
-                             "accelerator": "H100"},
+                             "accelerator": "H100", "variant_name": "llama-decode", "accelerator_type": "H100"},
             "timestamp": "2023-11-14T22:13:20Z",
             "value": "4",
         }],
     }
+
+
+def test_serves_wvas_desired_replicas_to_the_hpa_llm_d_documents(pki):
+    """The HPA shape of WVA's config/samples/hpa-integration.yaml: wva_desired_replicas by variant_name."""
+    target = METRIC_PATH.replace("variant_desired_replicas", "wva_desired_replicas")
+    response = get(make_api(pki), f"{target}?labelSelector=variant_name%3Dllama-decode", proxied(pki))
+    assert response.status == 200
+    assert [(i["metricName"], i["value"]) for i in response.json()["items"]] == [("wva_desired_replicas", "4")]
 
 
 @pytest.mark.parametrize(

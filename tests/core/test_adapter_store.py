@@ -73,7 +73,7 @@ def test_a_selector_matching_one_variant_returns_exactly_one_item():
     items = lookup(store, "variant=llama-decode")
     assert [(i.value, dict(i.labels)) for i in items] == [
         (4.0, {"variant": "llama-decode", "model": "meta-llama_Llama-3.1-8B", "role": "decode",
-               "accelerator": "H100"})]
+               "accelerator": "H100", "variant_name": "llama-decode", "accelerator_type": "H100"})]
     assert items[0].timestamp == T0
 
 

@@ -144,6 +144,9 @@ def test_the_wheel_it_installs_builds_from_what_the_build_stage_copies(stages: l
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "variant-autoscaler = autoscaler.cli:app" in archive.read(entry_points).decode()
     assert {"autoscaler/cli.py", "autoscaler/controller/runtime.py", "autoscaler/py.typed"} <= set(names)
+    # The profiles `run` loads by default: models/profiles copied in by setup.py (the image has no checkout).
+    shipped = {n.removeprefix("autoscaler/_models/") for n in names if n.startswith("autoscaler/_models/profiles/")}
+    assert shipped == {f"profiles/{p.name}" for p in (ROOT / "models" / "profiles").glob("*.yaml")}
 
 
 def _deployment_container() -> dict:  # type: ignore[type-arg]

@@ -14,6 +14,7 @@ import base64
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from kubernetes import client as kube_client
@@ -27,6 +28,9 @@ from autoscaler.adapter.tls import self_signed, server_context
 from autoscaler.controller.loop import Controller
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.types import Freshness, Role, VariantSignals, VariantSpec
+from autoscaler.kube import llmd
+from autoscaler.kube.client import KubeScaler, apply_crd
+from autoscaler.kube.llmd_source import LlmdVariantSource
 from autoscaler.localstack.kube import ControlPlane
 from tests.core.test_adapter_store import outcome, report, spec
 
@@ -252,3 +256,122 @@ def test_the_apiservers_own_openapi_still_serves_with_the_adapter_answering_404(
     response = chain.api.rest_client.pool_manager.request("GET", f"{chain.plane.server_url}/openapi/v2")
     assert response.status == 200
     assert b'"swagger"' in response.data[:200]
+
+
+# -- llm-d / KServe: an llmd.ai VariantAutoscaling and the HPA llm-d documents ---------------------------------
+
+WVA_CRD = Path(__file__).resolve().parents[1] / "fixtures" / "wva" / "crd-variantautoscalings.llmd.ai.yaml"
+
+
+def llmd_variant_with_wva_hpa(api: kube_client.ApiClient, name: str, *, model: str) -> None:
+    """A Deployment labelled as llm-d's charts label pods, an llmd.ai VariantAutoscaling for it, and the HPA of
+    WVA's config/samples/hpa-integration.yaml (llm-d/llm-d-workload-variant-autoscaler): external metric
+    wva_desired_replicas selected by variant_name, AverageValue 1, stabilisation windows 0."""
+    labels = {"app": name, "llm-d.ai/role": "decode", "llm-d.ai/accelerator-variant": "nvidia-h100-80gb"}
+    kube_client.AppsV1Api(api).create_namespaced_deployment(NAMESPACE, {
+        "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": labels}, "spec": {
+                     "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+                     "containers": [{"name": "vllm", "image": "vllm",
+                                     "resources": {"limits": {"nvidia.com/gpu": "1"}}}]}}}})
+    kube_client.CustomObjectsApi(api).create_namespaced_custom_object(
+        llmd.GROUP, llmd.VERSION, NAMESPACE, llmd.PLURAL, {
+            "apiVersion": f"{llmd.GROUP}/{llmd.VERSION}", "kind": "VariantAutoscaling",
+            "metadata": {"name": f"{name}-va"},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "modelID": model}})
+    fast = {"stabilizationWindowSeconds": 0, "policies": [{"type": "Pods", "value": 10, "periodSeconds": 1}]}
+    kube_client.AutoscalingV2Api(api).create_namespaced_horizontal_pod_autoscaler(NAMESPACE, {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": f"{name}-hpa"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "maxReplicas": 10,
+            "behavior": {"scaleUp": fast, "scaleDown": fast},
+            "metrics": [{"type": "External", "external": {
+                "metric": {"name": "wva_desired_replicas", "selector": {"matchLabels": {"variant_name": f"{name}-va"}}},
+                "target": {"type": "AverageValue", "averageValue": "1"}}}],
+        },
+    })
+
+
+class SaturatedThenSteady(SaturatedSignals):
+    """Saturated in the first cycle, then within the thresholds (the new replicas hold the load)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def collect(self, variants, *, now):
+        self.calls += 1
+        if self.calls == 1:
+            return super().collect(variants, now=now)
+        return {s: VariantSignals(freshness=Freshness.FRESH, pods=1, waiting=1.0, running=8.0, kv_usage_mean=0.6,
+                                  kv_usage_max=0.6) for s in variants}
+
+
+def test_an_llmd_variant_autoscaling_drives_its_deployment_through_the_hpa_llm_d_documents(chain):
+    apply_crd(chain.api, path=WVA_CRD)
+    llmd_variant_with_wva_hpa(chain.api, "qwen-decode", model="Qwen/Qwen3-0.6B")
+    source = LlmdVariantSource(chain.api, namespaces=(NAMESPACE,))
+    controller = Controller(variants=source, signals=SaturatedThenSteady(), scaler=KubeScaler(chain.api, llmd=source),
+                            policy=ScalingPolicy(), clock=chain.clock, on_cycle=chain.store.record)
+    cycle = controller.run_cycle()
+    [decided] = cycle.outcomes
+    assert decided.spec.role is Role.BOTH and decided.spec.accelerator == "H100"  # from the pod template
+    assert decided.decision is not None and decided.decision.desired > 1
+    desired = decided.decision.desired
+    assert replicas(chain.api, "qwen-decode") == 1  # the controller itself patched nothing
+    wait_for_replicas(chain.api, "qwen-decode", desired)  # the real HPA did, from wva_desired_replicas
+
+    def status() -> dict:
+        return kube_client.CustomObjectsApi(chain.api).get_namespaced_custom_object(
+            llmd.GROUP, llmd.VERSION, NAMESPACE, llmd.PLURAL, "qwen-decode-va")["status"]
+
+    written = status()
+    assert written["desiredOptimizedAlloc"]["numReplicas"] == desired
+    assert written["desiredOptimizedAlloc"]["accelerator"] == "H100"
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in written["conditions"]}
+    assert conditions == {"TargetResolved": ("True", "TargetFound"), "MetricsAvailable": ("True", "MetricsFound"),
+                          "OptimizationReady": ("True", "OptimizationSucceeded")}
+    assert written["actuation"] == {"applied": False}  # the HPA had not acted when the cycle wrote
+    controller.run_cycle()  # the next cycle sees the HPA's work
+    assert status()["actuation"] == {"applied": True}
+
+
+def test_an_llmd_variant_autoscaling_whose_target_is_missing_gets_wvas_target_not_found(chain):
+    apply_crd(chain.api, path=WVA_CRD)
+    kube_client.CustomObjectsApi(chain.api).create_namespaced_custom_object(
+        llmd.GROUP, llmd.VERSION, NAMESPACE, llmd.PLURAL, {
+            "apiVersion": f"{llmd.GROUP}/{llmd.VERSION}", "kind": "VariantAutoscaling",
+            "metadata": {"name": "orphan-va"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "no-such-deployment"}, "modelID": "m"}})
+    specs, errors = LlmdVariantSource(chain.api, namespaces=(NAMESPACE,)).list_variants()
+    assert "orphan-va" not in {s.ref.name for s in specs}
+    assert any("orphan-va" in str(e) and "not found" in str(e) for e in errors)
+    status = kube_client.CustomObjectsApi(chain.api).get_namespaced_custom_object(
+        llmd.GROUP, llmd.VERSION, NAMESPACE, llmd.PLURAL, "orphan-va")["status"]
+    [condition] = status["conditions"]
+    assert (condition["type"], condition["status"], condition["reason"]) == ("TargetResolved", "False",
+                                                                            "TargetNotFound")
+
+
+class QueuedAtTheGateway:
+    """No pod, so no vLLM series; one request waits at the gateway for the model."""
+
+    def collect(self, variants, *, now):
+        return {s: VariantSignals(freshness=Freshness.MISSING, note="no series", gateway_waiting=1.0)
+                for s in variants}
+
+
+def test_an_llmd_variant_at_zero_is_patched_to_one_as_wva_does_since_its_hpa_cannot(chain):
+    apply_crd(chain.api, path=WVA_CRD)
+    llmd_variant_with_wva_hpa(chain.api, "qwen-zero", model="Qwen/Qwen3-8B")
+    kube_client.AppsV1Api(chain.api).patch_namespaced_deployment_scale("qwen-zero", NAMESPACE,
+                                                                       {"spec": {"replicas": 0}})
+    source = LlmdVariantSource(chain.api, namespaces=(NAMESPACE,))
+    controller = Controller(variants=source, signals=QueuedAtTheGateway(), scaler=KubeScaler(chain.api, llmd=source),
+                            policy=ScalingPolicy(), clock=chain.clock, on_cycle=chain.store.record)
+    cycle = controller.run_cycle()
+    [woken] = [o for o in cycle.outcomes if o.spec.ref.name == "qwen-zero-va"]
+    assert woken.decision is not None and woken.decision.reason.value == "ScaleFromZero" and woken.applied
+    assert replicas(chain.api, "qwen-zero") == 1  # patched by the controller, not left to the idle HPA
