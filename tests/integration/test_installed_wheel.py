@@ -88,7 +88,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     (site / "_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
                            "--no-deps", "--no-index", "--quiet", str(wheel)], capture_output=True, text=True,
-                          timeout=300, check=False)
+                          timeout=300, check=False,
+                          # a checkout on PYTHONPATH would show pip the package as installed already
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stderr[-2000:]
     workdir.mkdir()
     return Installed(venv=venv, workdir=workdir)
