@@ -42,6 +42,9 @@ class SimContext:
     scaler: SimScaler
     live_from_s: float = 0.0
     """Before this time a policy with memory only observes (dry-run): it enters the trace in steady state."""
+    measured_from_s: float = 0.0
+    """Where the trace proper starts in ``trace`` (after the warm-up copy): what a policy that replays the trace
+    itself (``best-static``'s search) cuts off to get the trace it is measured on."""
 
 
 class SimPolicy(Protocol):
@@ -179,7 +182,8 @@ def simulate(
     clock = SimClock()
     ctx = SimContext(cluster=cluster, scenario=run_scenario, profile=profile, trace=extended, clock=clock,
                      variants=SimVariantSource(specs),
-                     signals=SimSignalSource(cluster, window_s=scenario.rate_window_s), scaler=SimScaler(cluster))
+                     signals=SimSignalSource(cluster, window_s=scenario.rate_window_s), scaler=SimScaler(cluster),
+                     measured_from_s=offset)
 
     sizing = policy.initial(ctx) or warm_start_sizing(trace=trace, scenario=scenario, profile=profile)
     for role in (Role.PREFILL, Role.DECODE):
