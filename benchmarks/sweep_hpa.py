@@ -69,7 +69,8 @@ def choose(rows: list[dict[str, object]], traces: list[str]) -> int:
     """Index of the chosen setting under the rule in the module docstring."""
     best = {t: max(float(row["results"][t]["attainment"]) for row in rows) for t in traces}  # type: ignore[index]
     ok = [i for i, row in enumerate(rows)
-          if all(float(row["results"][t]["attainment"]) >= best[t] - WITHIN - 1e-12 for t in traces)]  # type: ignore[index]
+          if all(float(row["results"][t]["attainment"]) >= best[t] - WITHIN - 1e-12  # type: ignore[index]
+                 for t in traces)]
     return min(ok, key=lambda i: sum(float(rows[i]["results"][t]["gpu_hours"]) for t in traces))  # type: ignore[index]
 
 

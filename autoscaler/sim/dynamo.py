@@ -128,7 +128,8 @@ def fit_prefill(profile: PerformanceProfile, prompts: np.ndarray, *, samples: in
         passes = []
         while done < n:
             m = min(mbt, n - done)
-            passes.append((m, profile.prefill_a + profile.prefill_b * m + profile.prefill_c * ((done + m) ** 2 - done ** 2)))
+            attention = (done + m) ** 2 - done**2
+            passes.append((m, profile.prefill_a + profile.prefill_b * m + profile.prefill_c * attention))
             done += m
         for m, wall in reversed(passes):
             tokens.append(float(m))
@@ -227,7 +228,10 @@ class Dynamo:
         finish = ctx.cluster.outcomes.finish_s[:arrived]
         done = np.flatnonzero(finish > now - self.adjustment_interval_s)
         generated = ctx.cluster.outcomes.generated[done]
-        osl = float(generated.mean()) if done.size else float(np.maximum(ctx.trace.output_tokens[lo:arrived], 1).mean())
+        if done.size:
+            osl = float(generated.mean())
+        else:  # nothing finished yet: the outputs asked for
+            osl = float(np.maximum(ctx.trace.output_tokens[lo:arrived], 1).mean())
         return float(arrived - lo), isl, osl
 
     def cycle(self, now: float) -> None:

@@ -11,8 +11,8 @@ The JSON shape (``variant-autoscaler simulate --json``)::
      "plots": {"timeline": "...png", "cost_vs_attainment": "...png"}}
 
 ``oracle_with_startup`` (with ``clairvoyant-model``, "the oracle" below, among the policies) is the clairvoyant
-that pays start-up (:mod:`autoscaler.sim.bounds`): the oracle's per-interval replicas, each one added paying the node and pod delay;
-every policy's entry then also has ``gpu_hours_vs_oracle_with_startup``. What separates it from the oracle is the
+that pays start-up (:mod:`autoscaler.sim.bounds`): the oracle's per-interval replicas, each one added paying the
+node and pod delay; every policy's entry then also has ``gpu_hours_vs_oracle_with_startup``. What separates it from the oracle is the
 start-up no policy can avoid; what separates a policy from it is the policy's own.
 
 Attainments are fractions of all requests of the trace (a rejected or unfinished request does not attain);

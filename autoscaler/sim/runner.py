@@ -30,7 +30,8 @@ DEFAULT_KV_BYTES_PER_TOKEN = 131072  # Llama-3.1-8B BF16, when a profile file do
 
 @dataclass
 class SimContext:
-    """What a policy may use: the ports of the control loop, and (for the oracle only) the trace itself."""
+    """What a policy may use: the ports of the control loop, and (for the clairvoyant model and best-static's
+    search only) the trace itself."""
 
     cluster: SimCluster
     scenario: Scenario
@@ -52,7 +53,7 @@ class SimPolicy(Protocol):
 
     name: str
     instant_capacity: bool
-    """True for the oracle: nodes and pods are ready the moment they are asked for."""
+    """True for the clairvoyant model: nodes and pods are ready the moment they are asked for."""
 
     def initial(self, ctx: SimContext) -> Sizing | None:
         """Replicas at time 0 (None: the common warm start)."""

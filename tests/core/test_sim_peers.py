@@ -78,7 +78,8 @@ def test_hpa_tuned_is_two_hpas_on_waiting_requests_and_kv_cache_with_the_pinned_
     from autoscaler.core.types import Role
 
     policy = make_policy("hpa-tuned")
-    assert policy.metrics[Role.PREFILL][0] == "queue" and policy.metrics[Role.DECODE][0] == "kv"  # type: ignore[attr-defined]
+    metrics = policy.metrics  # type: ignore[attr-defined]
+    assert metrics[Role.PREFILL][0] == "queue" and metrics[Role.DECODE][0] == "kv"
     assert policy.behavior.up.window_s < policy.behavior.down.window_s  # type: ignore[attr-defined]
 
 

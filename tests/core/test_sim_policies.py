@@ -1,6 +1,6 @@
 """Policies in the simulator: the real controller drives ``default`` and ``saturation`` through the ports, the
-clairvoyant model gets capacity at once, static provisioning never moves, runs are deterministic, the report has its shape.
-Short synthetic traces keep each test to a few seconds of CPU."""
+clairvoyant model gets capacity at once, static provisioning never moves, runs are deterministic, the report has
+its shape. Short synthetic traces keep each test to a few seconds of CPU."""
 
 from __future__ import annotations
 
