@@ -219,8 +219,8 @@ def simulate(
     trace: Annotated[Path, typer.Option(
         "--trace", help="Mooncake JSONL or Azure CSV trace, plain or gzip-compressed (told from content).")],
     policy: Annotated[list[str] | None, typer.Option(
-        "--policy", help="Policy to run (repeatable or comma-separated); default: oracle, default and every "
-                         "baseline.")] = None,
+        "--policy", help="Policy to run (repeatable or comma-separated); default: default, every peer "
+                         "and clairvoyant-model.")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
     profile: Annotated[str, typer.Option(help="Model x accelerator profile (see `profiles`).")] = "llama-3.1-8b/h100",
     slo_ttft: Annotated[float, typer.Option("--slo-ttft", help="TTFT target per request, seconds.")] = 1.0,
@@ -245,7 +245,7 @@ def simulate(
                                                                         "profile's).")] = None,
     start: Annotated[float, typer.Option(help="Replay from this second of the trace.")] = 0.0,
     duration: Annotated[float | None, typer.Option(help="Replay this many seconds (after --start).")] = None,
-    interval: Annotated[float, typer.Option(help="Control-loop interval, seconds (the oracle's too).")] = 15.0,
+    interval: Annotated[float, typer.Option(help="Control-loop interval, seconds (clairvoyant-model's too).")] = 15.0,
     out: Annotated[Path, typer.Option(help="Directory for the PNG plots.")] = Path("."),
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the PNG plots.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of --load-scale, --resample and policies that draw (the "

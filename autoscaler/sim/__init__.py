@@ -7,7 +7,8 @@
 Modules: :mod:`~autoscaler.sim.cluster` (nodes, pods, engines, routing, KV transfer, cost),
 :mod:`~autoscaler.sim.adapters` (the control loop's ports), :mod:`~autoscaler.sim.runner` (the replay),
 :mod:`~autoscaler.sim.controlled` (the product's controller as ``default`` and ``saturation``),
-:mod:`~autoscaler.sim.baselines` and :mod:`~autoscaler.sim.hpa` (static, HPA, Dynamo-style, oracle),
+:mod:`~autoscaler.sim.baselines`, :mod:`~autoscaler.sim.hpa`, :mod:`~autoscaler.sim.wva`, :mod:`~autoscaler.sim.dynamo`,
+:mod:`~autoscaler.sim.best_static` (the peers: static, HPAs, WVA, Dynamo, best static fleet, clairvoyant model),
 :mod:`~autoscaler.sim.report` and :mod:`~autoscaler.sim.plots` (JSON, table, PNGs),
 :mod:`~autoscaler.sim.theory` (agreement with the capacity model).
 """

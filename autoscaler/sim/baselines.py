@@ -2,23 +2,14 @@
 
 - ``static-peak``: provisioned once for the busiest minute of the trace (the capacity model on that minute's
   actual requests), never changed.
-- ``hpa-queue`` / ``hpa-kv``: the Kubernetes HPA (:mod:`autoscaler.sim.hpa`) on each pod's
-  ``vllm:num_requests_waiting`` or KV-cache usage, one HPA per variant, default behaviour, 15 s sync period.
-  Targets are the saturation policy's high thresholds, so the two differ by algorithm, not by threshold.
+- ``hpa-tuned``: two Kubernetes HPAs (:mod:`autoscaler.sim.hpa`), prefill on requests waiting per pod, decode
+  on KV-cache use, with targets and behaviour from a sweep (:data:`HPA_TUNED_PREFILL_QUEUE_TARGET` and below).
+- ``hpa-queue-naive`` / ``hpa-kv-naive``: one metric and target on both pools, the HPA's default behaviour.
+- ``wva``, ``dynamo``, ``best-static``: :mod:`autoscaler.sim.wva`, :mod:`autoscaler.sim.dynamo`,
+  :mod:`autoscaler.sim.best_static`.
 - ``saturation``: see :mod:`autoscaler.sim.controlled` (the product's controller, reactive only).
-- ``dynamo-style``: NVIDIA Dynamo's SLA planner: every adjustment interval it predicts the next interval's
-  requests, prompt and output lengths (constant predictor: the last interval's), corrects its performance model
-  by observed/expected TTFT and ITL, and sizes prefill by prompt tokens per second over a prefill replica's
-  throughput and decode by output tokens per second over the best decode throughput that meets the corrected ITL
-  (Dynamo docs, "SLA-based Planner", scaling algorithm). The performance "profile" it interpolates is our
-  profile's roofline model; adjustment interval 60 s (Dynamo's planner test README states it as the default).
-- ``oracle``: knows each control interval's actual requests and gets capacity at once: the capacity model's
-  fewest replicas for that interval's traffic (a lower bound on GPU-hours, not on latency). It sizes with the
-  capacity model rather than by searching the engine: since the model's prompt tail was bounded
-  (``autoscaler.perf.capacity.PROMPT_SIGMA_CAP``) one prefill replica at the model's rate shows a p90 TTFT of
-  0.79-1.07 of the target on the shipped traces' prompt mixes (0.39 on Mooncake synthetic), against 0.15-0.33
-  before, so the model is close to the engine where it matters; a per-interval engine search would cost a
-  replay per candidate count, and would still size from an empty start each interval.
+- ``clairvoyant-model``: knows each control interval's actual requests and gets capacity at once, sized by the
+  project's own capacity model: agreement with that model, not a bound (:class:`ClairvoyantModel`).
 """
 
 from __future__ import annotations
@@ -30,17 +21,17 @@ import numpy as np
 
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.types import Role
-from autoscaler.sim.hpa import HpaBehavior, HpaState, hpa_step, pod_metric_replicas
+from autoscaler.sim.hpa import HpaBehavior, HpaPolicy, HpaRules, HpaState, PolicyKind, hpa_step, pod_metric_replicas
 from autoscaler.sim.runner import SimContext
 from autoscaler.sim.sizing import Sizing, mix_of, size_pools
 
-__all__ = ["DynamoStyle", "Fixed", "HpaBaseline", "Oracle", "StaticPeak", "size_window"]
+__all__ = ["ClairvoyantModel", "Fixed", "HpaPools", "StaticPeak", "hpa_naive", "hpa_tuned", "size_window"]
 
 ROLES = (Role.PREFILL, Role.DECODE)
 
 
 MIX_WINDOW_S = 300.0
-"""The mix (prompt and output lengths) the oracle sizes an interval for is measured over this window centred
+"""The mix (prompt and output lengths) the clairvoyant model sizes an interval for is measured over this window centred
 on it: a 15 s interval holds a few dozen requests, too few for a stable p90 prompt; the rate is the interval's."""
 
 
@@ -100,25 +91,38 @@ class StaticPeak:
         pass
 
 
-@dataclass
-class HpaBaseline:
-    """One HPA per variant on a per-pod vLLM metric (``queue``: requests waiting; ``kv``: KV-cache usage)."""
+HPA_TUNED_PREFILL_QUEUE_TARGET = 2.0
+HPA_TUNED_DECODE_KV_TARGET = 0.6
+HPA_TUNED_UP = HpaRules(60.0, (HpaPolicy(PolicyKind.PODS, 2, 30.0),))
+HPA_TUNED_DOWN = HpaRules(600.0, (HpaPolicy(PolicyKind.PODS, 1, 60.0),))
+"""``hpa-tuned``'s targets and behaviour. Chosen by ``benchmarks/sweep_hpa.py`` (result:
+``benchmarks/results/sweep_hpa.json``, rule and choice in its ``chosen`` entry): the cheapest of its 16 settings
+whose attainment is within 0.5 point of the best setting's on every tuning trace."""
 
-    metric: str = "queue"
-    target: float | None = None
+
+@dataclass
+class HpaPools:
+    """One Kubernetes HPA per pool (:mod:`autoscaler.sim.hpa`), each on a per-pod vLLM metric with an
+    ``AverageValue`` target: ``queue`` (``vllm:num_requests_waiting``) or ``kv`` (``vllm:kv_cache_usage_perc``).
+
+    ``metrics`` maps each role to (metric, target); ``behavior`` is each HPA's ``spec.behavior``. The sync period
+    is the scenario's control interval (15 s, the HPA's default). Pods that have no node yet are Pending (ignored,
+    or 0 on a scale-up); pods on a node but not ready have no metric (missing), as the custom metrics API serves
+    them (vLLM exports metrics once it serves)."""
+
+    metrics: dict[Role, tuple[str, float]]
     behavior: HpaBehavior = field(default_factory=HpaBehavior)
+    name: str = "hpa"
     instant_capacity: bool = False
-    name: str = ""
     _ctx: SimContext | None = field(default=None, init=False, repr=False)
     _states: dict[Role, HpaState] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.metric not in ("queue", "kv"):
-            raise ValueError(f"metric must be 'queue' or 'kv', got {self.metric!r}")
-        thresholds = SaturationThresholds()
-        if self.target is None:
-            self.target = thresholds.queue_per_replica_high if self.metric == "queue" else thresholds.kv_high
-        self.name = self.name or f"hpa-{self.metric}"
+        for role, (metric, target) in self.metrics.items():
+            if metric not in ("queue", "kv"):
+                raise ValueError(f"metric for {role.value} must be 'queue' or 'kv', got {metric!r}")
+            if not target > 0:
+                raise ValueError(f"target for {role.value} must be > 0, got {target!r}")
 
     def initial(self, ctx: SimContext) -> Sizing | None:
         return None
@@ -129,15 +133,16 @@ class HpaBaseline:
 
     def cycle(self, now: float) -> None:
         ctx = self._ctx
-        assert ctx is not None and self.target is not None
+        assert ctx is not None
         for role in ROLES:
+            metric, target = self.metrics[role]
             engines = [p.engine for p in ctx.cluster.pools[role].pods if p.engine is not None]
             stats = [e.snapshot() for e in engines]
-            values = [float(s.waiting) if self.metric == "queue" else s.kv_usage for s in stats]
+            values = [float(s.waiting) if metric == "queue" else s.kv_usage for s in stats]
             counts = ctx.cluster.replica_counts(role)
             current = ctx.cluster.replicas(role)
-            desired = pod_metric_replicas(current=current, values=values, target=self.target,
-                                          missing=counts.starting)
+            desired = pod_metric_replicas(current=current, values=values, target=target,
+                                          missing=counts.starting, pending=counts.unschedulable)
             spec = ctx.variants.specs[role]
             if now < ctx.live_from_s - 1e-9:  # observing: recommendations are remembered, nothing is scaled
                 self._states[role].recommendations.append((now, desired))
@@ -147,97 +152,33 @@ class HpaBaseline:
             _scale(ctx, role, value)
 
 
-@dataclass
-class DynamoStyle:
-    """Dynamo's SLA planner: predictive sizing of prefill by TTFT and decode by ITL each adjustment interval."""
+def hpa_tuned(*, prefill_queue_target: float = HPA_TUNED_PREFILL_QUEUE_TARGET,
+              decode_kv_target: float = HPA_TUNED_DECODE_KV_TARGET, up: HpaRules = HPA_TUNED_UP,
+              down: HpaRules = HPA_TUNED_DOWN, name: str = "hpa-tuned") -> HpaPools:
+    """Two HPAs as an operator sets them: prefill on requests waiting per pod, decode on KV-cache use."""
+    return HpaPools(metrics={Role.PREFILL: ("queue", prefill_queue_target), Role.DECODE: ("kv", decode_kv_target)},
+                    behavior=HpaBehavior(up=up, down=down), name=name)
 
-    adjustment_interval_s: float = 60.0
-    name: str = "dynamo-style"
-    instant_capacity: bool = False
-    _ctx: SimContext | None = field(default=None, init=False, repr=False)
-    _last_at: float | None = field(default=None, init=False, repr=False)
-    _last_arrived: int = field(default=0, init=False, repr=False)
-    _p_correction: float = field(default=1.0, init=False, repr=False)
-    _d_correction: float = field(default=1.0, init=False, repr=False)
 
-    def initial(self, ctx: SimContext) -> Sizing | None:
-        return None
-
-    def start(self, ctx: SimContext) -> None:
-        self._ctx = ctx
-        self._last_at, self._last_arrived = 0.0, 0
-
-    def cycle(self, now: float) -> None:
-        ctx = self._ctx
-        assert ctx is not None and self._last_at is not None
-        if now - self._last_at < self.adjustment_interval_s - 1e-9:
-            return
-        interval = now - self._last_at
-        arrived = ctx.cluster.arrived
-        num_req = arrived - self._last_arrived  # the frontend's request count over the interval
-        self._last_at, self._last_arrived = now, arrived
-        observed = self._frontend_metrics(now, interval)
-        if observed is None or num_req == 0:
-            return  # nothing observed: Dynamo skips the adjustment
-        isl, osl, ttft, itl, duration = observed
-        p, s = ctx.profile, ctx.scenario
-        expected_ttft = p.prefill_time(isl) + math.ceil(isl / p.max_num_batched_tokens - 1) * p.prefill_a
-        self._p_correction = ttft / expected_ttft if expected_ttft > 0 else 1.0
-        decode_n = max(1, ctx.cluster.replica_counts(Role.DECODE).ready)
-        concurrency = num_req / decode_n * duration / interval
-        context = isl + osl / 2
-        expected_itl = p.decode_step_time(max(concurrency, 1.0), context)
-        self._d_correction = itl / expected_itl if expected_itl > 0 and itl > 0 else 1.0
-
-        # Constant load predictor: the next interval looks like the last one.
-        load_tokens = num_req * isl / interval * min(1.0, self._p_correction)
-        prefill_per_gpu = isl / expected_ttft / p.gpus_per_replica
-        prefill = math.ceil(load_tokens / prefill_per_gpu / p.gpus_per_replica)
-        corrected_itl = s.slo_itl_s / self._d_correction
-        decode_per_gpu = self._best_decode_throughput_per_gpu(corrected_itl, context)
-        if decode_per_gpu <= 0:
-            decode = s.max_replicas
-        else:
-            decode = math.ceil(num_req * osl / interval / decode_per_gpu / p.gpus_per_replica)
-        for role, value in ((Role.PREFILL, prefill), (Role.DECODE, decode)):
-            spec = ctx.variants.specs[role]
-            _scale(ctx, role, min(spec.max_replicas, max(spec.min_replicas, value)))
-
-    def _best_decode_throughput_per_gpu(self, itl: float, context: float) -> float:
-        """Tokens/s per GPU at the largest batch whose step meets ``itl`` and whose KV fits."""
-        p = self._ctx.profile  # type: ignore[union-attr]
-        per_seq = p.decode_beta + p.decode_gamma * context
-        by_itl = math.floor((itl - p.decode_alpha) / per_seq) if per_seq > 0 else p.max_num_seqs
-        batch = min(by_itl, math.floor(p.kv_capacity_tokens / max(context, 1.0)), p.max_num_seqs)
-        if batch < 1:
-            return 0.0
-        return batch / p.decode_step_time(batch, context) / p.gpus_per_replica
-
-    def _frontend_metrics(self, now: float, interval: float) -> tuple[float, float, float, float, float] | None:
-        """Mean ISL, OSL, TTFT, ITL and request duration of the requests finished in the last interval."""
-        ctx = self._ctx
-        assert ctx is not None
-        out, trace = ctx.cluster.outcomes, ctx.trace
-        arrived = ctx.cluster.arrived
-        finish = out.finish_s[:arrived]
-        sel = np.flatnonzero(finish > now - interval)
-        if sel.size == 0:
-            return None
-        first = out.first_token_s[sel]
-        arrival = trace.arrival_s[sel]
-        generated = out.generated[sel]
-        gaps = np.maximum(generated - 1, 1)
-        itl = np.where(generated > 1, (finish[sel] - first) / gaps, np.nan)
-        return (float(trace.input_tokens[sel].mean()), float(generated.mean()), float((first - arrival).mean()),
-                float(np.nanmean(itl)) if np.isfinite(itl).any() else 0.0, float((finish[sel] - arrival).mean()))
+def hpa_naive(metric: str) -> HpaPools:
+    """The same metric and target on both pools with the HPA's default behaviour (+100% or +4 pods per 15 s):
+    what a first HPA looks like, kept to show why it is not a baseline (``hpa-queue-naive``, ``hpa-kv-naive``).
+    Targets are the saturation policy's high thresholds."""
+    thresholds = SaturationThresholds()
+    target = thresholds.queue_per_replica_high if metric == "queue" else thresholds.kv_high
+    return HpaPools(metrics={role: (metric, target) for role in ROLES}, name=f"hpa-{metric}-naive")
 
 
 @dataclass
-class Oracle:
-    """Each control interval: the fewest replicas the capacity model gives for that interval's actual traffic,
-    with capacity that arrives at once. Its GPU-hours are the lower bound the others are compared to."""
+class ClairvoyantModel:
+    """``clairvoyant-model``: each control interval, the fewest replicas *the project's own capacity model* gives
+    for that interval's actual traffic, with capacity that arrives at once.
 
-    name: str = "oracle"
+    It is not a bound: it measures agreement with our capacity model, which is neither exact (other policies can
+    spend fewer GPU-hours and attain more) nor independent of the ``default`` policy (which plans with the same
+    model). No headline divides by it."""
+
+    name: str = "clairvoyant-model"
     instant_capacity: bool = True
     _ctx: SimContext | None = field(default=None, init=False, repr=False)
 

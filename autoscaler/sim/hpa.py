@@ -1,12 +1,15 @@
-"""The Kubernetes HorizontalPodAutoscaler's algorithm, for the ``hpa-queue`` and ``hpa-kv`` baselines.
+"""The Kubernetes HorizontalPodAutoscaler's algorithm, for the ``hpa-tuned`` baseline (and the naive HPAs, and the
+HPA that turns WVA's desired replicas into a Deployment's scale).
 
 Follows ``pkg/controller/podautoscaler`` (replica_calculator.go and horizontal.go, Kubernetes 1.27+) for a
 ``Pods`` metric with an ``AverageValue`` target:
 
-- replica count (``calcPlainMetricReplicas``): usage ratio = mean metric of the pods that report / target;
-  within the tolerance (0.1) nothing changes; Pending pods are ignored; pods without a metric (started, not
-  ready) count as using the target on a scale-down and 0 on a scale-up, and the ratio is recomputed; a result
-  that flips direction or falls within the tolerance keeps the current count; else ``ceil(ratio * pods)``;
+- replica count (``calcPlainMetricReplicas`` and ``groupPods`` in replica_calculator.go, read at kubernetes
+  commit 00067268967e): usage ratio = mean metric of the pods that report / target; within the tolerance (0.1)
+  nothing changes; Pending pods are ignored, except on a scale-up (ratio > 1) where they count as using 0; pods
+  without a metric (started, not ready) count as using the target on a scale-down and 0 on a scale-up, and the
+  ratio is recomputed; a result that flips direction or falls within the tolerance keeps the current count; else
+  ``ceil(ratio * pods counted)``;
 - stabilisation (``stabilizeRecommendationWithBehaviors``): the current count, raised to the lowest
   recommendation in the scale-up window, lowered to the highest in the scale-down window;
 - rate limits (``convertDesiredReplicasWithBehaviorRate``): per policy, the count at the start of its period
@@ -55,29 +58,31 @@ class HpaBehavior:
     down: HpaRules = HpaRules(300.0, (HpaPolicy(PolicyKind.PERCENT, 100, 15.0),))
 
 
-def pod_metric_replicas(*, current: int, values: Sequence[float], target: float, missing: int,
+def pod_metric_replicas(*, current: int, values: Sequence[float], target: float, missing: int, pending: int = 0,
                         tolerance: float = TOLERANCE) -> int:
-    """Desired replicas from the per-pod metric ``values`` of the pods that report one.
+    """Desired replicas from the per-pod metric ``values`` of the pods that report one (``calcPlainMetricReplicas``).
 
-    ``missing``: running pods without a metric yet. Pending pods are simply left out by the caller.
+    ``missing``: running pods without a metric yet (counted as using the target on a scale-down, 0 on a scale-up).
+    ``pending``: Pending pods (no node yet); ignored, except that on a scale-up they count as using 0 (the HPA's
+    ``rebalanceIgnored``), which damps a scale-up while earlier replicas are still coming.
     """
     if target <= 0:
         raise ValueError(f"target must be > 0, got {target}")
     if not values:
         return current  # no metrics at all: the HPA reports an error and does not scale
     ratio = sum(values) / len(values) / target
-    if missing == 0:
+    rebalance_pending = pending > 0 and ratio > 1.0
+    if not rebalance_pending and missing == 0:
         if abs(1.0 - ratio) <= tolerance:
             return current
         return math.ceil(ratio * len(values))
     filled = list(values) + [target if ratio < 1.0 else 0.0] * missing
+    if rebalance_pending:
+        filled += [0.0] * pending
     new_ratio = sum(filled) / len(filled) / target
     if abs(1.0 - new_ratio) <= tolerance or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
         return current
-    replicas = math.ceil(new_ratio * len(filled))
-    if (new_ratio < 1.0 and replicas > current) or (new_ratio > 1.0 and replicas < current):
-        return current
-    return replicas
+    return math.ceil(new_ratio * len(filled))
 
 
 @dataclass

@@ -12,12 +12,17 @@ from collections.abc import Callable
 from autoscaler.errors import ConfigError
 from autoscaler.sim.runner import SimPolicy
 
-__all__ = ["ABLATIONS", "BASELINES", "STANDARD", "check_names", "make_policy", "policy_names",
+__all__ = ["ABLATIONS", "BASELINES", "NAIVE", "STANDARD", "check_names", "make_policy", "policy_names",
            "register"]
 
-BASELINES = ("static-peak", "hpa-queue", "hpa-kv", "saturation", "dynamo-style")
-STANDARD = ("oracle", "default", *BASELINES)
-"""What ``simulate`` runs when no ``--policy`` is given, in report order."""
+BASELINES = ("hpa-tuned", "wva", "dynamo", "best-static", "static-peak", "saturation")
+"""The peers ``default`` is compared with, each configured as its users would (``best-static`` and ``hpa-tuned``
+are the references: the cheapest constant fleet near the ceiling, and HPAs tuned on the shipped traces)."""
+STANDARD = ("default", *BASELINES, "clairvoyant-model")
+"""What ``simulate`` runs when no ``--policy`` is given, in report order. ``clairvoyant-model`` is last: it shows
+agreement with the project's own capacity model, not a bound."""
+NAIVE = ("hpa-queue-naive", "hpa-kv-naive")
+"""HPAs nobody should deploy (one metric on both pools, default behaviour), kept to show why."""
 ABLATIONS = ("default-no-rejection", "default-mean-forecast", "default-gateway")
 """The default policy without one of its parts: early rejection at the gateway; the upper quantile (it sizes for
 the mean forecast). Without the forecaster (and so without early rejection) it is ``saturation``.
@@ -27,10 +32,10 @@ admitting the cycle's ratio at random: what the controller achieves behind a gat
 :func:`autoscaler.core.gateway_admission.judge_request`."""
 
 
-def _oracle() -> SimPolicy:
-    from autoscaler.sim.baselines import Oracle
+def _clairvoyant_model() -> SimPolicy:
+    from autoscaler.sim.baselines import ClairvoyantModel
 
-    return Oracle()
+    return ClairvoyantModel()
 
 
 def _static_peak() -> SimPolicy:
@@ -39,18 +44,36 @@ def _static_peak() -> SimPolicy:
     return StaticPeak()
 
 
-def _hpa(metric: str) -> Callable[[], SimPolicy]:
-    def make() -> SimPolicy:
-        from autoscaler.sim.baselines import HpaBaseline
+def _hpa_tuned() -> SimPolicy:
+    from autoscaler.sim.baselines import hpa_tuned
 
-        return HpaBaseline(metric=metric)
+    return hpa_tuned()
+
+
+def _hpa_naive(metric: str) -> Callable[[], SimPolicy]:
+    def make() -> SimPolicy:
+        from autoscaler.sim.baselines import hpa_naive
+
+        return hpa_naive(metric)
     return make
 
 
-def _dynamo() -> SimPolicy:
-    from autoscaler.sim.baselines import DynamoStyle
+def _wva() -> SimPolicy:
+    from autoscaler.sim.wva import Wva
 
-    return DynamoStyle()
+    return Wva()
+
+
+def _dynamo() -> SimPolicy:
+    from autoscaler.sim.dynamo import Dynamo
+
+    return Dynamo()
+
+
+def _best_static() -> SimPolicy:
+    from autoscaler.sim.best_static import BestStatic
+
+    return BestStatic()
 
 
 def _controller(name: str, **options: object) -> Callable[[], SimPolicy]:
@@ -72,13 +95,16 @@ def _saturation() -> SimPolicy:
 
 
 _FACTORIES: dict[str, Callable[[], SimPolicy]] = {
-    "oracle": _oracle,
     "default": _controller("default"),
+    "hpa-tuned": _hpa_tuned,
+    "wva": _wva,
+    "dynamo": _dynamo,
+    "best-static": _best_static,
     "static-peak": _static_peak,
-    "hpa-queue": _hpa("queue"),
-    "hpa-kv": _hpa("kv"),
     "saturation": _saturation,
-    "dynamo-style": _dynamo,
+    "clairvoyant-model": _clairvoyant_model,
+    "hpa-queue-naive": _hpa_naive("queue"),
+    "hpa-kv-naive": _hpa_naive("kv"),
     "default-no-rejection": _controller("default-no-rejection", apply_admission=False),
     "default-mean-forecast": _controller("default-mean-forecast", quantile=0.5),
     "default-gateway": _controller("default-gateway", per_request_gateway=True),

@@ -30,7 +30,8 @@ DEFAULT_KV_BYTES_PER_TOKEN = 131072  # Llama-3.1-8B BF16, when a profile file do
 
 @dataclass
 class SimContext:
-    """What a policy may use: the ports of the control loop, and (for the oracle only) the trace itself."""
+    """What a policy may use: the ports of the control loop, and (for the clairvoyant model and best-static's
+    search only) the trace itself."""
 
     cluster: SimCluster
     scenario: Scenario
@@ -42,6 +43,9 @@ class SimContext:
     scaler: SimScaler
     live_from_s: float = 0.0
     """Before this time a policy with memory only observes (dry-run): it enters the trace in steady state."""
+    measured_from_s: float = 0.0
+    """Where the trace proper starts in ``trace`` (after the warm-up copy): what a policy that replays the trace
+    itself (``best-static``'s search) cuts off to get the trace it is measured on."""
 
 
 class SimPolicy(Protocol):
@@ -49,7 +53,7 @@ class SimPolicy(Protocol):
 
     name: str
     instant_capacity: bool
-    """True for the oracle: nodes and pods are ready the moment they are asked for."""
+    """True for the clairvoyant model: nodes and pods are ready the moment they are asked for."""
 
     def initial(self, ctx: SimContext) -> Sizing | None:
         """Replicas at time 0 (None: the common warm start)."""
@@ -179,7 +183,8 @@ def simulate(
     clock = SimClock()
     ctx = SimContext(cluster=cluster, scenario=run_scenario, profile=profile, trace=extended, clock=clock,
                      variants=SimVariantSource(specs),
-                     signals=SimSignalSource(cluster, window_s=scenario.rate_window_s), scaler=SimScaler(cluster))
+                     signals=SimSignalSource(cluster, window_s=scenario.rate_window_s), scaler=SimScaler(cluster),
+                     measured_from_s=offset)
 
     sizing = policy.initial(ctx) or warm_start_sizing(trace=trace, scenario=scenario, profile=profile)
     for role in (Role.PREFILL, Role.DECODE):

@@ -57,8 +57,8 @@ class Scenario:
     slo_itl_s: float = 0.05
     """A request attains the ITL SLO when its mean inter-token latency is within this."""
     slo_percentile: float = 0.9
-    """Percentile of TTFT/ITL the capacity model sizes for (oracle, static, warm start, the default's planner),
-    as the product's ``planner.slo_percentile``. Attainment is measured per request whatever this is. (At 0.99 the
+    """Percentile of TTFT/ITL the capacity model sizes for (clairvoyant model, static, warm start, the default's
+    planner), as the product's ``planner.slo_percentile``. Attainment is measured per request whatever this is. (At 0.99 the
     capacity model's prefill rate for heavy-tailed prompts collapses: 0.012 req/s per 70B replica for the Azure
     mix at TTFT 1 s, where 3.0 at 0.9 keeps 99.9% of simulated requests within the SLO.)"""
     node_delay_s: float | None = None
@@ -70,7 +70,8 @@ class Scenario:
     node_release_delay_s: float = 0.0
     """An empty node is released after this long (0: at once, as the MachineSet scaler removes it)."""
     interval_s: float = 15.0
-    """Control-loop interval (the controller's default, and the HPA's sync period); the oracle's interval too."""
+    """Control-loop interval (the controller's default, and the HPA's sync period); the clairvoyant model's
+    interval too."""
     tick_s: float = 0.5
     """Simulation step: routing decisions and pod life-cycle changes happen on this grid."""
     rate_window_s: float = 60.0
@@ -162,7 +163,7 @@ class Scenario:
                        decode_beta=profile.decode_beta * g, decode_gamma=profile.decode_gamma * g)
 
     def without_delays(self) -> Scenario:
-        """The same cluster where capacity arrives at once (the oracle's world)."""
+        """The same cluster where capacity arrives at once (the clairvoyant model's world)."""
         return replace(self, node_delay_s=0.0, pod_delay_s=0.0)
 
     def to_json(self, profile: PerformanceProfile) -> dict[str, Any]:

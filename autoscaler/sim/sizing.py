@@ -1,7 +1,7 @@
 """Replicas a window of known traffic needs, from the capacity model (:mod:`autoscaler.perf.capacity`).
 
-Used where the traffic is known rather than forecast: the oracle (each interval's actual requests), static
-provisioning for the peak, and the warm start every policy begins from.
+Used where the traffic is known rather than forecast: the clairvoyant model (each interval's actual requests),
+static provisioning for the peak, and the warm start every policy begins from.
 
 Every request counts in the mix, including those that miss the SLO even alone on an idle cluster (a prompt whose
 prefill alone outlasts the TTFT target): they still take capacity. :func:`feasible` says which they are; their

@@ -1,6 +1,6 @@
 """Policies in the simulator: the real controller drives ``default`` and ``saturation`` through the ports, the
-oracle gets capacity at once, static provisioning never moves, runs are deterministic, the report has its shape.
-Short synthetic traces keep each test to a few seconds of CPU."""
+clairvoyant model gets capacity at once, static provisioning never moves, runs are deterministic, the report has
+its shape. Short synthetic traces keep each test to a few seconds of CPU."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def surge() -> Trace:
 def test_every_standard_policy_is_known_and_fresh_objects_are_made_per_run():
     assert set(STANDARD) <= set(policy_names())
     assert make_policy("default") is not make_policy("default")
-    with pytest.raises(ConfigError, match="unknown policy 'nope'.*oracle"):
+    with pytest.raises(ConfigError, match="unknown policy 'nope'.*clairvoyant-model"):
         make_policy("nope")
 
 
@@ -93,9 +93,9 @@ def test_the_controller_observes_in_dry_run_until_it_goes_live():
     assert scaled_at and min(scaled_at) >= 120.0
 
 
-def test_the_oracle_gets_capacity_at_once_and_uses_no_more_gpu_hours_than_static_peak():
+def test_the_clairvoyant_model_gets_capacity_at_once_and_uses_no_more_gpu_hours_than_static_peak():
     trace, scenario = surge(), Scenario(**FAST)
-    oracle = simulate(trace, scenario, make_policy("oracle"))
+    oracle = simulate(trace, scenario, make_policy("clairvoyant-model"))
     static = simulate(trace, scenario, make_policy("static-peak"))
     assert oracle.timeline.prefill_ready == oracle.timeline.prefill_replicas
     assert oracle.gpu_hours < static.gpu_hours
@@ -108,7 +108,7 @@ def test_static_peak_meets_the_slo_on_the_surge_it_was_sized_for():
     assert result.both_attainment > 0.98
 
 
-@pytest.mark.parametrize("name", ["hpa-queue", "hpa-kv", "dynamo-style"])
+@pytest.mark.parametrize("name", ["hpa-tuned", "hpa-queue-naive", "hpa-kv-naive", "wva", "dynamo"])
 def test_baselines_run_to_the_end_and_account_for_every_request(name):
     result = simulate(surge(), Scenario(**FAST), make_policy(name))
     assert result.requests == len(surge())
@@ -156,17 +156,17 @@ def test_the_signal_source_gives_what_prometheus_would():
 
 def test_the_report_has_the_documented_shape():
     trace, scenario = steady(duration=120.0), Scenario(warmup_s=60.0, tail_s=30.0)
-    results = [simulate(trace, scenario, make_policy(name)) for name in ("oracle", "static-peak")]
+    results = [simulate(trace, scenario, make_policy(name)) for name in ("clairvoyant-model", "static-peak")]
     report = report_json(trace_name="t.jsonl", trace=trace, scenario=scenario, profile=PROFILE, results=results)
     json.dumps(report)  # serialisable
     assert report["trace"] == "t.jsonl"
     assert {"profile", "slo_ttft_s", "slo_itl_s", "interval_s", "node_delay_s", "pod_delay_s"} <= set(
         report["scenario"])
     assert report["scenario"]["node_delay_s"] == PROFILE.node_startup_s
-    assert set(report["policies"]) == {"oracle", "static-peak"}
+    assert set(report["policies"]) == {"clairvoyant-model", "static-peak"}
     for entry in report["policies"].values():
         assert {"gpu_hours", "cost", "ttft_attainment", "itl_attainment", "rejected", "scale_actions"} <= set(entry)
-    assert report["policies"]["oracle"]["interval_s"] == 15.0
+    assert report["policies"]["clairvoyant-model"]["interval_s"] == 15.0
 
 
 @pytest.mark.parametrize(("changes", "message"), [

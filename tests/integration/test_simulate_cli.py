@@ -24,16 +24,16 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_simulate_prints_one_json_object_with_every_policy_asked_for_and_writes_the_plots(tmp_path):
-    proc = cli("simulate", "--trace", str(AZURE), "--duration", "120", "--policy", "oracle",
-               "--policy", "static-peak,hpa-queue", "--json", "--out", str(tmp_path), cwd=tmp_path)
+    proc = cli("simulate", "--trace", str(AZURE), "--duration", "120", "--policy", "clairvoyant-model",
+               "--policy", "static-peak,hpa-tuned", "--json", "--out", str(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["trace"] == str(AZURE)
-    assert list(report["policies"]) == ["oracle", "static-peak", "hpa-queue"]
+    assert list(report["policies"]) == ["clairvoyant-model", "static-peak", "hpa-tuned"]
     for entry in report["policies"].values():
         assert {"gpu_hours", "cost", "ttft_attainment", "itl_attainment", "rejected", "scale_actions"} <= set(entry)
         assert 0.0 <= entry["ttft_attainment"] <= 1.0
-    assert report["policies"]["oracle"]["interval_s"] == 15.0
+    assert report["policies"]["clairvoyant-model"]["interval_s"] == 15.0
     scenario = report["scenario"]
     assert (scenario["profile"], scenario["slo_ttft_s"], scenario["slo_itl_s"]) == ("llama-3.1-8b/h100", 1.0, 0.05)
     for png in report["plots"].values():
@@ -41,7 +41,7 @@ def test_simulate_prints_one_json_object_with_every_policy_asked_for_and_writes_
 
 
 def test_simulate_reads_mooncake_jsonl_and_applies_the_scenario_flags(tmp_path):
-    proc = cli("simulate", "--trace", str(MOONCAKE), "--duration", "120", "--policy", "oracle", "--json",
+    proc = cli("simulate", "--trace", str(MOONCAKE), "--duration", "120", "--policy", "clairvoyant-model", "--json",
                "--no-plots", "--slo-ttft", "10", "--slo-itl", "0.1", "--speed-up", "2", "--node-delay", "30",
                "--pod-delay", "5", "--profile", "llama-3.1-70b/h100-tp8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -71,7 +71,7 @@ def test_simulate_without_json_prints_a_table(tmp_path):
 def test_a_malformed_row_is_reported_with_its_line(tmp_path, content, suffix, where):
     path = tmp_path / f"bad{suffix}"
     path.write_text(content)
-    proc = cli("simulate", "--trace", str(path), "--policy", "oracle", "--no-plots", cwd=tmp_path)
+    proc = cli("simulate", "--trace", str(path), "--policy", "clairvoyant-model", "--no-plots", cwd=tmp_path)
     assert proc.returncode == 2
     assert f"{path}{where}" in proc.stderr
 
@@ -152,7 +152,8 @@ def test_resample_reports_each_policys_mean_and_90_percent_interval(tmp_path, as
 
 
 def test_then_splices_sped_up_traces_after_the_first_into_a_surge(tmp_path):
-    base = cli("simulate", "--trace", str(AZURE), "--duration", "60", "--policy", "oracle", "--json", "--no-plots",
+    base = cli("simulate", "--trace", str(AZURE), "--duration", "60", "--policy", "clairvoyant-model", "--json",
+               "--no-plots",
                cwd=tmp_path)
     part = tmp_path / "minute.csv"
     # The same minute, as a file of its own: the spliced parts are read whole.
@@ -160,7 +161,7 @@ def test_then_splices_sped_up_traces_after_the_first_into_a_surge(tmp_path):
     header, rows = lines[0], lines[1:]
     first = json.loads(base.stdout)["requests"]
     part.write_text("\n".join([header, *rows[:first]]) + "\n")
-    surge = cli("simulate", "--trace", str(part), "--policy", "oracle", "--json", "--no-plots",
+    surge = cli("simulate", "--trace", str(part), "--policy", "clairvoyant-model", "--json", "--no-plots",
                 "--then", f"{part}@3", "--then", str(part), cwd=tmp_path)
     assert surge.returncode == 0, surge.stderr
     report = json.loads(surge.stdout)

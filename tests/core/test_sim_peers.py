@@ -1,0 +1,179 @@
+"""The peers ``default`` is measured against, each as its own source has it: the HPA's replica arithmetic and
+behaviour (kubernetes pkg/controller/podautoscaler), WVA's saturation analyzer, Dynamo's throughput sizing, and
+the best static fleet found with the simulator in the loop."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from autoscaler.perf.profiles import default_profiles
+from autoscaler.sim.best_static import find_best_static, replay_fixed
+from autoscaler.sim.dynamo import PrefillFit, decode_engine_rps, fit_prefill, prefill_engine_rps, throughput_replicas
+from autoscaler.sim.hpa import HpaBehavior, HpaPolicy, HpaRules, HpaState, PolicyKind, hpa_step, pod_metric_replicas
+from autoscaler.sim.policies import STANDARD, make_policy
+from autoscaler.sim.runner import simulate
+from autoscaler.sim.scenario import Scenario
+from autoscaler.sim.sizing import Sizing
+from autoscaler.sim.theory import poisson_trace
+from autoscaler.sim.wva import WvaThresholds, external_average_value_replicas, saturation_target
+from autoscaler.traces import splice
+
+PROFILE = default_profiles()["llama-3.1-8b/h100"]
+FAST = {"node_delay_s": 30.0, "pod_delay_s": 15.0, "warmup_s": 120.0, "tail_s": 60.0}
+
+
+# ---------------------------------------------------------------- HPA replica count (calcPlainMetricReplicas)
+
+@pytest.mark.parametrize(("values", "current", "missing", "pending", "expected"), [
+    pytest.param([2.1, 2.0], 2, 0, 0, 2, id="within-tolerance-keeps-current"),
+    pytest.param([4.0, 4.0], 2, 0, 0, 4, id="scale-up-is-ceil-ratio-times-pods"),
+    pytest.param([1.0, 0.5], 4, 0, 0, 1, id="scale-down-is-ceil-ratio-times-reporting-pods"),
+    pytest.param([3.0, 3.0], 4, 0, 2, 4, id="pending-count-as-zero-on-a-scale-up"),
+    pytest.param([1.0, 1.0], 4, 0, 2, 1, id="pending-ignored-on-a-scale-down"),
+    pytest.param([1.0, 1.0], 4, 2, 0, 3, id="missing-use-the-target-on-a-scale-down"),
+    pytest.param([4.0, 4.0], 4, 2, 0, 4, id="missing-use-zero-on-a-scale-up"),
+    pytest.param([2.4], 2, 1, 0, 2, id="a-fill-that-flips-direction-keeps-current"),
+    pytest.param([], 3, 1, 1, 3, id="no-metrics-no-change"),
+])
+def test_the_hpa_replica_count_follows_calc_plain_metric_replicas(values, current, missing, pending, expected):
+    assert pod_metric_replicas(current=current, values=values, target=2.0, missing=missing,
+                               pending=pending) == expected
+
+
+UP_2_PER_30 = HpaRules(0.0, (HpaPolicy(PolicyKind.PODS, 2, 30.0),))
+DOWN_1_PER_60 = HpaRules(0.0, (HpaPolicy(PolicyKind.PODS, 1, 60.0),))
+
+
+def run_hpa(behavior: HpaBehavior, current: int, desired: list[int], *, every_s: float = 15.0) -> list[int]:
+    """The HPA's output over successive syncs, each applied before the next."""
+    state, out = HpaState(), []
+    for i, want in enumerate(desired):
+        current = hpa_step(state=state, desired=want, current=current, now=i * every_s, behavior=behavior,
+                           min_replicas=1, max_replicas=64)
+        out.append(current)
+    return out
+
+
+@pytest.mark.parametrize(("behavior", "current", "desired", "expected"), [
+    pytest.param(HpaBehavior(up=UP_2_PER_30, down=DOWN_1_PER_60), 2, [10] * 5, [4, 4, 6, 6, 8],
+                 id="scale-up-at-most-2-pods-per-30-s"),
+    pytest.param(HpaBehavior(up=UP_2_PER_30, down=DOWN_1_PER_60), 6, [1] * 6, [5, 5, 5, 5, 4, 4],
+                 id="scale-down-at-most-1-pod-per-60-s"),
+    pytest.param(HpaBehavior(up=HpaRules(60.0, UP_2_PER_30.policies), down=DOWN_1_PER_60), 2, [2, 10, 10, 10, 10, 10],
+                 [2, 2, 2, 2, 4, 4], id="scale-up-window-takes-the-lowest-recommendation-of-60-s"),
+    pytest.param(HpaBehavior(up=UP_2_PER_30, down=HpaRules(600.0, DOWN_1_PER_60.policies)), 5, [5] + [1] * 5,
+                 [5] * 6, id="scale-down-window-takes-the-highest-recommendation-of-600-s"),
+    pytest.param(HpaBehavior(up=HpaRules(0.0, (HpaPolicy(PolicyKind.PODS, 2, 30.0),
+                                               HpaPolicy(PolicyKind.PERCENT, 100, 30.0))), down=DOWN_1_PER_60),
+                 4, [20], [8], id="select-policy-max-takes-the-largest-change"),
+])
+def test_the_hpa_behaviour_stabilises_and_rate_limits(behavior, current, desired, expected):
+    assert run_hpa(behavior, current, desired) == expected
+
+
+def test_hpa_tuned_is_two_hpas_on_waiting_requests_and_kv_cache_with_the_pinned_behaviour():
+    from autoscaler.core.types import Role
+
+    policy = make_policy("hpa-tuned")
+    metrics = policy.metrics  # type: ignore[attr-defined]
+    assert metrics[Role.PREFILL][0] == "queue" and metrics[Role.DECODE][0] == "kv"
+    assert policy.behavior.up.window_s < policy.behavior.down.window_s  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- WVA's saturation analyzer (V1)
+
+@pytest.mark.parametrize(("kv", "queue", "current", "desired", "expected"), [
+    pytest.param([0.75, 0.75], [0.0, 0.0], 2, 0, 3, id="low-spare-kv-adds-one-replica"),
+    pytest.param([0.1, 0.1], [4.0, 3.0], 2, 0, 3, id="low-spare-queue-adds-one-replica"),
+    pytest.param([0.9, 0.9], [9.0, 9.0], 2, 0, 3, id="all-saturated-adds-one-replica-not-more"),
+    pytest.param([0.1, 0.1, 0.1], [0.0, 0.0, 0.0], 3, 0, 2, id="light-load-removes-one-replica"),
+    pytest.param([0.1], [0.0], 1, 0, 1, id="one-replica-never-scales-down"),
+    pytest.param([0.5, 0.5], [0.0, 0.0], 2, 0, 2, id="scale-down-unsafe-after-redistribution"),
+    pytest.param([0.9, 0.9], [9.0, 9.0], 3, 0, 3, id="pending-replica-holds-the-count"),
+    pytest.param([0.9, 0.9], [9.0, 9.0], 2, 4, 4, id="desired-not-yet-current-holds-the-desired"),
+])
+def test_wva_steps_one_replica_at_a_time_and_holds_while_in_transition(kv, queue, current, desired, expected):
+    assert saturation_target(kv=kv, queue=queue, current=current, ready=len(kv), desired=desired,
+                             thresholds=WvaThresholds()) == expected
+
+
+def test_the_external_metric_hpa_passes_wva_desired_through_outside_its_tolerance():
+    assert external_average_value_replicas(metric=5.0, target=1.0, current=4) == 5
+    assert external_average_value_replicas(metric=10.0, target=1.0, current=11) == 11  # 0.91: within 10%
+
+
+def test_wva_in_the_simulator_never_adds_more_than_one_replica_per_control_interval():
+    surge = splice([poisson_trace(rate_rps=4.0, duration_s=150.0, prompt_tokens=3000, mean_output_tokens=120, seed=2),
+                    poisson_trace(rate_rps=30.0, duration_s=600.0, prompt_tokens=3000, mean_output_tokens=120,
+                                  seed=3)])
+    result = simulate(surge, Scenario(**FAST), make_policy("wva"))
+    for series in (result.timeline.prefill_replicas, result.timeline.decode_replicas):
+        steps = [b - a for a, b in zip(series, series[1:], strict=False)]
+        assert max(steps) <= 1
+    assert max(result.timeline.prefill_replicas) > result.timeline.prefill_replicas[0]
+
+
+# ---------------------------------------------------------------- Dynamo's throughput sizing
+
+LINEAR = replace(PROFILE, prefill_a=0.01, prefill_b=1e-4, prefill_c=0.0, decode_alpha=0.01, decode_beta=1e-4,
+                 decode_gamma=1e-6, max_num_batched_tokens=8192, max_num_seqs=256)
+
+
+def test_dynamo_fits_the_line_a_linear_engine_has():
+    fit = fit_prefill(LINEAR, [500, 1000, 3000, 9000, 20000])
+    assert fit.intercept == pytest.approx(0.01, abs=1e-9) and fit.slope == pytest.approx(1e-4, rel=1e-9)
+
+
+def test_dynamo_sizes_prefill_by_one_over_the_wall_time_of_the_mean_prompt():
+    rps, wall = prefill_engine_rps(PrefillFit(0.01, 1e-4), 1000, max_num_batched_tokens=8192)
+    assert wall == pytest.approx(0.11) and rps == pytest.approx(1 / 0.11)
+    # Chunked: (chunks - 1) * wt(MBT) + wt(remainder).
+    _, wall = prefill_engine_rps(PrefillFit(0.01, 1e-4), 20000, max_num_batched_tokens=8192)
+    assert wall == pytest.approx(2 * (0.01 + 0.8192) + 0.01 + 3616 * 1e-4)
+
+
+def test_dynamo_sizes_decode_by_the_largest_batch_within_the_itl_by_littles_law():
+    isl, osl, itl = 2000.0, 200.0, 0.05
+    context = isl + osl / 2
+    best = max(b for b in range(1, 257) if LINEAR.decode_step_time(b, context) <= itl
+               and b <= LINEAR.kv_capacity_tokens / context)
+    rps, wall = decode_engine_rps(LINEAR, itl_s=itl, isl=isl, osl=osl)
+    assert wall == pytest.approx(LINEAR.decode_step_time(best, context))
+    assert rps == pytest.approx(best / (osl * wall))
+
+
+def test_dynamo_replicas_are_demand_over_engine_rate_rounded_up_with_a_ttft_floor():
+    fit = PrefillFit(0.01, 1e-4)
+    sizing = throughput_replicas(LINEAR, fit, demand_rps=20.0, isl=1000.0, osl=200.0, ttft_s=1.0, itl_s=0.05)
+    d_rps, _ = decode_engine_rps(LINEAR, itl_s=0.05, isl=1000.0, osl=200.0)
+    assert sizing == Sizing(math.ceil(20.0 * 0.11), math.ceil(20.0 / d_rps))
+    # A prompt whose prefill alone takes 2.1x the TTFT target: at least 3 replicas whatever the demand.
+    slow = throughput_replicas(LINEAR, fit, demand_rps=0.01, isl=20900.0, osl=200.0, ttft_s=1.0, itl_s=0.05)
+    assert slow is not None and slow.prefill == 3
+
+
+# ---------------------------------------------------------------- best-static
+
+def test_best_static_reaches_its_target_and_one_replica_fewer_in_either_pool_does_not():
+    trace = poisson_trace(rate_rps=12.0, duration_s=180.0, prompt_tokens=3000, mean_output_tokens=120, seed=5)
+    scenario = Scenario(**FAST)
+    search = find_best_static(trace, scenario, PROFILE, start=Sizing(1, 1))
+    assert search.reached
+    p, d = search.fleet.prefill, search.fleet.decode
+    assert replay_fixed(trace, scenario, PROFILE, p, d).both_attainment >= search.target
+    assert p > 1 or d > 1
+    if p > 1:
+        assert replay_fixed(trace, scenario, PROFILE, p - 1, d).both_attainment < search.target
+    if d > 1:
+        assert replay_fixed(trace, scenario, PROFILE, p, d - 1).both_attainment < search.target
+    run = simulate(trace, scenario, make_policy("best-static"))
+    assert (run.timeline.prefill_replicas[0], run.timeline.decode_replicas[0]) == (p, d)
+    assert run.both_attainment >= search.target and run.scale_actions == 0
+
+
+def test_the_standard_set_is_default_and_the_peers_with_the_clairvoyant_model_last():
+    assert STANDARD == ("default", "hpa-tuned", "wva", "dynamo", "best-static", "static-peak", "saturation",
+                        "clairvoyant-model")
