@@ -8,7 +8,7 @@ Two formats are read, recognised from the file's content rather than its name:
   with ``TIMESTAMP`` as ``YYYY-MM-DD HH:MM:SS.fffffff``.
 
 A :class:`Trace` holds arrival seconds from 0 (sorted), prompt and output tokens, and the prefix hashes when the
-format has them. Transforms (:func:`rate_scale`, :func:`time_stretch`, :func:`splice`, :func:`window`) return new
+format has them. Transforms (:func:`load_scale`, :func:`rate_scale`, :func:`time_stretch`, :func:`splice`, :func:`window`) return new
 traces and never modify their input. :func:`bucket` turns a trace into per-interval series (arrival rate and mean
 prompt/output tokens) for the forecaster.
 
@@ -40,6 +40,7 @@ __all__ = [
     "BucketedTrace",
     "Trace",
     "bucket",
+    "load_scale",
     "parse_trace",
     "rate_scale",
     "read_trace",
@@ -258,6 +259,77 @@ def rate_scale(trace: Trace, factor: float) -> Trace:
     """Multiply the arrival rate by ``factor`` keeping the shape: arrival times are divided by it."""
     _positive(factor, "factor")
     return trace._replace(arrival_s=trace.arrival_s / factor)
+
+
+LOAD_SCALE_MINUTE_S = 60.0
+""":func:`load_scale` keeps the trace's rate curve at this resolution."""
+
+
+def load_scale(trace: Trace, factor: float, *, seed: int) -> Trace:
+    """``factor`` times the requests over the same duration: the fleet serving ``factor`` times the users.
+
+    The rate curve is multiplied by ``factor`` minute by minute. Each minute's requests are kept, and
+    ``floor(factor) - 1`` more copies of that minute are added (plus one more copy of a random ``frac(factor)``
+    share of its requests). A copy is the minute's own arrival pattern rotated by a random offset within the
+    minute (circularly, so it stays in the minute), and its lengths are drawn at random from the same minute's
+    (prompt, output) pairs: the minute's mix, its joint prompt/output law included. So every minute carries
+    ``factor`` x its requests (+-1 per fractional share), and the duration stays within a minute of the input's.
+
+    Sub-minute burstiness: each copy keeps the clustering of the original minute (a user's session stays a
+    burst), but the copies' bursts are independent of one another. Counts per second then have ``factor`` x the
+    mean and about ``factor`` x the variance (not ``factor**2`` x, as compressing the clock or stacking aligned
+    copies would give), so their relative spread (coefficient of variation) falls as ``1/sqrt(factor)``. That is
+    what ``factor`` times the users do: independent users superpose, the aggregate rate adds up and its relative
+    fluctuations average out, while the daily and minute-scale shape (common to all users) is kept whole.
+    Unlike :func:`rate_scale`, the clock is not touched, so node and pod start-up keep their weight.
+
+    Prefix hashes are dropped when requests are added (the copies are other users' prompts). ``factor`` 1 returns
+    ``trace`` itself; ``seed`` fixes the copies. ValueError for a ``factor`` not finite and > 0.
+    """
+    _positive(factor, "factor")
+    if factor == 1.0 or not len(trace):
+        return trace
+    rng = np.random.default_rng(seed)
+    minute = LOAD_SCALE_MINUTE_S
+    arrival = np.asarray(trace.arrival_s, dtype=np.float64)
+    n = len(arrival)
+    index = (arrival // minute).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, index[1:] != index[:-1]])  # first request of each non-empty minute
+    counts = np.diff(np.r_[starts, n])
+    minute_of = np.repeat(np.arange(len(starts)), counts)
+    begin = index[starts].astype(np.float64) * minute
+    # the last minute may be cut short by the end of the trace: rotate within what it spans
+    span = np.minimum(minute, np.maximum(arrival[-1] - begin, 0.0))
+    span = np.where(span > 0, span, minute)[minute_of]
+    offset_in = arrival - begin[minute_of]
+
+    whole, share = int(math.floor(factor)), factor - math.floor(factor)
+    parts_t = [arrival] if whole >= 1 else []
+    parts_src = [np.arange(n)] if whole >= 1 else []
+    copies: list[np.ndarray] = []  # masks of the original rows each extra copy takes its times from
+    copies += [np.ones(n, dtype=bool)] * max(whole - 1, 0)
+    if share > 0:
+        copies.append(rng.random(n) < share)
+    for mask in copies:
+        rows = np.flatnonzero(mask)
+        shift = rng.random(len(starts))[minute_of[rows]] * span[rows]
+        t = begin[minute_of[rows]] + np.mod(offset_in[rows] + shift, span[rows])
+        # lengths: a random request of the same minute (its prompt and output together)
+        pick = starts[minute_of[rows]] + (rng.random(len(rows)) * counts[minute_of[rows]]).astype(np.int64)
+        parts_t.append(t)
+        parts_src.append(pick)
+    times = np.concatenate(parts_t)
+    source_rows = np.concatenate(parts_src)
+    order = np.argsort(times, kind="stable")
+    return Trace(
+        arrival_s=_frozen(times[order]),
+        input_tokens=_frozen(np.array(trace.input_tokens[source_rows[order]], dtype=np.int64)),
+        output_tokens=_frozen(np.array(trace.output_tokens[source_rows[order]], dtype=np.int64)),
+        hash_ids=None,
+        start_epoch_s=trace.start_epoch_s,
+        source=trace.source,
+        format=trace.format,
+    )
 
 
 def time_stretch(trace: Trace, factor: float) -> Trace:

@@ -1,9 +1,10 @@
 """The simulated disaggregated cluster: GPU nodes, pods, a prefill pool and a decode pool of vLLM engines.
 
-Time moves in ticks (``Scenario.tick_s``). One :meth:`SimCluster.step` over ``[t0, t1)``:
+Time moves in ticks (``Scenario.run_tick_s``). One :meth:`SimCluster.step` over ``[t0, t1)``:
 
 1. life cycle at ``t0``: nodes that finished provisioning take their pods, pods that finished loading get an
-   engine (:class:`autoscaler.perf.engine.Engine`, the one performance model the live emulator also runs),
+   engine (:class:`autoscaler.perf.engine.Engine`, the one performance model the live emulator also runs; with
+   ``Scenario.engine_mode`` "coarse", :class:`autoscaler.perf.fluid.FluidEngine`, its fluid approximation),
    draining pods that are empty (or past their grace period) go away, empty nodes are released;
 2. the trace's arrivals in the tick pass the gateway (an admission hook a policy may set: early rejection) and
    are routed to the prefill pod with the fewest outstanding prompt tokens (each request at its own arrival
@@ -36,8 +37,9 @@ import numpy as np
 
 from autoscaler.core.types import ReplicaCounts, Role
 from autoscaler.perf.engine import Completion, Engine, Request
+from autoscaler.perf.fluid import FluidEngine
 from autoscaler.perf.profile import PerformanceProfile
-from autoscaler.sim.scenario import Scenario
+from autoscaler.sim.scenario import COARSE, Scenario
 from autoscaler.traces import Trace
 
 __all__ = ["Admission", "CompletionRecord", "DecodeState", "Outcomes", "PoolCounters", "SimCluster", "ttft_and_itl"]
@@ -69,7 +71,7 @@ class _Pod:
         self.node = node
         self.created_at = created_at
         self.ready_at = ready_at
-        self.engine: Engine | None = None
+        self.engine: Engine | FluidEngine | None = None
         self.draining_since: float | None = None
         self.load = 0  # outstanding tokens routed here (prompt tokens on prefill, prompt + output on decode)
         self.inflight = 0  # outstanding requests
@@ -283,7 +285,8 @@ class SimCluster:
                         pod.node = better
                         pod.ready_at = now + self._pod_delay
                 if pod.ready_at <= now + 1e-9:
-                    pod.engine = Engine(profile=self.profile, role=pool.role, start_s=now,
+                    engine = FluidEngine if self.scenario.engine_mode == COARSE else Engine
+                    pod.engine = engine(profile=self.profile, role=pool.role, start_s=now,
                                         block_size=self.scenario.block_size,
                                         record_latencies=self.record_latencies and pool.role is Role.DECODE)
             if pool.draining:
@@ -355,7 +358,7 @@ class SimCluster:
     def completions(self, role: Role) -> deque[CompletionRecord]:
         return self.pools[role].completions
 
-    def engines(self, role: Role) -> list[Engine]:
+    def engines(self, role: Role) -> list[Engine | FluidEngine]:
         """Engines serving metrics (ready and draining pods)."""
         pool = self.pools[role]
         return [p.engine for p in pool.pods + pool.draining if p.engine is not None]
@@ -474,11 +477,10 @@ class SimCluster:
             if engine is None:
                 continue
             replicas += 1
-            # The engine keeps no public per-sequence view; read its arrays and queues, never writing them.
-            contexts += engine._ctx.tolist()
-            generated += engine._gen.tolist()
-            waiting += [seq.context for seq in engine._waiting]
-            waiting += [request.prompt_tokens for _, _, request in engine._pending]
+            pod_contexts, pod_generated, pod_waiting = engine.decode_view()
+            contexts += pod_contexts
+            generated += pod_generated
+            waiting += pod_waiting
         return DecodeState(replicas=replicas, contexts=contexts, generated=generated, waiting_tokens=waiting)
 
     def transfer_s(self, prompt_tokens: int) -> float:

@@ -19,7 +19,7 @@ from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import ProfileFile, default_models_dir, default_profiles
 
-__all__ = ["DEFAULT_PROFILE", "WARMUP_HEAD_S", "Scenario", "kv_bytes_per_token", "resolve_profile"]
+__all__ = ["COARSE", "DEFAULT_PROFILE", "ENGINE_MODES", "STEP", "WARMUP_HEAD_S", "Scenario", "kv_bytes_per_token", "resolve_profile"]
 
 DEFAULT_PROFILE = "llama-3.1-8b/h100"
 
@@ -31,6 +31,12 @@ DEFAULT_KV_LATENCY_S = 1e-3
 WARMUP_HEAD_S = 600.0
 """The warm-up replays (repeats) the trace's first this many seconds: its opening load, not what comes later."""
 
+
+STEP = "step"
+COARSE = "coarse"
+ENGINE_MODES = (STEP, COARSE)
+"""``Scenario.engine_mode``: every scheduler iteration of every pod (:class:`autoscaler.perf.engine.Engine`), or
+the fluid model of days-long replays (:class:`autoscaler.perf.fluid.FluidEngine`), one control interval a tick."""
 
 OBSERVE_S = 300.0
 """The HPA's default scale-down window: what a policy's history must span to be in steady state."""
@@ -98,6 +104,9 @@ class Scenario:
     """The simulated engine's decode step times are the profile's times this much (``--engine-error decode=G``)."""
     seed: int = 0
     block_size: int = 16
+    engine_mode: str = STEP
+    """``step``: the per-step engine, a tick of ``tick_s``; ``coarse``: the fluid engine, a tick of ``interval_s``
+    (validated against ``step`` on the shipped one-hour traces; for traces of days)."""
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     """Free-form facts about how the trace was transformed (``time_stretch``, ``window``...), reported as given."""
 
@@ -117,9 +126,16 @@ class Scenario:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
             raise ValueError(f"need 0 <= min_replicas <= max_replicas >= 1, got {self.min_replicas}, "
                              f"{self.max_replicas}")
+        if self.engine_mode not in ENGINE_MODES:
+            raise ValueError(f"engine_mode must be one of {', '.join(ENGINE_MODES)}, got {self.engine_mode!r}")
         ratio = self.interval_s / self.tick_s
         if abs(ratio - round(ratio)) > 1e-9:
             raise ValueError(f"interval_s ({self.interval_s}) must be a multiple of tick_s ({self.tick_s})")
+
+    @property
+    def run_tick_s(self) -> float:
+        """The simulation step the runner takes: ``tick_s`` per step, the control interval in coarse mode."""
+        return self.interval_s if self.engine_mode == COARSE else self.tick_s
 
     @property
     def slo(self) -> SloTargets:
