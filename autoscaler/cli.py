@@ -221,6 +221,10 @@ def simulate(
         "--engine-error", help="The simulated engine's truth apart from the profile every policy believes: "
                                "prefill=F,decode=G runs prefill times x F and decode step times x G "
                                "(e.g. prefill=0.7,decode=1.3).")] = "prefill=1,decode=1",
+    engine: Annotated[str, typer.Option(
+        "--engine", help="Simulated engine: step (every scheduler iteration), coarse (a fluid per control "
+                         "interval, validated against step; for traces of days) or auto (coarse beyond 6 h).")
+                      ] = "auto",
     then: Annotated[list[str] | None, typer.Option(
         "--then", help="Splice another trace after it, FILE or FILE@RATE (its arrival rate times RATE); "
                        "repeatable, in order: --rate-scale 4 --then t.csv@12 --then t.csv@4 builds a surge.")] = None,
@@ -234,7 +238,7 @@ def simulate(
 
     from autoscaler.logs import configure_logging
     from autoscaler.sim.policies import STANDARD, check_names
-    from autoscaler.sim.scenario import Scenario, resolve_profile
+    from autoscaler.sim.scenario import Scenario, engine_mode_for, resolve_profile
     from autoscaler.traces import rate_scale as scale_rate
     from autoscaler.traces import read_trace, splice, window
     from autoscaler.traces import time_stretch as stretch
@@ -270,6 +274,11 @@ def simulate(
     if len(loaded) == 0:
         typer.echo(f"error: {trace}: no requests to replay", err=True)
         raise typer.Exit(2)
+    try:
+        scenario = dataclasses.replace(scenario, engine_mode=engine_mode_for(engine, duration_s=loaded.duration_s))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
     from autoscaler.sim.report import print_table, report_json, run_policies, write_plots
 

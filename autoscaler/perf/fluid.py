@@ -109,7 +109,7 @@ class FluidEngine:
             if tail is None or at >= tail[1]:  # the engine is idle by then: an iteration starts at once
                 tail = [at, at, 0, 0, []]
                 iterations.append(tail)
-            elif at >= tail[0] or tail[2] >= budget:  # the last one runs already (or is full): the next one
+            elif at > tail[0] or tail[2] >= budget:  # the last one runs already (or is full): the next one
                 tail = [tail[1], tail[1], 0, 0, []]
                 iterations.append(tail)
             take = min(left, budget - tail[2])

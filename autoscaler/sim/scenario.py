@@ -19,7 +19,8 @@ from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import ProfileFile, default_models_dir, default_profiles
 
-__all__ = ["COARSE", "DEFAULT_PROFILE", "ENGINE_MODES", "STEP", "WARMUP_HEAD_S", "Scenario", "kv_bytes_per_token", "resolve_profile"]
+__all__ = ["AUTO_COARSE_AFTER_S", "COARSE", "DEFAULT_PROFILE", "ENGINE_MODES", "STEP", "WARMUP_HEAD_S",
+           "engine_mode_for", "Scenario", "kv_bytes_per_token", "resolve_profile"]
 
 DEFAULT_PROFILE = "llama-3.1-8b/h100"
 
@@ -37,6 +38,20 @@ COARSE = "coarse"
 ENGINE_MODES = (STEP, COARSE)
 """``Scenario.engine_mode``: every scheduler iteration of every pod (:class:`autoscaler.perf.engine.Engine`), or
 the fluid model of days-long replays (:class:`autoscaler.perf.fluid.FluidEngine`), one control interval a tick."""
+
+AUTO_COARSE_AFTER_S = 6 * 3600.0
+"""``--engine auto`` replays traces longer than this in coarse mode (the per-step engine takes minutes per hour of
+a busy trace; the shipped one-hour traces stay per step)."""
+
+
+def engine_mode_for(choice: str, *, duration_s: float) -> str:
+    """``--engine`` (step, coarse or auto) as a ``Scenario.engine_mode`` for a trace of ``duration_s``."""
+    if choice == "auto":
+        return COARSE if duration_s > AUTO_COARSE_AFTER_S else STEP
+    if choice not in ENGINE_MODES:
+        raise ValueError(f"--engine must be step, coarse or auto, got {choice!r}")
+    return choice
+
 
 OBSERVE_S = 300.0
 """The HPA's default scale-down window: what a policy's history must span to be in steady state."""
