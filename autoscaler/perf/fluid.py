@@ -75,6 +75,7 @@ class FluidEngine:
         self._left = np.zeros(0)
         self._gen = np.zeros(0)
         self._first = np.zeros(0)
+        self._last_step = 0.0  # the step time of the last tick that decoded: the next tick's first guess
         # counters, as vLLM's
         self._prompt_tokens = 0
         self._generation_tokens = 0.0
@@ -153,84 +154,100 @@ class FluidEngine:
                                        finished_reason=FinishReason.LENGTH, preemptions=0))
         return done
 
-    def _admit(self, t0: float, t1: float, step_guess: float) -> tuple[list[Request], list[float]]:
+    def _admit(self, arrivals: list[Request], t0: float, t1: float,
+               step_guess: float) -> tuple[list[Request], list[float], list[Request]]:
         """Requests that join the batch in [t0, t1) and when: waiting ones first (FIFO), then arrivals in order,
-        each at its arrival or when a seat and its KV blocks free up (sequences finishing at ``step_guess``)."""
+        each at its arrival or when a seat and its KV blocks free up (sequences, those joining in the tick too,
+        finishing at ``step_guess`` per token)."""
         p, bs = self.profile, self.block_size
-        ends = sorted(zip((t0 + self._left * step_guess).tolist(),
-                          [_blocks(c, bs) for c in self._ctx.tolist()], strict=True))
-        freed = 0
+        ends = list(zip((t0 + self._left * step_guess).tolist(), [_blocks(c, bs) for c in self._ctx.tolist()],
+                        strict=True))
+        heapq.heapify(ends)
         seats = p.max_num_seqs - len(self._req)
         blocks = self._blocks_total - sum(b for _, b in ends)
         joined: list[Request] = []
         at: list[float] = []
-        arrivals: list[Request] = list(self._waiting)
-        self._waiting = deque()
-        pending = self._pending
-        while pending and pending[0][0] < t1:
-            arrivals.append(heapq.heappop(pending)[2])
         for i, r in enumerate(arrivals):
             when = max(r.arrival_s, t0)
             need = _blocks(r.prompt_tokens + 1, bs)
-            while (seats <= 0 or blocks < need) and freed < len(ends) and ends[freed][0] < t1:
-                when = max(when, ends[freed][0])  # wait for the next sequence to finish
+            while ends and ends[0][0] <= when:  # sequences done by then
                 seats += 1
-                blocks += ends[freed][1]
-                freed += 1
-            while freed < len(ends) and ends[freed][0] <= when:  # sequences already done by then
+                blocks += heapq.heappop(ends)[1]
+            while (seats <= 0 or blocks < need) and ends and ends[0][0] < t1:
+                end, freed = heapq.heappop(ends)  # wait for the next sequence to finish
+                when = max(when, end)
                 seats += 1
-                blocks += ends[freed][1]
-                freed += 1
+                blocks += freed
             if seats <= 0 or blocks < need:
-                self._waiting.extend(arrivals[i:])  # FIFO: the rest waits for the next tick
-                break
+                return joined, at, arrivals[i:]  # FIFO: the rest waits for the next tick
             seats -= 1
             blocks -= need
             joined.append(r)
             at.append(when)
-        return joined, at
+            heapq.heappush(ends, (when + r.output_tokens * step_guess, need))
+        return joined, at, []
 
-    def _decode(self, t0: float, t1: float) -> list[Completion]:
-        p = self.profile
-        n_old = len(self._req)
-        guess = p.decode_step_time(max(n_old, 1), float(self._ctx.mean()) if n_old else 0.0)
-        joined, at = self._admit(t0, t1, guess)
-        if not joined and not n_old:
-            return []
-        if joined:
-            self._req += joined
-            prompts = np.fromiter((r.prompt_tokens for r in joined), np.float64, len(joined))
-            self._ctx = np.concatenate((self._ctx, prompts))
-            self._left = np.concatenate((self._left, np.fromiter((r.output_tokens for r in joined), np.float64,
-                                                                 len(joined))))
-            self._gen = np.concatenate((self._gen, np.zeros(len(joined))))
-            self._first = np.concatenate((self._first, np.full(len(joined), np.nan)))
+    def _batch_with(self, joined: list[Request], at: list[float], n_old: int, t0: float,
+                    step: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Start in the tick, context and tokens to go of the sequences decoding now and of those joining."""
         start = np.concatenate((np.full(n_old, t0), np.asarray(at, dtype=np.float64)))
         if joined and (n_old or len(joined) > 1):
             # one joining a running batch waits for the step in progress: half a step on average
-            lone_first = n_old == 0
-            start[n_old + (1 if lone_first else 0):] += 0.5 * guess
-        ctx, left = self._ctx, self._left
-        # the tick's step time: batch and context averaged over the busy time, two fixed-point passes
+            start[n_old + (0 if n_old else 1):] += 0.5 * step
+        ctx = np.concatenate((self._ctx[:n_old], np.fromiter((r.prompt_tokens for r in joined), np.float64,
+                                                             len(joined))))
+        left = np.concatenate((self._left[:n_old], np.fromiter((r.output_tokens for r in joined), np.float64,
+                                                               len(joined))))
+        return start, ctx, left
+
+    def _step_time(self, start: np.ndarray, ctx: np.ndarray, left: np.ndarray, t0: float, t1: float,
+                   guess: float) -> float:
+        """The tick's step time: batch and context averaged over the busy time, two fixed-point passes."""
         step = guess
         for _ in range(2):
             end = np.minimum(t1, start + left * step)
-            alive = end - start
+            alive = np.maximum(end - start, 0.0)
             total = float(alive.sum())
             busy = min(t1 - t0, float(end.max() - start.min()))
             if total <= 0 or busy <= 0:
                 break
-            step = p.decode_step_time(total / busy, float((ctx * alive).sum()) / total)
-        end = np.minimum(t1, start + left * step)
+            step = self.profile.decode_step_time(total / busy, float((ctx * alive).sum()) / total)
+        return step
+
+    def _decode(self, t0: float, t1: float) -> list[Completion]:
+        p = self.profile
+        n_old = len(self._req)
+        arrivals: list[Request] = list(self._waiting)
+        self._waiting = deque()
+        while self._pending and self._pending[0][0] < t1:
+            arrivals.append(heapq.heappop(self._pending)[2])
+        if not arrivals and not n_old:
+            return []
+        # Admission needs the step time (when do seats and blocks free up?) and the step time the batch: plan
+        # with last tick's step, solve the step time for that plan, plan again with it.
+        guess = self._last_step or p.decode_step_time(max(n_old, 1), float(self._ctx.mean()) if n_old else 0.0)
+        for _ in range(2):
+            joined, at, rest = self._admit(arrivals, t0, t1, guess)
+            start, ctx, left = self._batch_with(joined, at, n_old, t0, guess)
+            guess = self._step_time(start, ctx, left, t0, t1, guess)
+        self._waiting.extend(rest)
+        if not joined and not n_old:
+            return []
+        if joined:
+            self._req += joined
+            self._gen = np.concatenate((self._gen, np.zeros(len(joined))))
+            self._first = np.concatenate((self._first, np.full(len(joined), np.nan)))
+        step = self._last_step = guess
+        end = np.maximum(start, np.minimum(t1, start + left * step))  # a join after t1 waits for the next tick
         tokens = np.minimum(left, (end - start) / step)
-        fresh = self._gen == 0
+        fresh = (self._gen == 0) & (tokens > 0)
         self._first = np.where(fresh, start + step, self._first)
         self._gen = self._gen + tokens
         self._ctx = ctx + tokens
         self._left = left - tokens
         made = float(tokens.sum())
         self._generation_tokens += made
-        busy = min(t1 - t0, float(end.max() - start.min()))
+        busy = max(0.0, min(t1 - t0, float(end.max() - start.min())))
         self._busy += busy
         self._iterations += busy / step
         if fresh.any():
