@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                                         TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
                                         console=console) as bar:
         updates = manager.Queue()
+        logged: dict[str, float] = {}
         tasks = {name: bar.add_task(name, total=total_s) for name in names}
         with ProcessPoolExecutor(max_workers=args.workers) as pool:
             futures = {pool.submit(_run_one, name, args, updates): name for name in names}
@@ -136,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                 while not updates.empty():
                     name, done_s = updates.get()
                     bar.update(tasks[name], completed=min(done_s, total_s))
+                    if not console.is_terminal and int(done_s / 3600) > int(logged.get(name, -1.0) / 3600):
+                        logged[name] = done_s  # no live bar without a terminal: a line per simulated hour
+                        print(f"{name}: {done_s / 3600:.0f} h of {total_s / 3600:.0f} h after "
+                              f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
                 for future in [f for f in pending if f.done()]:
                     results[futures[future]] = future.result()
                     pending.discard(future)

@@ -49,8 +49,8 @@ class FluidEngine:
     ``evict_all``, ``drain_latencies``, ``decode_view``, ``now_s``.
     """
 
-    def __init__(self, *, profile: PerformanceProfile, role: Role, start_s: float = 0.0, block_size: int = 16,
-                 record_latencies: bool = False) -> None:
+    def __init__(self, *, profile: PerformanceProfile, role: Role, start_s: float = 0.0,
+                 serve_from_s: float | None = None, block_size: int = 16, record_latencies: bool = False) -> None:
         role = Role(role)
         if role not in (Role.PREFILL, Role.DECODE):
             raise ValueError(f"FluidEngine models a prefill or a decode replica, not role {role.value!r}")
@@ -63,6 +63,8 @@ class FluidEngine:
         self.record_latencies = record_latencies
         self._blocks_total = profile.kv_capacity_tokens // block_size
         self._horizon = start_s
+        self._serve_from = start_s if serve_from_s is None else max(start_s, serve_from_s)
+        """The pod is ready (weights loaded) from here: its clock may start earlier, in the tick it gets ready."""
         # prefill: the iterations planned, in order: [start, end, tokens, attention, [(request, last chunk?)]]
         self._iterations_planned: deque[list] = deque()  # type: ignore[type-arg]
         self._outstanding = 0
@@ -102,7 +104,7 @@ class FluidEngine:
     def _plan_prefill(self, request: Request) -> None:
         """Put the prompt's chunks into the iterations it will run in, creating iterations as needed."""
         p, budget = self.profile, self.profile.max_num_batched_tokens
-        at, left, done_tokens = max(request.arrival_s, self._horizon), request.prompt_tokens, 0
+        at, left, done_tokens = max(request.arrival_s, self._horizon, self._serve_from), request.prompt_tokens, 0
         iterations = self._iterations_planned
         self._outstanding += 1
         while left > 0:
@@ -168,7 +170,7 @@ class FluidEngine:
         joined: list[Request] = []
         at: list[float] = []
         for i, r in enumerate(arrivals):
-            when = max(r.arrival_s, t0)
+            when = max(r.arrival_s, t0, self._serve_from)
             need = _blocks(r.prompt_tokens + 1, bs)
             while ends and ends[0][0] <= when:  # sequences done by then
                 seats += 1

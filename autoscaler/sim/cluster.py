@@ -168,6 +168,7 @@ class SimCluster:
         self._pod_delay = scenario.pod_delay(profile)
         self._node_gpus = scenario.node_gpus(profile)
         self._kv_blocks = profile.kv_capacity_tokens // scenario.block_size
+        self._tick_s = scenario.run_tick_s
         # vectors of the trace, as Python ints for speed in the per-request loop
         self._arrival = trace.arrival_s
         self._inputs = trace.input_tokens.tolist()
@@ -272,6 +273,7 @@ class SimCluster:
     def _lifecycle(self) -> None:
         self._changed = False
         now = self.now
+        coarse = self.scenario.engine_mode == COARSE
         for pool in self.pools.values():
             for pod in pool.pods:
                 if pod.engine is not None:
@@ -285,10 +287,14 @@ class SimCluster:
                         pod.node = better
                         pod.ready_at = now + self._pod_delay
                 if pod.ready_at <= now + 1e-9:
-                    engine = FluidEngine if self.scenario.engine_mode == COARSE else Engine
-                    pod.engine = engine(profile=self.profile, role=pool.role, start_s=now,
+                    pod.engine = Engine(profile=self.profile, role=pool.role, start_s=now,
                                         block_size=self.scenario.block_size,
                                         record_latencies=self.record_latencies and pool.role is Role.DECODE)
+                elif coarse and pod.ready_at < now + self._tick_s - 1e-9 and pod.node.ready_at <= now:
+                    # A coarse tick is long: a pod ready within it serves from its ready time, not the next tick.
+                    pod.engine = FluidEngine(profile=self.profile, role=pool.role, start_s=now,
+                                             serve_from_s=pod.ready_at, block_size=self.scenario.block_size,
+                                             record_latencies=self.record_latencies and pool.role is Role.DECODE)
             if pool.draining:
                 self._drain(pool)
         self._release_nodes()
@@ -416,8 +422,9 @@ class SimCluster:
 
     def _route(self, pool: _Pool, request: Request) -> None:
         best = None
-        for pod in pool.pods:
-            if pod.engine is not None and (best is None or pod.load < best.load):
+        for pod in pool.pods:  # (a coarse tick's pod that becomes ready later in the tick takes later arrivals)
+            if pod.engine is not None and pod.ready_at <= max(request.arrival_s, self.now) + 1e-9 and (
+                    best is None or pod.load < best.load):
                 best = pod
         if best is None:
             pool.backlog.append(request)
