@@ -124,6 +124,17 @@ class FluidEngine:
             tail[4].append((request, left == 0))
             at = tail[0]  # the next chunk goes in a later iteration
 
+    def prefilled_tokens_by(self, t: float) -> int:
+        """Prompt tokens of the requests planned to finish by ``t`` and not yet returned by :meth:`advance`: what a
+        router that sees completions as they happen (whole prompts, as it counts them) no longer counts as
+        outstanding at ``t``, within a tick."""
+        done = 0
+        for _, end, _, _, chunks in self._iterations_planned:
+            if end > t:
+                break
+            done += sum(r.prompt_tokens for r, last in chunks if last)
+        return done
+
     # ------------------------------------------------------------------ time
 
     def advance(self, dt: float) -> list[Completion]:

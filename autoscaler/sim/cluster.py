@@ -286,15 +286,15 @@ class SimCluster:
                         better.idle_since = None
                         pod.node = better
                         pod.ready_at = now + self._pod_delay
-                if pod.ready_at <= now + 1e-9:
-                    pod.engine = Engine(profile=self.profile, role=pool.role, start_s=now,
-                                        block_size=self.scenario.block_size,
-                                        record_latencies=self.record_latencies and pool.role is Role.DECODE)
-                elif coarse and pod.ready_at < now + self._tick_s - 1e-9 and pod.node.ready_at <= now:
+                record = self.record_latencies and pool.role is Role.DECODE
+                if coarse and pod.ready_at < now + self._tick_s - 1e-9 and pod.node.ready_at <= now:
                     # A coarse tick is long: a pod ready within it serves from its ready time, not the next tick.
                     pod.engine = FluidEngine(profile=self.profile, role=pool.role, start_s=now,
                                              serve_from_s=pod.ready_at, block_size=self.scenario.block_size,
-                                             record_latencies=self.record_latencies and pool.role is Role.DECODE)
+                                             record_latencies=record)
+                elif not coarse and pod.ready_at <= now + 1e-9:
+                    pod.engine = Engine(profile=self.profile, role=pool.role, start_s=now,
+                                        block_size=self.scenario.block_size, record_latencies=record)
             if pool.draining:
                 self._drain(pool)
         self._release_nodes()
@@ -421,11 +421,14 @@ class SimCluster:
         self._next_arrival = end
 
     def _route(self, pool: _Pool, request: Request) -> None:
-        best = None
-        for pod in pool.pods:  # (a coarse tick's pod that becomes ready later in the tick takes later arrivals)
-            if pod.engine is not None and pod.ready_at <= max(request.arrival_s, self.now) + 1e-9 and (
-                    best is None or pod.load < best.load):
-                best = pod
+        if self._tick_s > self.scenario.tick_s and pool.role is Role.PREFILL:
+            best = self._coarse_prefill_pod(request)
+        else:
+            best = None
+            for pod in pool.pods:  # (in a coarse tick, a pod ready later in it takes only later arrivals)
+                if pod.engine is not None and pod.ready_at <= max(request.arrival_s, self.now) + 1e-9 and (
+                        best is None or pod.load < best.load):
+                    best = pod
         if best is None:
             pool.backlog.append(request)
             return
@@ -437,6 +440,20 @@ class SimCluster:
             best.load_sq += request.prompt_tokens * request.prompt_tokens
         else:
             best.load += request.prompt_tokens + request.output_tokens
+
+    def _coarse_prefill_pod(self, request: Request) -> _Pod | None:
+        """The prefill pod with the fewest outstanding prompt tokens at the request's arrival, within a coarse
+        tick: prefills planned to end by then no longer count, and a pod ready later in the tick is not a choice."""
+        at = max(request.arrival_s, self.now)
+        best, best_load = None, 0
+        for pod in self.pools[Role.PREFILL].pods:
+            engine = pod.engine
+            if engine is None or pod.ready_at > at + 1e-9:
+                continue
+            load = pod.load - engine.prefilled_tokens_by(at) if isinstance(engine, FluidEngine) else pod.load
+            if best is None or load < best_load:
+                best, best_load = pod, load
+        return best
 
     def _route_backlog(self, pool: _Pool) -> None:
         if not pool.backlog or not any(p.engine is not None for p in pool.pods):
