@@ -254,6 +254,10 @@ def simulate(
         "--engine-error", help="The simulated engine's truth apart from the profile every policy believes: "
                                "prefill=F,decode=G runs prefill times x F and decode step times x G "
                                "(e.g. prefill=0.7,decode=1.3).")] = "prefill=1,decode=1",
+    engine: Annotated[str, typer.Option(
+        "--engine", help="Simulated engine: step (every scheduler iteration), coarse (a fluid per control "
+                         "interval, validated against step; for traces of days) or auto (coarse beyond 6 h).")
+                      ] = "auto",
     then: Annotated[list[str] | None, typer.Option(
         "--then", help="Splice another trace after it, FILE or FILE@N (that trace sped up N times: N times its "
                        "rate over 1/N of its duration, as --speed-up); repeatable, in order: --speed-up 4 "
@@ -268,7 +272,7 @@ def simulate(
 
     from autoscaler.logs import configure_logging
     from autoscaler.sim.policies import STANDARD, check_names
-    from autoscaler.sim.scenario import Scenario, resolve_profile
+    from autoscaler.sim.scenario import Scenario, engine_mode_for, resolve_profile
     from autoscaler.traces import load_scale as scale_load
     from autoscaler.traces import read_trace, splice, window
     from autoscaler.traces import speed_up as play_faster
@@ -313,6 +317,11 @@ def simulate(
     if len(loaded) == 0:
         typer.echo(f"error: {trace}: no requests to replay", err=True)
         raise typer.Exit(2)
+    try:
+        scenario = dataclasses.replace(scenario, engine_mode=engine_mode_for(engine, duration_s=loaded.duration_s))
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
     from autoscaler.sim.report import print_table, report_json, run_policies, run_resamples, write_plots
 

@@ -280,6 +280,10 @@ def speed_up(trace: Trace, factor: float) -> Trace:
     return trace._replace(arrival_s=trace.arrival_s / factor)
 
 
+LOAD_SCALE_MINUTE_S = 60.0
+""":func:`load_scale` keeps the trace's rate curve at this resolution."""
+
+
 def time_stretch(trace: Trace, factor: float) -> Trace:
     """Stretch the time axis by ``factor`` (2.0 makes the trace last twice as long at half the rate)."""
     _positive(factor, "factor")
@@ -312,6 +316,8 @@ def load_scale(trace: Trace, factor: float, *, seed: int | Sequence[int]) -> Tra
     Deterministic for a ``seed``; the input is not modified.
     """
     _positive(factor, "factor")
+    if factor == 1.0:
+        return trace
     rng = np.random.default_rng(seed)
     n = len(trace)
     whole = math.floor(factor)

@@ -7,7 +7,8 @@ Each cycle :func:`update_series` takes the new sample and the time, and
    quantile and absolute percentage error, exponentially weighted (half-life ``backtest_halflife_s``); next to
    each method's loss it accumulates the naive last value's loss *on the same targets*, so methods that started
    predicting at different times (the regressor needs more history) are compared on equal terms;
-3. refits the methods (the simple ones every ``refit_every`` cycles, the regressor every ``gbm_refit_every``)
+3. refits the methods (the simple ones every ``refit_every`` cycles, the regressor every ``gbm_refit_every``, less
+   often once the history is long: ``ForecastConfig.refit_cycles``, ``ForecastConfig.gbm_refit_cycles``)
    and stores each method's forecast for the next H steps from the newest samples, to be scored as they arrive;
 4. returns the forecast of the method with the lowest score: the mean of its pinball loss and its absolute
    percentage error, each relative to the naive's on the same targets. Both count: the upper quantile is
@@ -298,8 +299,8 @@ def update_series(state: SeriesState, *, value: float | None, now: float,
     simple_cycles = state.cycles_since_fit + steps
     gbm_cycles = state.cycles_since_gbm_fit + steps
     fitted, simple_done, gbm_done = _refit_and_predict(
-        scratch, state, now=now, config=config, refit_simple=simple_cycles >= config.refit_every,
-        refit_gbm=gbm_cycles >= config.gbm_refit_every)
+        scratch, state, now=now, config=config, refit_simple=simple_cycles >= config.refit_cycles(len(state.values)),
+        refit_gbm=gbm_cycles >= config.gbm_refit_cycles(len(state.values)))
     new = SeriesState(
         methods=state.methods,
         values=scratch.values,

@@ -52,6 +52,15 @@ class ForecastConfig:
     gbm_refit_every: int = 20
     """Cycles between refits of the gradient-boosting regressor (about 0.5 s of CPU on 3 days of 30 s samples);
     between refits it predicts from fresh lags with its last fit."""
+    refit_share: float = 0.125
+    """Once the history spans ``refit_share_after_s``, a method is refit only when the samples since its last fit
+    reach this share of what it fits on (the history for the regressor, at most ``fit_window_s`` for the simple
+    methods), and at least ``refit_every``/``gbm_refit_every`` cycles: a fit on hours of samples learns little
+    from the next few minutes, and a controller running for days (or a two-day replay, 11,520 cycles) would
+    otherwise spend most of its time refitting. Between refits the methods still predict from the newest samples."""
+    refit_share_after_s: float = 7200.0
+    """History span from which ``refit_share`` applies; below it, refits follow ``refit_every`` and
+    ``gbm_refit_every`` alone (so a replay of one hour, warm-up included, refits as before)."""
     gbm_min_rows: int = 2000
     """Training rows (origin x horizon) below which the regressor is not fitted: 200 origins at 10 horizons.
     With less it overfits the first minutes and looks better in the back-test than it is."""
@@ -73,6 +82,10 @@ class ForecastConfig:
             raise ValueError("history_s must exceed lead_time_s by at least one interval")
         if not self.methods or len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods must be a non-empty tuple without repeats, got {self.methods}")
+        if not (math.isfinite(self.refit_share) and 0 <= self.refit_share < 1):
+            raise ValueError(f"refit_share must be in [0, 1), got {self.refit_share}")
+        if not (math.isfinite(self.refit_share_after_s) and self.refit_share_after_s >= 0):
+            raise ValueError(f"refit_share_after_s must be a finite number >= 0, got {self.refit_share_after_s}")
         for name in ("min_scored", "refit_every", "gbm_refit_every", "gbm_min_rows", "gbm_max_rows"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -83,6 +96,18 @@ class ForecastConfig:
     def horizon_steps(self) -> int:
         """Number of horizons: 1 cycle, 2 cycles, ... up to the lead time."""
         return max(1, math.ceil(self.lead_time_s / self.interval_s - 1e-9))
+
+    def refit_cycles(self, history: int) -> int:
+        """Cycles between refits of the simple methods with ``history`` samples (see ``refit_share``)."""
+        if history * self.interval_s < self.refit_share_after_s:
+            return self.refit_every
+        return max(self.refit_every, math.ceil(self.refit_share * min(history, self.fit_window_steps)))
+
+    def gbm_refit_cycles(self, history: int) -> int:
+        """Cycles between refits of the regressor with ``history`` samples (see ``refit_share``)."""
+        if history * self.interval_s < self.refit_share_after_s:
+            return self.gbm_refit_every
+        return max(self.gbm_refit_every, math.ceil(self.refit_share * history))
 
     @property
     def history_steps(self) -> int:

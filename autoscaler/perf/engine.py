@@ -288,6 +288,12 @@ class Engine:
             busy_s=self._busy,
         )
 
+    def decode_view(self) -> tuple[list[int], list[int], list[int]]:
+        """Per decoding sequence its KV tokens and output so far, and the contexts of the requests held here that
+        do not decode yet (waiting, preempted, not arrived): what a router reads of a decode pod."""
+        waiting = [seq.context for seq in self._waiting] + [request.prompt_tokens for _, _, request in self._pending]
+        return self._ctx.tolist(), self._gen.tolist(), waiting
+
     def drain_latencies(self) -> LatencyObservations:
         """Latencies observed since the last call (empty unless ``record_latencies``)."""
         obs = LatencyObservations(

@@ -1,9 +1,10 @@
 """The simulated disaggregated cluster: GPU nodes, pods, a prefill pool and a decode pool of vLLM engines.
 
-Time moves in ticks (``Scenario.tick_s``). One :meth:`SimCluster.step` over ``[t0, t1)``:
+Time moves in ticks (``Scenario.run_tick_s``). One :meth:`SimCluster.step` over ``[t0, t1)``:
 
 1. life cycle at ``t0``: nodes that finished provisioning take their pods, pods that finished loading get an
-   engine (:class:`autoscaler.perf.engine.Engine`, the one performance model the live emulator also runs),
+   engine (:class:`autoscaler.perf.engine.Engine`, the one performance model the live emulator also runs; with
+   ``Scenario.engine_mode`` "coarse", :class:`autoscaler.perf.fluid.FluidEngine`, its fluid approximation),
    draining pods that are empty (or past their grace period) go away, empty nodes are released;
 2. the trace's arrivals in the tick pass the gateway (an admission hook a policy may set: early rejection) and
    are routed to the prefill pod with the fewest outstanding prompt tokens (each request at its own arrival
@@ -36,8 +37,9 @@ import numpy as np
 
 from autoscaler.core.types import ReplicaCounts, Role
 from autoscaler.perf.engine import Completion, Engine, Request
+from autoscaler.perf.fluid import FluidEngine
 from autoscaler.perf.profile import PerformanceProfile
-from autoscaler.sim.scenario import Scenario
+from autoscaler.sim.scenario import COARSE, Scenario
 from autoscaler.traces import Trace
 
 __all__ = ["Admission", "CompletionRecord", "DecodeState", "Outcomes", "PoolCounters", "SimCluster", "ttft_and_itl"]
@@ -69,7 +71,7 @@ class _Pod:
         self.node = node
         self.created_at = created_at
         self.ready_at = ready_at
-        self.engine: Engine | None = None
+        self.engine: Engine | FluidEngine | None = None
         self.draining_since: float | None = None
         self.load = 0  # outstanding tokens routed here (prompt tokens on prefill, prompt + output on decode)
         self.inflight = 0  # outstanding requests
@@ -166,6 +168,7 @@ class SimCluster:
         self._pod_delay = scenario.pod_delay(profile)
         self._node_gpus = scenario.node_gpus(profile)
         self._kv_blocks = profile.kv_capacity_tokens // scenario.block_size
+        self._tick_s = scenario.run_tick_s
         # vectors of the trace, as Python ints for speed in the per-request loop
         self._arrival = trace.arrival_s
         self._inputs = trace.input_tokens.tolist()
@@ -270,6 +273,7 @@ class SimCluster:
     def _lifecycle(self) -> None:
         self._changed = False
         now = self.now
+        coarse = self.scenario.engine_mode == COARSE
         for pool in self.pools.values():
             for pod in pool.pods:
                 if pod.engine is not None:
@@ -282,10 +286,15 @@ class SimCluster:
                         better.idle_since = None
                         pod.node = better
                         pod.ready_at = now + self._pod_delay
-                if pod.ready_at <= now + 1e-9:
+                record = self.record_latencies and pool.role is Role.DECODE
+                if coarse and pod.ready_at < now + self._tick_s - 1e-9 and pod.node.ready_at <= now:
+                    # A coarse tick is long: a pod ready within it serves from its ready time, not the next tick.
+                    pod.engine = FluidEngine(profile=self.profile, role=pool.role, start_s=now,
+                                             serve_from_s=pod.ready_at, block_size=self.scenario.block_size,
+                                             record_latencies=record)
+                elif not coarse and pod.ready_at <= now + 1e-9:
                     pod.engine = Engine(profile=self.profile, role=pool.role, start_s=now,
-                                        block_size=self.scenario.block_size,
-                                        record_latencies=self.record_latencies and pool.role is Role.DECODE)
+                                        block_size=self.scenario.block_size, record_latencies=record)
             if pool.draining:
                 self._drain(pool)
         self._release_nodes()
@@ -355,7 +364,7 @@ class SimCluster:
     def completions(self, role: Role) -> deque[CompletionRecord]:
         return self.pools[role].completions
 
-    def engines(self, role: Role) -> list[Engine]:
+    def engines(self, role: Role) -> list[Engine | FluidEngine]:
         """Engines serving metrics (ready and draining pods)."""
         pool = self.pools[role]
         return [p.engine for p in pool.pods + pool.draining if p.engine is not None]
@@ -412,10 +421,14 @@ class SimCluster:
         self._next_arrival = end
 
     def _route(self, pool: _Pool, request: Request) -> None:
-        best = None
-        for pod in pool.pods:
-            if pod.engine is not None and (best is None or pod.load < best.load):
-                best = pod
+        if self._tick_s > self.scenario.tick_s and pool.role is Role.PREFILL:
+            best = self._coarse_prefill_pod(request)
+        else:
+            best = None
+            for pod in pool.pods:  # (in a coarse tick, a pod ready later in it takes only later arrivals)
+                if pod.engine is not None and pod.ready_at <= max(request.arrival_s, self.now) + 1e-9 and (
+                        best is None or pod.load < best.load):
+                    best = pod
         if best is None:
             pool.backlog.append(request)
             return
@@ -427,6 +440,20 @@ class SimCluster:
             best.load_sq += request.prompt_tokens * request.prompt_tokens
         else:
             best.load += request.prompt_tokens + request.output_tokens
+
+    def _coarse_prefill_pod(self, request: Request) -> _Pod | None:
+        """The prefill pod with the fewest outstanding prompt tokens at the request's arrival, within a coarse
+        tick: prefills planned to end by then no longer count, and a pod ready later in the tick is not a choice."""
+        at = max(request.arrival_s, self.now)
+        best, best_load = None, 0
+        for pod in self.pools[Role.PREFILL].pods:
+            engine = pod.engine
+            if engine is None or pod.ready_at > at + 1e-9:
+                continue
+            load = pod.load - engine.prefilled_tokens_by(at) if isinstance(engine, FluidEngine) else pod.load
+            if best is None or load < best_load:
+                best, best_load = pod, load
+        return best
 
     def _route_backlog(self, pool: _Pool) -> None:
         if not pool.backlog or not any(p.engine is not None for p in pool.pods):
@@ -474,11 +501,10 @@ class SimCluster:
             if engine is None:
                 continue
             replicas += 1
-            # The engine keeps no public per-sequence view; read its arrays and queues, never writing them.
-            contexts += engine._ctx.tolist()
-            generated += engine._gen.tolist()
-            waiting += [seq.context for seq in engine._waiting]
-            waiting += [request.prompt_tokens for _, _, request in engine._pending]
+            pod_contexts, pod_generated, pod_waiting = engine.decode_view()
+            contexts += pod_contexts
+            generated += pod_generated
+            waiting += pod_waiting
         return DecodeState(replicas=replicas, contexts=contexts, generated=generated, waiting_tokens=waiting)
 
     def transfer_s(self, prompt_tokens: int) -> float:

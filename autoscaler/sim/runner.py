@@ -1,6 +1,6 @@
 """Replay a trace through the simulated cluster under one policy: the loop that moves simulated time.
 
-Every ``Scenario.tick_s`` the cluster steps; every ``Scenario.interval_s`` the policy's control cycle runs first
+Every ``Scenario.run_tick_s`` the cluster steps; every ``Scenario.interval_s`` the policy's control cycle runs first
 (on the simulated clock). Deterministic: the trace, the scenario and the policy's own seed fix every result.
 """
 
@@ -192,7 +192,8 @@ def simulate(
     policy.start(ctx)
 
     end = extended.duration_s + scenario.tail_s
-    ticks_per_cycle = round(scenario.interval_s / scenario.tick_s)
+    tick_s = scenario.run_tick_s
+    ticks_per_cycle = round(scenario.interval_s / tick_s)
     timeline = Timeline()
     gpu_seconds_before, actions_before, measuring = 0.0, 0, False
     # Signals of idle engines at time 0 say nothing: the loop starts once a rate window of traffic has passed,
@@ -201,7 +202,7 @@ def simulate(
     ctx.live_from_s = min(offset, control_from + OBSERVE_S)
     tick = 0
     while True:
-        now = tick * scenario.tick_s
+        now = tick * tick_s
         if now >= end or (now > extended.duration_s and cluster.arrived == len(extended) and cluster.idle()):
             break
         if not measuring and now >= offset - 1e-9:
@@ -214,7 +215,7 @@ def simulate(
                 _record(timeline, cluster, now - offset)
                 if progress is not None:
                     progress(now - offset)
-        cluster.step(now + scenario.tick_s)
+        cluster.step(now + tick_s)
         tick += 1
     finished_at = cluster.now
     measured = np.arange(len(extended)) >= skipped

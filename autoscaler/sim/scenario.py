@@ -19,7 +19,8 @@ from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import ProfileFile, default_models_dir, default_profiles
 
-__all__ = ["DEFAULT_PROFILE", "WARMUP_HEAD_S", "Scenario", "kv_bytes_per_token", "resolve_profile"]
+__all__ = ["AUTO_COARSE_AFTER_S", "COARSE", "DEFAULT_PROFILE", "ENGINE_MODES", "STEP", "WARMUP_HEAD_S",
+           "engine_mode_for", "Scenario", "kv_bytes_per_token", "resolve_profile"]
 
 DEFAULT_PROFILE = "llama-3.1-8b/h100"
 
@@ -30,6 +31,26 @@ DEFAULT_KV_BANDWIDTH_BYTES_PER_S = 50e9
 DEFAULT_KV_LATENCY_S = 1e-3
 WARMUP_HEAD_S = 600.0
 """The warm-up replays (repeats) the trace's first this many seconds: its opening load, not what comes later."""
+
+
+STEP = "step"
+COARSE = "coarse"
+ENGINE_MODES = (STEP, COARSE)
+"""``Scenario.engine_mode``: every scheduler iteration of every pod (:class:`autoscaler.perf.engine.Engine`), or
+the fluid model of days-long replays (:class:`autoscaler.perf.fluid.FluidEngine`), one control interval a tick."""
+
+AUTO_COARSE_AFTER_S = 6 * 3600.0
+"""``--engine auto`` replays traces longer than this in coarse mode (the per-step engine takes minutes per hour of
+a busy trace; the shipped one-hour traces stay per step)."""
+
+
+def engine_mode_for(choice: str, *, duration_s: float) -> str:
+    """``--engine`` (step, coarse or auto) as a ``Scenario.engine_mode`` for a trace of ``duration_s``."""
+    if choice == "auto":
+        return COARSE if duration_s > AUTO_COARSE_AFTER_S else STEP
+    if choice not in ENGINE_MODES:
+        raise ValueError(f"--engine must be step, coarse or auto, got {choice!r}")
+    return choice
 
 
 OBSERVE_S = 300.0
@@ -106,6 +127,9 @@ class Scenario:
     seed: int = 0
     """Seeds what is random: the ``--load-scale`` copies, the ``--resample`` draws, and policies that draw."""
     block_size: int = 16
+    engine_mode: str = STEP
+    """``step``: the per-step engine, a tick of ``tick_s``; ``coarse``: the fluid engine, a tick of ``interval_s``
+    (validated against ``step`` on the shipped one-hour traces; for traces of days)."""
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     """Free-form facts about how the trace was transformed (``time_stretch``, ``window``...), reported as given."""
 
@@ -127,9 +151,16 @@ class Scenario:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
             raise ValueError(f"need 0 <= min_replicas <= max_replicas >= 1, got {self.min_replicas}, "
                              f"{self.max_replicas}")
+        if self.engine_mode not in ENGINE_MODES:
+            raise ValueError(f"engine_mode must be one of {', '.join(ENGINE_MODES)}, got {self.engine_mode!r}")
         ratio = self.interval_s / self.tick_s
         if abs(ratio - round(ratio)) > 1e-9:
             raise ValueError(f"interval_s ({self.interval_s}) must be a multiple of tick_s ({self.tick_s})")
+
+    @property
+    def run_tick_s(self) -> float:
+        """The simulation step the runner takes: ``tick_s`` per step, the control interval in coarse mode."""
+        return self.interval_s if self.engine_mode == COARSE else self.tick_s
 
     @property
     def slo(self) -> SloTargets:

@@ -250,6 +250,26 @@ def test_the_regressor_is_refitted_only_every_configured_number_of_cycles() -> N
     assert all(b - a == 10 for a, b in itertools.pairwise(fits))
 
 
+def test_on_a_long_history_methods_are_refitted_when_a_share_of_their_samples_is_new() -> None:
+    config = ForecastConfig(interval_s=60.0, lead_time_s=120.0, history_s=86400.0, gbm_refit_every=10,
+                            gbm_min_rows=50, refit_share=0.25, refit_share_after_s=3600.0,
+                            methods=(Method.LAST_VALUE, Method.GBM))
+    assert config.gbm_refit_cycles(59) == 10  # under an hour of history: as before
+    assert config.gbm_refit_cycles(200) == 50
+    assert (config.refit_cycles(59), config.refit_cycles(200)) == (config.refit_every, 50)
+    assert config.refit_cycles(2000) == math.ceil(0.25 * config.fit_window_steps)  # the simple ones fit a window
+    state = new_series(config)
+    fits = []
+    for t, v in enumerate(noisy_constant(260)):
+        before = state.fitted.get(Method.GBM)
+        state, _ = update_series(state, value=v, now=60.0 * t, config=config)
+        if state.fitted.get(Method.GBM) is not before:
+            fits.append(t)
+    gaps = [b - a for a, b in itertools.pairwise(fits)]
+    assert gaps[0] == 10 and gaps[-1] >= 0.25 * fits[-2] - 1
+    assert gaps == sorted(gaps)
+
+
 # --- counters and observations -----------------------------------------------------------------------------
 
 
@@ -325,6 +345,8 @@ def test_peak_upper_is_the_largest_upper_quantile_within_the_window(within_s: fl
     pytest.param({"methods": ()}, "methods", id="no-methods"),
     pytest.param({"methods": (Method.HOLT, Method.HOLT)}, "methods", id="repeated-method"),
     pytest.param({"gbm_refit_every": 0}, "gbm_refit_every", id="never-refit"),
+    pytest.param({"refit_share": 1.0}, "refit_share", id="refit-share-of-all"),
+    pytest.param({"refit_share_after_s": -1.0}, "refit_share_after_s", id="negative-refit-share-after"),
     pytest.param({"season_s": math.nan}, "season_s", id="nan-season"),
 ])
 def test_invalid_settings_are_refused_naming_the_field(changes: dict[str, object], message: str) -> None:
