@@ -98,7 +98,7 @@ SCENARIOS = (
                   "Azure conv at load x8, 70B/H100-TP4, TTFT 1 s"),
     BenchScenario("azure-surge-70b", _surge, Scenario(profile=_70B, extra=(("surge", "load x4, x12 (min 20-35), x4"),)),
                   "Azure conv load x4 -> x12 -> x4, 70B/H100-TP4, TTFT 1 s"),
-    BenchScenario("servegen-2d-70b", _servegen, Scenario(profile=_70B, load_scale=4.0),
+    BenchScenario("servegen-2d-70b", _servegen, Scenario(profile=_70B, load_scale=4.0, engine_mode="coarse"),
                   "ServeGen m-mid, 2 days at load x4, 70B/H100-TP4, TTFT 1 s, coarse engine"),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
