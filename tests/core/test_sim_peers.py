@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from autoscaler.perf.profiles import default_profiles
-from autoscaler.sim.best_static import find_best_static, replay_fixed
+from autoscaler.sim.best_static import find_best_static, find_best_static_fast, replay_fixed
 from autoscaler.sim.dynamo import PrefillFit, decode_engine_rps, fit_prefill, prefill_engine_rps, throughput_replicas
 from autoscaler.sim.hpa import HpaBehavior, HpaPolicy, HpaRules, HpaState, PolicyKind, hpa_step, pod_metric_replicas
 from autoscaler.sim.policies import STANDARD, make_policy
@@ -165,6 +165,20 @@ def test_best_static_reaches_its_target_and_one_replica_fewer_in_either_pool_doe
     p, d = search.fleet.prefill, search.fleet.decode
     assert replay_fixed(trace, scenario, PROFILE, p, d).both_attainment >= search.target
     assert p > 1 or d > 1
+    if p > 1:
+        assert replay_fixed(trace, scenario, PROFILE, p - 1, d).both_attainment < search.target
+    if d > 1:
+        assert replay_fixed(trace, scenario, PROFILE, p, d - 1).both_attainment < search.target
+
+
+def test_best_static_searched_on_the_coarse_engine_is_settled_minimal_on_the_per_step_engine():
+    trace = poisson_trace(rate_rps=12.0, duration_s=180.0, prompt_tokens=3000, mean_output_tokens=120, seed=5)
+    scenario = Scenario(**FAST)
+    assert scenario.engine_mode == "step"
+    search = find_best_static_fast(trace, scenario, PROFILE, start=Sizing(1, 1))
+    assert search.reached
+    p, d = search.fleet.prefill, search.fleet.decode
+    assert replay_fixed(trace, scenario, PROFILE, p, d).both_attainment >= search.target
     if p > 1:
         assert replay_fixed(trace, scenario, PROFILE, p - 1, d).both_attainment < search.target
     if d > 1:
