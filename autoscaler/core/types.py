@@ -22,6 +22,7 @@ __all__ = [
     "VariantRef",
     "VariantSignals",
     "VariantSpec",
+    "IDLE_KV_USAGE",
     "finite_or_none",
 ]
 
@@ -70,6 +71,11 @@ class Freshness(StrEnum):
     FRESH = "fresh"  # every required signal answered within the staleness bound
     STALE = "stale"  # answered, but the newest sample is older than the bound
     MISSING = "missing"  # no answer (Prometheus down, no series for this variant)
+
+
+IDLE_KV_USAGE = 0.01
+"""Most KV-cache use (0..1) an idle variant may show: with nothing running vLLM holds no blocks for requests
+(prefix-cached blocks nobody uses count as free), so anything above rounding noise means work in flight."""
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -137,8 +143,10 @@ class VariantSignals:
 
     @property
     def idle(self) -> bool:
-        """Confirmed zero demand: nothing finished, running or waiting. Unknown is never idle."""
-        return self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+        """Confirmed zero demand, the one definition of idle: fresh, and nothing finished, running or waiting,
+        and (nearly) no KV cache in use. Unknown (None), stale or missing is never idle."""
+        return (self.freshness is Freshness.FRESH and self.requests_per_s == 0 and self.running == 0
+                and self.waiting == 0 and self.kv_usage_mean is not None and self.kv_usage_mean <= IDLE_KV_USAGE)
 
     @property
     def calibration_ready(self) -> bool:
