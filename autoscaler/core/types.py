@@ -142,17 +142,23 @@ class VariantSignals:
         return None if self.running is None or not self.pods else self.running / self.pods
 
     @property
+    def quiet(self) -> bool:
+        """No traffic counted: nothing finished, running or waiting, each known to be 0 (a window with nothing
+        to learn from). Unknown (None) is never quiet."""
+        return self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+
+    @property
     def idle(self) -> bool:
-        """Confirmed zero demand, the one definition of idle: fresh, and nothing finished, running or waiting,
-        and (nearly) no KV cache in use. Unknown (None), stale or missing is never idle."""
-        return (self.freshness is Freshness.FRESH and self.requests_per_s == 0 and self.running == 0
-                and self.waiting == 0 and self.kv_usage_mean is not None and self.kv_usage_mean <= IDLE_KV_USAGE)
+        """Confirmed zero demand, the one definition of idle (scale-to-zero waits for a run of these): fresh,
+        quiet, and (nearly) no KV cache in use. Unknown, stale or missing is never idle."""
+        return (self.freshness is Freshness.FRESH and self.quiet and self.kv_usage_mean is not None
+                and self.kv_usage_mean <= IDLE_KV_USAGE)
 
     @property
     def calibration_ready(self) -> bool:
         """Fresh, every reporting pod known to be past its warm-up, and traffic to learn from."""
         return (self.freshness is Freshness.FRESH and bool(self.warm_pods) and not self.warming_pods
-                and "pod_ages" not in self.missing and not self.idle)
+                and "pod_ages" not in self.missing and not self.quiet)
 
     def ttft_quantile_s(self, q: float) -> float | None:
         return dict(self.ttft_quantiles_s).get(q)
@@ -192,6 +198,7 @@ class Reason(StrEnum):
     WITHIN_TOLERANCE = "WithinTolerance"
     SIGNALS_MISSING = "SignalsMissing"
     SIGNALS_STALE = "SignalsStale"
+    SIGNALS_INVALID = "SignalsInvalid"  # numbers no decision can be made from: the variant or model is held
     SCALE_UP_STABILISED = "ScaleUpStabilized"
     SCALE_DOWN_STABILISED = "ScaleDownStabilized"
     STEP_LIMITED = "StepLimited"
