@@ -54,6 +54,10 @@ def _load(config: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
 
     try:
         settings = load_settings(config, _overrides(**flags))
+        if settings.planner.policy_file is not None:
+            from autoscaler.policy import load_policy
+
+            load_policy(settings.planner.policy_file)  # a bad policy file is bad configuration: exit 2 up front
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -94,6 +98,9 @@ def run(
         signal.signal(sig, lambda *_: stop.set())
     try:
         code = run_controller(settings=settings, runtime=runtime, stop=stop, duration_s=duration)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     except AutoscalerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
