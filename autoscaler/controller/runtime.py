@@ -5,7 +5,7 @@
            ├─ /healthz, /readyz on :8081 (liveness: no stuck cycle; readiness: the API answers)
            ├─ /metrics on :9100 (autoscaler.metrics)
            ├─ wait until the API lists this shard's VariantAutoscalings (readiness)
-           ├─ LeaderElector.acquire()          standby replicas wait here, ready but idle
+           ├─ LeaderElector.acquire()          standby replicas wait here, ready, warming the forecaster
            ├─ renew thread: LeaderElector.hold()  sets ``halt`` when the lease is lost
            └─ Controller.run(stop=halt)        every write first asks LeaderElector.is_leader()
 
@@ -54,6 +54,8 @@ from autoscaler.metrics import ControllerMetrics, serve_metrics
 __all__ = ["ControllerRuntime", "HealthServer", "RuntimeSettings", "load_runtime_settings", "run_controller"]
 
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+STANDBY_WARM_S = 60.0
+"""How often a standby refreshes its forecaster: the most history a new leader's first cycle has to read."""
 
 
 def load_runtime_settings(**overrides: Any) -> RuntimeSettings:
@@ -256,7 +258,15 @@ class ControllerRuntime:
         if self.elector is None:
             self._lead(halt, deadline)
             return 0
-        if not self.elector.acquire(halt):
+        leading = threading.Event()
+        warmer = threading.Thread(target=self._warm_while_standing_by, args=(halt, leading), name="standby-warm",
+                                  daemon=True)
+        warmer.start()
+        try:
+            acquired = self.elector.acquire(halt)
+        finally:
+            leading.set()
+        if not acquired:
             return 0
         lost = threading.Event()
         led = threading.Event()  # renew until the cycle in progress is over, not merely until halt
@@ -285,6 +295,17 @@ class ControllerRuntime:
             return 1
         self.elector.release()
         return 0
+
+    def _warm_while_standing_by(self, halt: threading.Event, leading: threading.Event) -> None:
+        """Keep the forecaster fed from Prometheus's history while waiting for the lease, so the first cycle as
+        leader reads only the last ``STANDBY_WARM_S`` and acts within one cycle of winning."""
+        while not (halt.is_set() or leading.is_set()):
+            try:
+                self.controller.warm()
+            except Exception:  # noqa: BLE001 - a standby that cannot warm still takes over; the cycle warms then
+                self._log.exception("standby_warm_crashed")
+                return
+            leading.wait(STANDBY_WARM_S)
 
     def _wait_for_api(self, halt: threading.Event) -> bool:
         """Ready once this shard's VariantAutoscalings can be listed (API reachable, RBAC in place)."""
