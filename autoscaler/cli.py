@@ -117,6 +117,8 @@ def recommend(
     log_format: LogOpt = None,
 ) -> None:
     """One dry-run cycle: print what the controller would do, change nothing."""
+    import dataclasses
+
     from autoscaler.controller.wiring import build_controller
     from autoscaler.report import print_table, to_json
 
@@ -125,7 +127,11 @@ def recommend(
         raise typer.Exit(2)
     settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
                      log_format=log_format)
-    report = build_controller(settings, dry_run=True).run_cycle()
+    # One cycle has no history: unseeded, a scale-down shows as it would once the scale-down window has passed
+    # (seeded, as a new leader is, it never could). The note says so.
+    report = dataclasses.replace(build_controller(settings, dry_run=True), seed_histories=False).run_cycle()
+    typer.echo("note: one cycle without history: scale-downs are shown as if the scale-down window had passed",
+               err=True)
     if output == "json":
         sys.stdout.write(to_json(report) + "\n")
     else:

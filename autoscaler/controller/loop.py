@@ -143,6 +143,9 @@ class Controller:
     """GPU MachineSets planned with the pods; None: nodes are someone else's business."""
     calibration: OnlineSettings | None = field(default_factory=OnlineSettings)
     """Online calibration of the profiles from the signals; None: plan with the profiles as written."""
+    seed_histories: bool = True
+    """Seed a variant seen for the first time with its current count (:func:`seed_histories`). Off for a
+    one-shot recommendation: it has no history by nature, and seeded it could never show a scale-down."""
     _state: PlannerState = field(default_factory=PlannerState)
     _calibration: OnlineCalibration = field(default_factory=OnlineCalibration)
     _warmed: bool = False  # this process's first cycle has caught the forecaster up
@@ -225,7 +228,8 @@ class Controller:
         if not self._warmed:
             self._warmed = True  # once: after this the cycles feed the forecaster (a failed read starts cold)
             self._catch_up(specs, now)
-        self._state = seed_histories(self._state, observations, now=now)
+        if self.seed_histories:
+            self._state = seed_histories(self._state, observations, now=now)
         policy = self.current_policy()
         # The profile each variant is planned with; calibration keeps the names, so it holds after it too.
         priors = {o.spec.ref: resolve_profile(o.spec, self.profiles, policy) for o in observations}

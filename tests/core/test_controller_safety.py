@@ -97,3 +97,19 @@ def test_without_a_warm_up_the_first_cycle_reads_the_whole_window_once():
 
 def test_variants_fake_lists_what_it_was_given():  # keeps the shared fakes honest
     assert Variants([spec("a")]).list_variants()[0][0].ref.name == "a"
+
+
+def test_a_one_shot_recommendation_can_recommend_a_scale_down(monkeypatch):
+    from typer.testing import CliRunner
+
+    from autoscaler import cli
+    from autoscaler.controller import wiring
+
+    s = spec("a")
+    low = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=1.0, requests_per_s=1.0, kv_usage_mean=0.02)
+    monkeypatch.setattr(wiring, "build_controller",
+                        lambda settings, dry_run: controller([s], Scaler({"a": 4}), signals=Signals({s: low}),
+                                                             dry_run=dry_run))
+    result = CliRunner().invoke(cli.app, ["recommend", "--prometheus-url", "http://127.0.0.1:9", "-o", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"desired": 3' in result.stdout
