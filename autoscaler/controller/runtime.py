@@ -148,6 +148,8 @@ class ControllerRuntime:
         self.stop = stop or threading.Event()
         self.api = api or load_api_client(settings.kube.kubeconfig, settings.kube.context)
         self.identity = runtime.identity or _default_identity()
+        # Who wrote what, in the API server's audit log: every request carries this instance's identity.
+        self.api.user_agent = f"variant-autoscaler/{self.identity}"
         self.namespaces = runtime.shard_namespaces or ((settings.kube.namespace,) if settings.kube.namespace else ())
         self.lease_name = runtime.lease_name or _default_lease_name(self.namespaces, runtime.shard_label_selector)
         self.lease_namespace = runtime.lease_namespace or _default_namespace()
