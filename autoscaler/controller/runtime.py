@@ -54,8 +54,9 @@ from autoscaler.metrics import ControllerMetrics, serve_metrics
 __all__ = ["ControllerRuntime", "HealthServer", "RuntimeSettings", "load_runtime_settings", "run_controller"]
 
 _SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-STANDBY_WARM_S = 60.0
-"""How often a standby refreshes its forecaster: the most history a new leader's first cycle has to read."""
+STANDBY_REFRESH_CYCLES = 4
+"""A standby refreshes its forecaster every this many control intervals: a new leader's first cycle then has at
+most a few points of history to catch up (each point costs a forecaster update, about 0.1 s on a busy core)."""
 
 
 def load_runtime_settings(**overrides: Any) -> RuntimeSettings:
@@ -260,6 +261,9 @@ class ControllerRuntime:
         if self.elector is None:
             self._lead(halt, deadline)
             return 0
+        # Warm before campaigning: a new leader then acts in its first cycle, and a long first read of the
+        # history (minutes of query_range on a slow Prometheus) never runs while a lease must be renewed.
+        self._warm_standby()
         leading = threading.Event()
         warmer = threading.Thread(target=self._warm_while_standing_by, args=(halt, leading), name="standby-warm",
                                   daemon=True)
@@ -300,14 +304,19 @@ class ControllerRuntime:
 
     def _warm_while_standing_by(self, halt: threading.Event, leading: threading.Event) -> None:
         """Keep the forecaster fed from Prometheus's history while waiting for the lease, so the first cycle as
-        leader reads only the last ``STANDBY_WARM_S`` and acts within one cycle of winning."""
-        while not (halt.is_set() or leading.is_set()):
-            try:
-                self.controller.warm()
-            except Exception:  # noqa: BLE001 - a standby that cannot warm still takes over; the cycle warms then
-                self._log.exception("standby_warm_crashed")
+        leader reads only the last few intervals and acts within one cycle of winning."""
+        every_s = STANDBY_REFRESH_CYCLES * self.settings.controller.interval_s
+        while not (leading.wait(every_s) or halt.is_set()):
+            if not self._warm_standby():
                 return
-            leading.wait(STANDBY_WARM_S)
+
+    def _warm_standby(self) -> bool:
+        try:
+            self.controller.warm()
+        except Exception:  # noqa: BLE001 - a standby that cannot warm still takes over; its first cycle warms then
+            self._log.exception("standby_warm_crashed")
+            return False
+        return True
 
     def _wait_for_api(self, halt: threading.Event) -> bool:
         """Ready once this shard's VariantAutoscalings can be listed (API reachable, RBAC in place)."""

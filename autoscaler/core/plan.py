@@ -546,10 +546,14 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
         if any(h.timestamps != timestamps for _, h in items):
             continue  # misaligned series: starting cold beats learning from a skewed past
         mix = mixes.get(model) or new_mix(config.forecast)
+        seen = model in mixes
         for i, t in enumerate(timestamps):
             rate = _sum_known([h.requests_per_s[i] for _, h in entry])
             prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
             output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
+            seen = seen or any(v is not None for v in (rate, prompt, output))
+            if not seen:
+                continue  # before the first known point (no series yet): nothing to learn, and each update costs
             mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
         mixes[model] = mix
     return replace(state, mixes=mixes)
