@@ -8,10 +8,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from autoscaler.core.types import Role, ScaleTarget, VariantRef, VariantSpec
 from autoscaler.kube.client import KubeScaler
 from autoscaler.kube.failures import KubeActuationError
 from autoscaler.kube.scale import ScaleClient
-from autoscaler.core.types import Role, ScaleTarget, VariantRef, VariantSpec
 
 SPEC = VariantSpec(ref=VariantRef("ns", "d"), model="m", role=Role.DECODE, accelerator="H100",
                    target=ScaleTarget("apps/v1", "Deployment", "d"))
