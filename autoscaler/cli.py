@@ -54,6 +54,10 @@ def _load(config: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
 
     try:
         settings = load_settings(config, _overrides(**flags))
+        if settings.planner.policy_file is not None:
+            from autoscaler.policy import load_policy
+
+            load_policy(settings.planner.policy_file)  # a bad policy file is bad configuration: exit 2 up front
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -116,6 +120,8 @@ def recommend(
 
     With no cluster configured (no --kubeconfig, not in a pod, no ~/.kube/config or $KUBECONFIG), the variants
     are discovered from the metrics' labels and their replicas are the pods reporting; no target is read."""
+    import dataclasses
+
     from autoscaler.controller.wiring import build_controller, build_metrics_only_controller
     from autoscaler.kube.client import cluster_configured
     from autoscaler.report import print_table, to_json
@@ -133,7 +139,11 @@ def recommend(
                        f"{settings.prometheus.url}; no VariantAutoscaling or scale target was read (current = "
                        f"pods reporting, bounds are defaults)", err=True)
             controller = build_metrics_only_controller(settings)
-        report = controller.run_cycle()
+        # One cycle has no history: unseeded, a scale-down shows as it would once the scale-down window has
+        # passed (seeded, as a new leader is, it never could). The note says so.
+        report = dataclasses.replace(controller, seed_histories=False).run_cycle()
+        typer.echo("note: one cycle without history: scale-downs are shown as if the scale-down window had "
+                   "passed", err=True)
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -44,7 +44,9 @@ _CONFIG_FILE: ContextVar[Path | None] = ContextVar("_CONFIG_FILE", default=None)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: ``.inf``, ``.nan`` and ``1e309`` (YAML's infinity by overflow) are refused at load with
+    # the field named; an infinite interval or timeout would otherwise crash the first cycle that used it.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class PrometheusSettings(_Section):
@@ -376,7 +378,8 @@ class _RuntimeEnvironment(PydanticBaseSettingsSource):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="VAS_", env_nested_delimiter="__", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="VAS_", env_nested_delimiter="__", extra="forbid", frozen=True,
+                                      allow_inf_nan=False)
 
     prometheus: PrometheusSettings = PrometheusSettings()
     labels: LabelSettings = LabelSettings()

@@ -33,8 +33,10 @@ from autoscaler.controller.ports import (
 from autoscaler.core.behavior import Recommendation
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.nodes import NodePlan, PodDemand, ScaleMachineSet, ScaleVariant, plan_nodes
+from autoscaler.core.fleet import held
 from autoscaler.core.plan import (
     ModelOutlook,
+    Plan,
     PlannerConfig,
     PlannerState,
     VariantObservation,
@@ -43,6 +45,7 @@ from autoscaler.core.plan import (
     warm_start,
 )
 from autoscaler.core.policyset import PolicySet
+from autoscaler.core.screen import screened
 from autoscaler.core.types import (
     Condition,
     Decision,
@@ -140,9 +143,13 @@ class Controller:
     """GPU MachineSets planned with the pods; None: nodes are someone else's business."""
     calibration: OnlineSettings | None = field(default_factory=OnlineSettings)
     """Online calibration of the profiles from the signals; None: plan with the profiles as written."""
+    seed_histories: bool = True
+    """Seed a variant seen for the first time with its current count (:func:`seed_histories`). Off for a
+    one-shot recommendation: it has no history by nature, and seeded it could never show a scale-down."""
     _state: PlannerState = field(default_factory=PlannerState)
     _calibration: OnlineCalibration = field(default_factory=OnlineCalibration)
-    _warmed: bool = False
+    _warmed: bool = False  # this process's first cycle has caught the forecaster up
+    _warmed_until: float | None = None  # end of the history the forecaster was fed by a warm-up
     _last_scaled: dict[VariantRef, float] = field(default_factory=dict)
     _cycle: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -162,6 +169,18 @@ class Controller:
         if self.on_cycle is not None:
             self.on_cycle(report)
         return report
+
+    def warm(self) -> None:
+        """Feed the forecaster the history it has not seen yet, without deciding anything. A standby calls this
+        while it waits for the lease, so that its first cycle as leader reads only the last minute or so
+        instead of the whole ``warm_start_s`` (which took 21-23 s of a takeover on a slow Prometheus)."""
+        with self._lock:
+            try:
+                specs, _ = self.variants.list_variants()
+            except AutoscalerError as exc:
+                get_logger("controller").warning("standby_warm_failed", error=str(exc)[:300])
+                return
+            self._catch_up(specs, self.clock.now())
 
     def _run_cycle(self, cycle: int) -> CycleReport:
         log = get_logger("controller", cycle=cycle)
@@ -194,22 +213,35 @@ class Controller:
                                                                                     error=str(exc))
                 failed.append(VariantOutcome(spec, sig, None, False, str(exc)))
                 continue
+            sig = screened(sig)  # the planner screens too; here so that the log says what was dropped
             if sig.freshness is not Freshness.FRESH:
                 get_logger("controller", variant=str(spec.ref), cycle=cycle).warning(
                     "signals_unavailable", freshness=sig.freshness.value, note=sig.note, replicas=current)
+            elif unknown := [n for n in _DEMAND_SIGNALS if getattr(sig, n) is None]:
+                get_logger("controller", variant=str(spec.ref), cycle=cycle).warning(
+                    "signals_partial", unknown=unknown, note=sig.note, replicas=current,
+                    effect="decided without them: never idle, never scaled to zero")
             observations.append(VariantObservation(spec=spec, signals=sig, current=current,
                                                    replicas=self._replica_counts(spec),
                                                    last_scaled_at=self._last_scaled.get(spec.ref)))
 
         if not self._warmed:
-            self._warm_start(specs, now)
-        self._state = seed_histories(self._state, observations, now=now)
+            self._warmed = True  # once: after this the cycles feed the forecaster (a failed read starts cold)
+            self._catch_up(specs, now)
+        if self.seed_histories:
+            self._state = seed_histories(self._state, observations, now=now)
         policy = self.current_policy()
         # The profile each variant is planned with; calibration keeps the names, so it holds after it too.
         priors = {o.spec.ref: resolve_profile(o.spec, self.profiles, policy) for o in observations}
-        profiles, calibrations = self._calibrate(observations, priors, now)
-        plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=profiles,
-                                       policy=policy, config=self.planner, now=now)
+        try:
+            profiles, calibrations = self._calibrate(observations, priors, now)
+            plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=profiles,
+                                           policy=policy, config=self.planner, now=now)
+        except Exception as exc:  # noqa: BLE001 - a planning bug holds every variant, with a status that says so
+            log.exception("planning_failed", error=str(exc))
+            errors.append(f"planning failed: {type(exc).__name__}: {exc}")
+            calibrations = ()
+            plan = Plan(tuple(held(o.spec.ref, o.current, exc) for o in observations), {})
         decisions = {o.spec.ref: plan.decision(o.spec.ref) for o in observations}
         nodes: NodeOutcome | None = None
         by_plan: dict[VariantRef, str] = {}  # variants the node plan scaled ("") or could not (why)
@@ -263,20 +295,26 @@ class Controller:
             get_logger("controller", variant=str(spec.ref)).warning("replica_counts_failed", error=str(exc))
             return None
 
-    def _warm_start(self, specs: list[VariantSpec], now: float) -> None:
-        """Once: history from the signal source, if it has any to give; any failure means starting cold."""
-        self._warmed = True
+    def _catch_up(self, specs: list[VariantSpec], now: float) -> None:
+        """History from the signal source since the last warm-up (at most ``warm_start_s``), if it has any to
+        give; a failure means going on with what the forecaster has."""
         history = getattr(self.signals, "history", None)
         if history is None or not self.planner.predictive or self.warm_start_s <= 0 or not specs:
             return
         step = self.planner.forecast.interval_s
+        start, end = now - self.warm_start_s, now - step
+        if self._warmed_until is not None:
+            start = max(start, self._warmed_until + step)
+        if start > end:
+            return
         try:
-            series = history(specs, start=now - self.warm_start_s, end=now - step, step=step)
+            series = history(specs, start=start, end=end, step=step)
         except AutoscalerError as exc:
             get_logger("controller").warning("warm_start_failed", error=str(exc))
             return
         self._state = warm_start(state=self._state, histories=series, config=self.planner)
-        get_logger("controller").info("warm_started", variants=len(series), seconds=self.warm_start_s)
+        self._warmed_until = end
+        get_logger("controller").info("warm_started", variants=len(series), seconds=round(end - start + step, 1))
 
     def _run_node_plan(self, provisioner: NodeProvisioner, observations: Sequence[VariantObservation],
                        decisions: Mapping[VariantRef, Decision | None],
@@ -371,6 +409,8 @@ class Controller:
 
 
 _SEED_AGE_S = 1e-3
+_DEMAND_SIGNALS = ("running", "requests_per_s")
+"""Optional signals without which a fresh variant is still decided, but never read as idle."""
 
 
 def seed_histories(state: PlannerState, observations: Sequence[VariantObservation], *,

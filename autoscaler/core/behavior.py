@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from autoscaler.core.types import DecisionStep, Reason
 
-__all__ = ["Behavior", "Recommendation", "clamp", "cooldown", "rate_limit", "stabilise"]
+__all__ = ["Behavior", "Recommendation", "clamp", "cooldown", "rate_limit", "remember", "stabilise"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,7 @@ def stabilise(
     ``idle`` is recorded with the recommendation; ``retain_s`` keeps entries longer than the windows need
     (the scale-to-zero idle window reads them).
     """
-    horizon = max(behavior.scale_up_window_s, behavior.scale_down_window_s, retain_s)
-    kept = tuple(r for r in history if now - r.at <= horizon) + (Recommendation(now, recommended, idle),)
+    kept = remember(history, Recommendation(now, recommended, idle), behavior=behavior, retain_s=retain_s)
     up_window = [r.replicas for r in kept if now - r.at <= behavior.scale_up_window_s]
     down_window = [r.replicas for r in kept if now - r.at <= behavior.scale_down_window_s]
 
@@ -102,6 +101,21 @@ def stabilise(
                                 f"down to {recommended} held at {value} for {behavior.scale_down_window_s:g}s window",
                                 constrained=True), kept
     return DecisionStep("stabilise", recommended, Reason.DESIRED_WITHIN_RANGE, "stable"), kept
+
+
+def remember(history: tuple[Recommendation, ...], entry: Recommendation, *, behavior: Behavior,
+             retain_s: float = 0.0) -> tuple[Recommendation, ...]:
+    """``history`` with ``entry`` (this cycle's, at ``entry.at``) appended, pruned to the longest window.
+
+    The newest entry older than that horizon is kept as well: it is what held when the horizon began. Without
+    it the oldest entry is always younger than the horizon, so a run measured over the history (the idle
+    window) could reach its length only when a cycle happened to land on the boundary.
+    """
+    now = entry.at
+    horizon = max(behavior.scale_up_window_s, behavior.scale_down_window_s, retain_s)
+    older = [r for r in history if now - r.at > horizon]
+    inside = tuple(r for r in history if now - r.at <= horizon)
+    return tuple(older[-1:]) + inside + (entry,)
 
 
 def rate_limit(*, desired: int, current: int, behavior: Behavior) -> DecisionStep:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from autoscaler.core.behavior import Recommendation
 from autoscaler.core.slo_policy import Prediction
-from autoscaler.core.types import DecisionStep, Freshness, Reason, ReplicaCounts, VariantSignals
+from autoscaler.core.types import DecisionStep, Reason, ReplicaCounts, VariantSignals
 
 __all__ = ["combine", "guard_reactive", "idle_for", "is_idle", "predictive_step", "scale_to_zero"]
 
@@ -87,11 +87,9 @@ def combine(
 
 
 def is_idle(*, signals: VariantSignals, prediction: Prediction | None) -> bool:
-    """No demand now (nothing waiting, running or arriving) and none forecast."""
-    if signals.freshness is not Freshness.FRESH or signals.waiting is None:
-        return False
-    quiet = signals.waiting == 0 and not signals.running and not signals.requests_per_s
-    return quiet and (prediction is None or prediction.replicas == 0)
+    """Known to have no demand now (:attr:`VariantSignals.idle`: a signal not read is unknown, never zero) and
+    none forecast."""
+    return signals.idle and (prediction is None or prediction.replicas == 0)
 
 
 def idle_for(*, history: tuple[Recommendation, ...], now: float) -> float:

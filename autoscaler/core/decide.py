@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from autoscaler.core import combine as combining
-from autoscaler.core.behavior import Behavior, Recommendation, clamp, cooldown, rate_limit, stabilise
+from autoscaler.core.behavior import Behavior, Recommendation, clamp, cooldown, rate_limit, remember, stabilise
 from autoscaler.core.policyset import VariantPolicy, variant_bounds
 from autoscaler.core.saturation import SaturationThresholds, consolidation_floor, recommend_saturation
 from autoscaler.core.slo_policy import Prediction
@@ -88,11 +88,11 @@ def decide(
         steps.append(combined)
     value = combined.replicas
 
+    retain_s = bounds.idle_window_s if bounds.scale_to_zero else 0.0
     if fresh:
         idle = combining.is_idle(signals=signals, prediction=prediction)
         stabilised, history = stabilise(recommended=value, current=current, history=history, now=now,
-                                        behavior=behavior, idle=idle,
-                                        retain_s=bounds.idle_window_s if bounds.scale_to_zero else 0.0)
+                                        behavior=behavior, idle=idle, retain_s=retain_s)
         steps.append(stabilised)
         value = stabilised.replicas
         if bounds.scale_to_zero:
@@ -101,7 +101,12 @@ def decide(
             if to_zero is not None:
                 steps.append(to_zero)
                 value = to_zero.replicas
-    # else: no history entry: an unknown cycle is not evidence of low load.
+    else:
+        # An unknown cycle is not evidence of low load: it is recorded as holding at least the current replicas,
+        # not idle. So the first fresh cycle after an outage still waits the scale-down window, and an idle run
+        # broken by an outage starts again.
+        history = remember(history, Recommendation(now, max(value, current), idle=False), behavior=behavior,
+                           retain_s=retain_s)
 
     if value != current:
         held = cooldown(desired=value, current=current, last_scaled_at=last_scaled_at, now=now, behavior=behavior)

@@ -45,7 +45,7 @@ from autoscaler.core.types import (
     VariantSpec,
 )
 
-__all__ = ["FleetDecision", "VariantInput", "decide_fleet"]
+__all__ = ["FleetDecision", "VariantInput", "decide_fleet", "held"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +108,12 @@ def decide_fleet(
     """
     prepared = [_prepare(item, policy=policy, demands=demands, now=now) for item in variants]
     conditions = [Condition(p.excluded[0], str(p.item.spec.ref), p.excluded[1]) for p in prepared if p.excluded]
-    allocation = _allocate(prepared, demands=demands, policy=policy, method=method)
+    try:
+        allocation = _allocate(prepared, demands=demands, policy=policy, method=method)
+    except (ValueError, ArithmeticError) as exc:  # decided reactively rather than not at all
+        allocation = None
+        conditions.append(Condition(Reason.SIGNALS_INVALID, "allocation",
+                                    f"allocation failed ({type(exc).__name__}: {exc}): decided reactively"))
     if allocation is not None:
         conditions += allocation.conditions
 
@@ -127,14 +132,24 @@ def decide_fleet(
         floor = (predictive_floors or {}).get(p.item.spec.ref)
         if floor is not None and (prediction is None or floor.replicas > prediction.replicas):
             prediction = floor
-        decision, histories[p.item.spec.ref] = decide(
-            spec=p.item.spec, signals=p.item.signals, current=p.item.current, history=p.item.history,
-            policy=scaling, now=now, prediction=prediction, replicas=p.item.replicas,
-            last_scaled_at=p.item.last_scaled_at, variant_policy=policy.variant_policy(p.item.spec),
-        )
+        try:
+            decision, histories[p.item.spec.ref] = decide(
+                spec=p.item.spec, signals=p.item.signals, current=p.item.current, history=p.item.history,
+                policy=scaling, now=now, prediction=prediction, replicas=p.item.replicas,
+                last_scaled_at=p.item.last_scaled_at, variant_policy=policy.variant_policy(p.item.spec),
+            )
+        except (ValueError, ArithmeticError) as exc:  # this variant's numbers: hold it, decide the others
+            decision, histories[p.item.spec.ref] = held(p.item.spec.ref, p.item.current, exc), p.item.history
         decisions.append(decision)
     decisions, trimmed = _enforce_bounds(prepared, decisions, policy=policy)
     return FleetDecision(tuple(decisions), histories, allocation, tuple(conditions + trimmed))
+
+
+def held(ref: VariantRef, current: int, exc: Exception) -> Decision:
+    """A variant no decision could be computed for: it stays where it is, and its status says why."""
+    step = DecisionStep("hold", current, Reason.SIGNALS_INVALID,
+                        f"no decision ({type(exc).__name__}: {exc}): holding at {current}", constrained=True)
+    return Decision(variant=ref, current=current, desired=current, steps=(step,))
 
 
 def _prepare(item: VariantInput, *, policy: PolicySet, demands: Mapping[str, float | None],

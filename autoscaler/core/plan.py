@@ -35,6 +35,7 @@ from autoscaler.core.admission import TrafficMix as AdmissionMix
 from autoscaler.core.behavior import Recommendation
 from autoscaler.core.fleet import FleetDecision, VariantInput, decide_fleet
 from autoscaler.core.policyset import PolicySet
+from autoscaler.core.screen import screened
 from autoscaler.core.slo_policy import Prediction
 from autoscaler.core.types import (
     Condition,
@@ -251,9 +252,16 @@ def _tokens_mean(sig: VariantSignals, *, prompt: bool) -> float | None:
     return rates.mean_input_tokens if prompt else rates.mean_output_tokens
 
 
+def _serves_nothing(o: VariantObservation) -> bool:
+    """At zero replicas with no pod ready: it has no series, and its share of the traffic is known to be zero."""
+    return o.current == 0 and (o.replicas is None or o.replicas.ready == 0) and not _fresh(o.signals)
+
+
 def _observe(model_obs: Sequence[VariantObservation]) -> tuple[MixObservation, float]:
-    """The model's traffic this cycle, and the requests waiting at its entry."""
-    entry, exit_ = _entry_and_exit(model_obs, lambda o: o.spec.role)
+    """The model's traffic this cycle, and the requests waiting at its entry. A variant at zero pods takes no
+    traffic: it is left out rather than making the whole model's demand unknown for its siblings."""
+    serving = [o for o in model_obs if not _serves_nothing(o)]
+    entry, exit_ = _entry_and_exit(serving, lambda o: o.spec.role)
     if not entry or not all(_fresh(o.signals) for o in entry):
         return MixObservation(None, None, None), 0.0  # unknown: never read as zero demand
     rate = _sum_known([o.signals.requests_per_s for o in entry])
@@ -345,6 +353,8 @@ def plan_cycle(
     config: PlannerConfig,
     now: float,
 ) -> tuple[Plan, PlannerState]:
+    # A value that cannot be true is unknown from here on (autoscaler.core.screen), for every stage.
+    observations = [replace(o, signals=screened(o.signals)) for o in observations]
     by_model: dict[str, list[VariantObservation]] = defaultdict(list)
     for o in observations:
         by_model[o.spec.model].append(o)
@@ -357,54 +367,27 @@ def plan_cycle(
     capacity: dict[VariantRef, float | None] = {}
     floors: dict[VariantRef, Prediction] = {}
     partial: dict[str, ModelOutlook] = {}
+    conditions: list[Condition] = []
     for model, obs in by_model.items():
-        admitted, waiting = _observe(obs)
-        level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
-        if level is not None:
-            levels[model] = level
-        observed = _arrivals(admitted, ratio=state.admission_ratios.get(model), config=config)
-        if level is not None and level.at == now:  # the forecaster follows the smoothed mix, trend included
-            observed = replace(observed, mean_input_tokens=level.mean_input_tokens,
-                               mean_output_tokens=level.mean_output_tokens)
-        mix_state, forecast = update_mix(mixes.get(model) or new_mix(config.forecast), observation=observed,
-                                         now=now, config=config.forecast)
-        mixes[model] = mix_state
-        lead = _lead_time(obs, variant_profiles, config)
-        demand, method = _demand(observed, forecast, waiting=waiting, lead_s=lead, config=config)
-        if demand is not None:
-            recent[model], demand = _confirmed(state.demand_history.get(model, ()), demand, now=now,
-                                               window_s=min(config.rise_confirm_max_s,
-                                                            config.rise_confirm_share * lead))
-        mean_in = _known(forecast.mean_input_tokens, level.mean_input_tokens if level else None, lead)
-        mean_out = _known(forecast.mean_output_tokens, level.mean_output_tokens if level else None, lead)
-        model_policy = policy.model(model)
-        slo = (model_policy.slo if model_policy and model_policy.slo else None) or config.default_slo
-        admission = None
-        if config.predictive and demand is not None and mean_in and mean_out:
-            demands[model] = demand
-            hit = max((o.signals.prefix_cache_hit_ratio or 0.0 for o in obs), default=0.0)
-            spread = level.prompt_spread if level else DEFAULT_PROMPT_SPREAD
-            mix = TrafficMix(mean_input_tokens=mean_in * (1 - hit), p90_input_tokens=mean_in * spread,
-                             mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
-            for o in obs:
-                profile = variant_profiles[str(o.spec.ref)]
-                if profile is None:
-                    continue
-                est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slo)
-                capacity[o.spec.ref] = est.max_rate_rps if est.feasible and est.max_rate_rps > 0 else None
-            admission = _admission(obs, variant_profiles,
-                                   AdmissionMix(arrival_rate=observed.arrival_rate or demand,
-                                                mean_input_tokens=mean_in, mean_output_tokens=mean_out),
-                                   slo, config)
-            decode = [o for o in obs if o.spec.role is Role.DECODE]
-            if admission is not None and admission.prescale_decode and len(decode) == 1:
-                floors[decode[0].spec.ref] = Prediction(
-                    replicas=admission.decode_replicas_needed, reason=Reason.FORECAST,
-                    message=f"decode load at admission horizon {admission.decode_load_at_horizon:.2f}")
-        partial[model] = ModelOutlook(model=model, observed_rps=observed.arrival_rate, demand_rps=demand,
-                                      forecast_method=method, mean_input_tokens=mean_in,
-                                      mean_output_tokens=mean_out, admission=admission, horizon_s=lead,
-                                      forecast_error=_forecast_error(forecast.arrival_rate, method))
+        try:
+            planned = _plan_model(model, obs, state=state, variant_profiles=variant_profiles, policy=policy,
+                                  config=config, now=now)
+        except (ValueError, ArithmeticError) as exc:
+            # One model's numbers must not stop the others: its variants are decided reactively this cycle,
+            # and its forecaster and mix keep last cycle's state.
+            conditions.append(Condition(Reason.SIGNALS_INVALID, model,
+                                        f"planning failed ({type(exc).__name__}: {exc}): decided reactively"))
+            continue
+        mixes[model] = planned.mix
+        if planned.level is not None:
+            levels[model] = planned.level
+        if planned.recent is not None:
+            recent[model] = planned.recent
+        if planned.demand is not None:
+            demands[model] = planned.demand
+        capacity |= planned.capacity
+        floors |= planned.floors
+        partial[model] = planned.outlook
 
     inputs = []
     for o in observations:
@@ -420,7 +403,75 @@ def plan_cycle(
     ratios = {m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0}
     new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories), admission_ratios=ratios,
                              mix_levels=levels, demand_history=recent)
-    return Plan(fleet.decisions, outlooks, fleet.conditions, fleet), new_state
+    return Plan(fleet.decisions, outlooks, tuple(conditions) + fleet.conditions, fleet), new_state
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelPlan:
+    """One model's part of a cycle's plan, applied to the planner's state only when all of it was computed."""
+
+    mix: MixState
+    level: MixLevel | None
+    recent: tuple[tuple[float, float], ...] | None
+    demand: float | None  # None: no predictive sizing this cycle (unknown demand, or predictive off)
+    capacity: dict[VariantRef, float | None]
+    floors: dict[VariantRef, Prediction]
+    outlook: ModelOutlook
+
+
+def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: PlannerState,
+                variant_profiles: Mapping[str, PerformanceProfile | None], policy: PolicySet,
+                config: PlannerConfig, now: float) -> _ModelPlan:
+    """Steps 1-4 of the module docstring for one model."""
+    capacity: dict[VariantRef, float | None] = {}
+    floors: dict[VariantRef, Prediction] = {}
+    recent = None
+    admitted, waiting = _observe(obs)
+    level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
+    observed = _arrivals(admitted, ratio=state.admission_ratios.get(model), config=config)
+    if level is not None and level.at == now:  # the forecaster follows the smoothed mix, trend included
+        observed = replace(observed, mean_input_tokens=level.mean_input_tokens,
+                           mean_output_tokens=level.mean_output_tokens)
+    mix_state, forecast = update_mix(state.mixes.get(model) or new_mix(config.forecast), observation=observed,
+                                     now=now, config=config.forecast)
+    lead = _lead_time(obs, variant_profiles, config)
+    demand, method = _demand(observed, forecast, waiting=waiting, lead_s=lead, config=config)
+    if demand is not None:
+        recent, demand = _confirmed(state.demand_history.get(model, ()), demand, now=now,
+                                    window_s=min(config.rise_confirm_max_s, config.rise_confirm_share * lead))
+    mean_in = _known(forecast.mean_input_tokens, level.mean_input_tokens if level else None, lead)
+    mean_out = _known(forecast.mean_output_tokens, level.mean_output_tokens if level else None, lead)
+    model_policy = policy.model(model)
+    slo = (model_policy.slo if model_policy and model_policy.slo else None) or config.default_slo
+    admission = None
+    sized = None
+    if config.predictive and demand is not None and mean_in and mean_out:
+        sized = demand
+        hit = max((o.signals.prefix_cache_hit_ratio or 0.0 for o in obs), default=0.0)
+        spread = level.prompt_spread if level else DEFAULT_PROMPT_SPREAD
+        # Even a full prefix-cache hit computes the last prompt token (vLLM recomputes it for the logits).
+        mix = TrafficMix(mean_input_tokens=max(mean_in * (1 - hit), 1.0), p90_input_tokens=mean_in * spread,
+                         mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
+        for o in obs:
+            profile = variant_profiles[str(o.spec.ref)]
+            if profile is None:
+                continue
+            est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slo)
+            capacity[o.spec.ref] = est.max_rate_rps if est.feasible and est.max_rate_rps > 0 else None
+        admission = _admission(obs, variant_profiles,
+                               AdmissionMix(arrival_rate=observed.arrival_rate or demand,
+                                            mean_input_tokens=mean_in, mean_output_tokens=mean_out),
+                               slo, config)
+        decode = [o for o in obs if o.spec.role is Role.DECODE]
+        if admission is not None and admission.prescale_decode and len(decode) == 1:
+            floors[decode[0].spec.ref] = Prediction(
+                replicas=admission.decode_replicas_needed, reason=Reason.FORECAST,
+                message=f"decode load at admission horizon {admission.decode_load_at_horizon:.2f}")
+    outlook = ModelOutlook(model=model, observed_rps=observed.arrival_rate, demand_rps=demand,
+                           forecast_method=method, mean_input_tokens=mean_in, mean_output_tokens=mean_out,
+                           admission=admission, horizon_s=lead,
+                           forecast_error=_forecast_error(forecast.arrival_rate, method))
+    return _ModelPlan(mix_state, level, recent, sized, capacity, floors, outlook)
 
 
 def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, lead_s: float,
@@ -498,10 +549,14 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
         if any(h.timestamps != timestamps for _, h in items):
             continue  # misaligned series: starting cold beats learning from a skewed past
         mix = mixes.get(model) or new_mix(config.forecast)
+        seen = model in mixes
         for i, t in enumerate(timestamps):
             rate = _sum_known([h.requests_per_s[i] for _, h in entry])
             prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
             output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
+            seen = seen or any(v is not None for v in (rate, prompt, output))
+            if not seen:
+                continue  # before the first known point (no series yet): nothing to learn, and each update costs
             mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
         mixes[model] = mix
     return replace(state, mixes=mixes)

@@ -24,6 +24,7 @@ __all__ = [
     "VariantRef",
     "VariantSignals",
     "VariantSpec",
+    "IDLE_KV_USAGE",
     "finite_or_none",
 ]
 
@@ -76,6 +77,11 @@ class Freshness(StrEnum):
     FRESH = "fresh"  # every required signal answered within the staleness bound
     STALE = "stale"  # answered, but the newest sample is older than the bound
     MISSING = "missing"  # no answer (Prometheus down, no series for this variant)
+
+
+IDLE_KV_USAGE = 0.01
+"""Most KV-cache use (0..1) an idle variant may show: with nothing running vLLM holds no blocks for requests
+(prefix-cached blocks nobody uses count as free), so anything above rounding noise means work in flight."""
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -146,17 +152,24 @@ class VariantSignals:
         return None if self.running is None or not self.pods else self.running / self.pods
 
     @property
+    def quiet(self) -> bool:
+        """No traffic counted: nothing finished, running or waiting, each known to be 0 (a window with nothing
+        to learn from). Unknown (None) is never quiet."""
+        return self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+
+    @property
     def idle(self) -> bool:
-        """Confirmed zero demand: nothing finished, running or waiting, at the pods or the gateway. Unknown is
-        never idle."""
-        return (self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
-                and not (self.gateway_waiting or 0) > 0)
+        """Confirmed zero demand, the one definition of idle (scale-to-zero waits for a run of these): fresh,
+        quiet, (nearly) no KV cache in use, and nothing held for it at the gateway. Unknown, stale or missing is never
+        idle."""
+        return (self.freshness is Freshness.FRESH and self.quiet and self.kv_usage_mean is not None
+                and self.kv_usage_mean <= IDLE_KV_USAGE and not (self.gateway_waiting or 0) > 0)
 
     @property
     def calibration_ready(self) -> bool:
         """Fresh, every reporting pod known to be past its warm-up, and traffic to learn from."""
         return (self.freshness is Freshness.FRESH and bool(self.warm_pods) and not self.warming_pods
-                and "pod_ages" not in self.missing and not self.idle)
+                and "pod_ages" not in self.missing and not self.quiet)
 
     def ttft_quantile_s(self, q: float) -> float | None:
         return dict(self.ttft_quantiles_s).get(q)
@@ -196,6 +209,7 @@ class Reason(StrEnum):
     WITHIN_TOLERANCE = "WithinTolerance"
     SIGNALS_MISSING = "SignalsMissing"
     SIGNALS_STALE = "SignalsStale"
+    SIGNALS_INVALID = "SignalsInvalid"  # numbers no decision can be made from: the variant or model is held
     SCALE_UP_STABILISED = "ScaleUpStabilized"
     SCALE_DOWN_STABILISED = "ScaleDownStabilized"
     STEP_LIMITED = "StepLimited"

@@ -226,7 +226,7 @@ class KubeScaler:
         llmd: LlmdVariantSource | None = None,
     ) -> None:
         self._custom = client.CustomObjectsApi(api)
-        self._scales = ScaleClient(api, timeout_s=timeout_s)
+        self._scales = ScaleClient(api, timeout_s=timeout_s, may_write=may_write)
         self._events = EventRecorder(api, instance=identity, may_write=may_write, timeout_s=timeout_s, now=now)
         self._pods = PodMarker(api, may_write=may_write, timeout_s=timeout_s)
         self._core = client.CoreV1Api(api)

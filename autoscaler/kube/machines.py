@@ -58,7 +58,7 @@ class NodePlanExecutor:
     def __init__(self, api: client.ApiClient, *, may_write: Callable[[], bool] = lambda: True,
                  timeout_s: float = 10.0, machine_api_version: str = "machine.openshift.io/v1beta1") -> None:
         self._custom = client.CustomObjectsApi(api)
-        self._scales = ScaleClient(api, timeout_s=timeout_s)
+        self._scales = ScaleClient(api, timeout_s=timeout_s, may_write=may_write)
         self._may_write = may_write
         self._timeout_s = timeout_s
         self._machine_api = machine_api_version

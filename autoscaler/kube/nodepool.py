@@ -77,7 +77,7 @@ class KubeNodePool:
                  may_write: Callable[[], bool] = lambda: True, timeout_s: float = 10.0) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
-        self._scales = ScaleClient(api, timeout_s=timeout_s)
+        self._scales = ScaleClient(api, timeout_s=timeout_s, may_write=may_write)
         self._executor = NodePlanExecutor(api, may_write=may_write, timeout_s=timeout_s,
                                           machine_api_version=f"{MACHINE_GROUP}/{MACHINE_VERSION}")
         self._label = accelerator_label or None

@@ -7,11 +7,16 @@ controller's API traffic independent of the other APIs installed and needs no di
 
 Writes carry the ``resourceVersion`` read before the decision, so a change made in between by someone else
 surfaces as a 409 instead of being silently overwritten.
+
+Every PATCH asks ``may_write`` (the leader-election guard) immediately before it is sent, here where the write
+happens, so no caller's path (first try, a retry after a 409, a MachineSet) can skip it. A 409 is exactly what
+a new leader's write causes: a retry checked only at the start of the call would let the old leader win.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +54,11 @@ class _Resource:
 
 
 class ScaleClient:
-    def __init__(self, api: client.ApiClient, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, api: client.ApiClient, *, timeout_s: float = 10.0,
+                 may_write: Callable[[], bool] = lambda: True) -> None:
         self._api = api
         self._timeout_s = timeout_s
+        self._may_write = may_write
         self._resources: dict[tuple[str, str], _Resource] = {}
         self._lock = threading.Lock()
 
@@ -119,6 +126,9 @@ class ScaleClient:
         body: dict[str, Any] = {"spec": {"replicas": replicas}}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
+        if not self._may_write():
+            raise KubeActuationError(f"not scaling {kind}/{name}: this instance does not hold the lease",
+                                     status=None, reason="NotLeader")
         try:
             obj = self._call(resource.path(namespace=namespace, name=name), "PATCH", body=body,
                              content_type=MERGE_PATCH)

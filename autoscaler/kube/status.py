@@ -5,7 +5,7 @@ Pure (no I/O, the time is passed in). Conditions follow the Kubernetes API conve
 - ``AbleToScale``: the target could be read and patched (False: TargetNotFound, Forbidden, Conflict,
   ApiTimeout, ...).
 - ``ScalingActive``: the controller had the signals to compute a recommendation (False: SignalsMissing,
-  SignalsStale), so it holds the replicas where they are.
+  SignalsStale, SignalsInvalid), so it holds the replicas where they are.
 - ``ScalingLimited``: the desired count was clamped by minReplicas/maxReplicas.
 
 The cycle's insight (forecast, admission ratio and prediction, calibration) fills ``forecast``,
@@ -55,7 +55,7 @@ SCALING_LIMITED = "ScalingLimited"
 
 _MESSAGE_LIMIT = 1024  # conditions are shown in `kubectl describe`; keep them readable
 _STATUS_MESSAGE_LIMIT = 4096
-_HOLD_REASONS = {Reason.SIGNALS_MISSING, Reason.SIGNALS_STALE}
+_HOLD_REASONS = {Reason.SIGNALS_MISSING, Reason.SIGNALS_STALE, Reason.SIGNALS_INVALID}
 _LIMIT_REASONS = {Reason.TOO_FEW_REPLICAS, Reason.TOO_MANY_REPLICAS}
 
 

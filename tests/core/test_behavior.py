@@ -31,10 +31,10 @@ def test_stabilises_like_the_hpa(recommended, current, history, behavior, expect
     assert kept[-1] == Recommendation(100.0, recommended)
 
 
-def test_history_is_pruned_to_the_longest_window():
-    _, kept = stabilise(recommended=3, current=3, history=hist((0, 1), (95, 2)), now=100.0,
+def test_history_is_pruned_to_the_longest_window_and_the_newest_entry_before_it():
+    _, kept = stabilise(recommended=3, current=3, history=hist((0, 1), (50, 1), (95, 2)), now=100.0,
                         behavior=Behavior(scale_up_window_s=10, scale_down_window_s=20))
-    assert [r.at for r in kept] == [95, 100]
+    assert [r.at for r in kept] == [50, 95, 100]
 
 
 def test_flapping_recommendations_do_not_oscillate_replicas():

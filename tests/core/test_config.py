@@ -102,3 +102,32 @@ def test_the_scale_up_window_defaults_by_how_capacity_arrives(overrides, window)
 def test_a_negative_scale_up_window_is_refused_naming_the_field():
     with pytest.raises(ConfigError, match="scale_up_window_s"):
         load_settings(None, {"behavior": {"scale_up_window_s": -1}})
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        pytest.param("controller:\n  interval_s: .inf\n", "controller.interval_s", id="interval-inf"),
+        pytest.param("prometheus:\n  timeout_s: .inf\n", "prometheus.timeout_s", id="timeout-inf"),
+        pytest.param("prometheus:\n  timeout_s: 1e309\n", "prometheus.timeout_s", id="timeout-overflows-to-inf"),
+        pytest.param("behavior:\n  scale_down_window_s: .nan\n", "behavior.scale_down_window_s", id="window-nan"),
+        pytest.param("runtime:\n  lease_duration_s: .inf\n", "runtime.lease_duration_s", id="lease-inf"),
+        pytest.param("planner:\n  backlog_drain_s: .inf\n", "planner.backlog_drain_s", id="planner-inf"),
+    ],
+)
+def test_non_finite_settings_are_refused_at_load_naming_the_field(tmp_path, text, field):
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert info.value.field.startswith(field)
+    assert field in str(info.value)
+
+
+def test_a_bad_policy_file_exits_2_with_one_line_naming_the_file(tmp_path):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("behavior:\n  max_step_down: -1\n")
+    cfg = write(tmp_path, f"planner:\n  policy_file: {policy}\n")
+    proc = subprocess.run([sys.executable, "-m", "autoscaler.cli", "run", "--config", str(cfg), "--dry-run",
+                           "--no-leader-elect", "--duration", "1", "--health-port", "0", "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(policy) in proc.stderr and "Traceback" not in proc.stderr

@@ -41,11 +41,11 @@ def test_decides_replicas_for_one_variant(signals, current, desired, reason):
     assert decision.steps[-1].stage == "clamp"
 
 
-def test_unknown_signals_leave_history_untouched():
+def test_unknown_signals_are_recorded_as_holding_the_current_replicas_and_not_idle():
     history = (Recommendation(0.0, 4),)
     _, after = decide(spec=SPEC, signals=VariantSignals.unknown("x"), current=4, history=history,
                       policy=POLICY, now=5.0)
-    assert after == history
+    assert after == history + (Recommendation(5.0, 4, idle=False),)
 
 
 def test_decision_is_deterministic():

@@ -43,7 +43,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class ControllerProcess:
-    def __init__(self, *, identity: str, kubeconfig: Path, namespace: str, workdir: Path) -> None:
+    def __init__(self, *, identity: str, kubeconfig: Path, namespace: str, workdir: Path,
+                 prometheus_url: str = "http://127.0.0.1:9", config: Path | None = None, interval_s: float = 0.5,
+                 lease: tuple[float, float, float] = (LEASE_S, RENEW_S, RETRY_S), duration_s: float = 120) -> None:
         self.identity = identity
         self.health_port = free_port()
         self.metrics_port = free_port()
@@ -52,9 +54,9 @@ class ControllerProcess:
             **os.environ,
             "VAS_RUNTIME_IDENTITY": identity,
             "VAS_RUNTIME_LEASE_NAMESPACE": namespace,
-            "VAS_RUNTIME_LEASE_DURATION_S": str(LEASE_S),
-            "VAS_RUNTIME_RENEW_DEADLINE_S": str(RENEW_S),
-            "VAS_RUNTIME_RETRY_PERIOD_S": str(RETRY_S),
+            "VAS_RUNTIME_LEASE_DURATION_S": str(lease[0]),
+            "VAS_RUNTIME_RENEW_DEADLINE_S": str(lease[1]),
+            "VAS_RUNTIME_RETRY_PERIOD_S": str(lease[2]),
             "VAS_RUNTIME_API_TIMEOUT_S": "1.5",
             "VAS_RUNTIME_HEALTH_BIND": "127.0.0.1",
             "VAS_RUNTIME_HEALTH_PORT": str(self.health_port),
@@ -62,8 +64,8 @@ class ControllerProcess:
             "VAS_RUNTIME_SHARD_NAMESPACES": namespace,
         }
         argv = [sys.executable, "-m", "autoscaler.cli", "run", "--kubeconfig", str(kubeconfig),
-                "--prometheus-url", "http://127.0.0.1:9", "--interval", "0.5", "--log-format", "json",
-                "--duration", "120"]
+                "--prometheus-url", prometheus_url, "--interval", str(interval_s), "--log-format", "json",
+                "--duration", str(duration_s), *(["--config", str(config)] if config is not None else [])]
         with self.log_path.open("wb") as log:
             self.popen = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
 

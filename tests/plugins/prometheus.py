@@ -15,12 +15,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from autoscaler.emulator import EmulatedVariant, Emulator
 from autoscaler.localstack import prometheus
 from tests.plugins.require import require
+
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +41,20 @@ class EmulatedStack:
     emulator: Emulator
     prometheus: prometheus.PrometheusServer
     replicas: dict[str, int] = field(default_factory=dict)
+
+    def wait_until(self, probe: Callable[[], T | None], *, timeout_s: float, what: str) -> T:
+        """Poll ``probe`` until it returns something truthy; on timeout fail with its last answer and the tail
+        of Prometheus's log (a loaded machine is slow, not broken, so callers give generous deadlines)."""
+        deadline = time.monotonic() + timeout_s
+        last = None
+        while True:
+            last = probe()
+            if last:
+                return last
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"not within {timeout_s:g}s: {what}; last: {last!r}\n"
+                                     f"prometheus log:\n{self.prometheus.log_tail()}")
+            time.sleep(0.2)
 
     def wait_for_scrape_of_every_pod(self, *, after: float, timeout_s: float = 15.0) -> None:
         """Wait until Prometheus holds a sample taken after wall time ``after`` from every ready pod, and
