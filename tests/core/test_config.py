@@ -77,7 +77,7 @@ def test_environment_value_is_validated(monkeypatch):
 def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
     cfg = write(tmp_path, "controller:\n  interval_s: 0\n")
     proc = subprocess.run([sys.executable, "-m", "autoscaler.cli", "recommend", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "controller.interval_s" in lines[0] and "greater than 0" in lines[0]
@@ -128,6 +128,6 @@ def test_a_bad_policy_file_exits_2_with_one_line_naming_the_file(tmp_path):
     cfg = write(tmp_path, f"planner:\n  policy_file: {policy}\n")
     proc = subprocess.run([sys.executable, "-m", "autoscaler.cli", "run", "--config", str(cfg), "--dry-run",
                            "--no-leader-elect", "--duration", "1", "--health-port", "0", "--metrics-port", "0"],
-                          capture_output=True, text=True, timeout=60, check=False)
+                          capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert str(policy) in proc.stderr and "Traceback" not in proc.stderr

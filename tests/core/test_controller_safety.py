@@ -104,7 +104,9 @@ def test_a_one_shot_recommendation_can_recommend_a_scale_down(monkeypatch):
 
     from autoscaler import cli
     from autoscaler.controller import wiring
+    from autoscaler.kube import client as kube_client
 
+    monkeypatch.setattr(kube_client, "cluster_configured", lambda kubeconfig: True)  # the cluster path
     s = spec("a")
     low = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=1.0, requests_per_s=1.0, kv_usage_mean=0.02)
     monkeypatch.setattr(wiring, "build_controller",
