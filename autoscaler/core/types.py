@@ -122,6 +122,12 @@ class VariantSignals:
     kv_usage_window_mean: float | None = None  # 0..1, averaged over the window and the engines
     prefill_time_mean_s: float | None = None  # vllm:request_prefill_time_seconds: scheduled to first token
     prompt_tokens_sq_mean: float | None = None  # E[prompt tokens^2], estimated from the length histogram
+    # Learning under load (perf.online): seconds the engines computed per second, summed over pods (the GPU's
+    # busy share, DCGM's engine-active ratio), and forward passes per second, summed (the rate of the count of
+    # vllm:iteration_tokens_total). Their ratio to the token rates is the engine's cost per pass and per token
+    # at any load, where the prefill-time mean only reads clean on a lightly loaded pod.
+    busy_per_s: float | None = None
+    iterations_per_s: float | None = None
 
     @classmethod
     def unknown(cls, note: str) -> VariantSignals:

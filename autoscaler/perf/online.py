@@ -16,6 +16,10 @@ requests and steps):
   token: queueing excluded) against the mean prompt tokens computed (prefix-cache hits discounted) and
   E[N^2] for the attention term. Only while the pods are lightly loaded: under load several prompts share
   one forward pass and each reports the whole pass, which would read as a slower profile.
+- **Prefill under load** (prefill pods, when the engines' busy time and pass count are read): the busy seconds
+  per request against the passes, computed tokens and attention pairs per request. The busy time of a prefill
+  pod is the sum of its passes, ``a*passes + b*tokens + c*pairs`` whatever the batching, so this holds at any
+  load, and loaded windows (where capacity is decided) are the ones it reads best: many requests per window.
 
 Aggregated (``both``) pods mix prompt chunks into decode steps, so neither stage is measured cleanly; they
 are skipped unless :attr:`OnlineSettings.aggregated` says otherwise.
@@ -128,10 +132,12 @@ def decode_observation(*, profile: PerformanceProfile, signals: VariantSignals,
 
 def prefill_observation(*, profile: PerformanceProfile, signals: VariantSignals,
                         settings: OnlineSettings = OnlineSettings()) -> PrefillObservation | None:
-    """One prefill observation from a variant's window, or None when the window does not measure prefill."""
-    prefill_s, prompt = _positive(signals.prefill_time_mean_s), _positive(signals.prompt_tokens_mean)
+    """One prefill observation from a variant's window, or None when the window does not measure prefill.
+
+    From the busy time when the window has it (any load), else from the prefill-time mean (light load only)."""
+    prompt = _positive(signals.prompt_tokens_mean)
     rate, pods = _positive(signals.requests_per_s), signals.pods
-    if prefill_s is None or prompt is None or rate is None or not pods:
+    if prompt is None or rate is None or not pods:
         return None
     hit = signals.prefix_cache_hit_ratio or 0.0
     hit = min(max(hit, 0.0), 1.0) if math.isfinite(hit) else 0.0
@@ -140,8 +146,16 @@ def prefill_observation(*, profile: PerformanceProfile, signals: VariantSignals,
     computed, pairs = prompt * (1.0 - hit), squares * (1.0 - hit * hit)
     if computed <= 0:
         return None
-    busy = rate / pods * profile.prefill_time(computed)
-    if busy > settings.max_prefill_utilisation:
+    busy, passes = _positive(signals.busy_per_s), _positive(signals.iterations_per_s)
+    if busy is not None and passes is not None:
+        # Per request: the window's busy seconds and passes over the requests it finished.
+        return PrefillObservation(prompt_tokens=computed, prefill_s=busy / rate, sum_squared_tokens=pairs,
+                                  passes=passes / rate)
+    prefill_s = _positive(signals.prefill_time_mean_s)
+    if prefill_s is None:
+        return None
+    utilisation = rate / pods * profile.prefill_time(computed)
+    if utilisation > settings.max_prefill_utilisation:
         return None
     return PrefillObservation(prompt_tokens=computed, prefill_s=prefill_s, sum_squared_tokens=pairs)
 
