@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from kubernetes import client
 
 from autoscaler.config import Settings
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.ports import Clock, WallClock
+from autoscaler.controller.ports import (
+    Clock,
+    NodeProvisioner,
+    Scaler,
+    SignalSource,
+    VariantSource,
+    WallClock,
+)
+from autoscaler.core.admission import AdmissionConfig
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig
 from autoscaler.core.policyset import PolicySet
@@ -23,7 +31,8 @@ from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
 
-__all__ = ["build_controller", "load_planner_profiles", "node_provisioner", "planner_config", "policy_source"]
+__all__ = ["assemble_controller", "build_controller", "load_planner_profiles", "node_provisioner",
+           "planner_config", "policy_source"]
 
 
 def build_controller(
@@ -61,17 +70,44 @@ def build_controller(
             retry_backoff_s=prom.retry_backoff_s,
         ),
     )
-    return Controller(
+    return assemble_controller(
+        settings,
         variants=KubeVariantSource(api, namespace=settings.kube.namespace),
         signals=signals,
         scaler=KubeScaler(api),
-        policy=policy_source(settings),
         clock=clock or WallClock(),
+        profiles=load_planner_profiles(settings),
         dry_run=settings.controller.dry_run if dry_run is None else dry_run,
         on_cycle=on_cycle,
-        profiles=load_planner_profiles(settings),
-        planner=planner_config(settings),
         nodes=node_provisioner(settings, api, may_write=may_write),
+    )
+
+
+def assemble_controller(
+    settings: Settings,
+    *,
+    variants: VariantSource,
+    signals: SignalSource,
+    scaler: Scaler,
+    clock: Clock,
+    profiles: Mapping[str, PerformanceProfile],
+    dry_run: bool = False,
+    on_cycle: Callable[[CycleReport], None] | None = None,
+    nodes: NodeProvisioner | None = None,
+) -> Controller:
+    """The Controller the settings describe, on the given ports: the product (:func:`build_controller`) and the
+    simulator's ``default`` (``autoscaler.sim.controlled``) both come from here, so they decide alike."""
+    return Controller(
+        variants=variants,
+        signals=signals,
+        scaler=scaler,
+        policy=policy_source(settings),
+        clock=clock,
+        dry_run=dry_run,
+        on_cycle=on_cycle,
+        profiles=profiles,
+        planner=planner_config(settings),
+        nodes=nodes,
         calibration=settings.calibration.online() if settings.calibration.enabled else None,
     )
 
@@ -122,4 +158,6 @@ def planner_config(settings: Settings) -> PlannerConfig:
         predictive=p.predictive,
         nodes_on_demand=settings.nodes_on_demand(),
         admission_enforced=p.gateway_enforces_admission,
+        # The admission ratio a cycle reports holds until the next cycle.
+        admission=AdmissionConfig(interval_s=interval),
     )

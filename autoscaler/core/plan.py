@@ -34,6 +34,7 @@ from autoscaler.core.admission import TrafficMix as AdmissionMix
 from autoscaler.core.behavior import Recommendation
 from autoscaler.core.fleet import FleetDecision, VariantInput, decide_fleet
 from autoscaler.core.policyset import PolicySet
+from autoscaler.core.slo_feedback import SloFeedback, measured_ratio, update_trims
 from autoscaler.core.slo_policy import Prediction
 from autoscaler.core.types import (
     Condition,
@@ -104,6 +105,8 @@ class PlannerConfig:
     arrives too late and leaves again (on the 70B scenario 4 GPUs x 17 min per replica)."""
     rise_confirm_max_s: float = 300.0
     """Longest confirmation window (the HPA's scale-down window: the two windows then match)."""
+    slo_feedback: SloFeedback = field(default_factory=SloFeedback)
+    """How the measured latency quantiles trim each variant's modelled capacity (:mod:`.slo_feedback`)."""
     mix_halflife_s: float = 300.0
     """Half-life of the smoothed mix (mean prompt and output tokens, prompt p90/mean) capacity is priced for.
     One rate window's means are a noisy sample (the Azure conversation trace's one-minute mean prompt swings
@@ -132,6 +135,8 @@ class PlannerState:
     """Per model, the smoothed mix capacity is priced for."""
     demand_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     """Per model, recent (time, demand) pairs: the window a rise must hold for."""
+    capacity_trims: Mapping[VariantRef, float] = field(default_factory=dict)
+    """Per variant, the multiplier of its modelled capacity the measured SLO quantiles set (1 = the model)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +359,7 @@ def plan_cycle(
     capacity: dict[VariantRef, float | None] = {}
     floors: dict[VariantRef, Prediction] = {}
     partial: dict[str, ModelOutlook] = {}
+    trims = dict(state.capacity_trims)
     for model, obs in by_model.items():
         admitted, waiting = _observe(obs)
         level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
@@ -383,12 +389,16 @@ def plan_cycle(
             spread = level.prompt_spread if level else DEFAULT_PROMPT_SPREAD
             mix = TrafficMix(mean_input_tokens=mean_in * (1 - hit), p90_input_tokens=mean_in * spread,
                              mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
+            trims.update(update_trims(state.capacity_trims, {
+                o.spec.ref: measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slo.ttft_s, itl_s=slo.itl_s,
+                                           percentile=slo.percentile) for o in obs}, settings=config.slo_feedback))
             for o in obs:
                 profile = variant_profiles[str(o.spec.ref)]
                 if profile is None:
                     continue
                 est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slo)
-                capacity[o.spec.ref] = est.max_rate_rps if est.feasible and est.max_rate_rps > 0 else None
+                trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
+                capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
             admission = _admission(obs, variant_profiles,
                                    AdmissionMix(arrival_rate=observed.arrival_rate or demand,
                                                 mean_input_tokens=mean_in, mean_output_tokens=mean_out),
@@ -415,8 +425,10 @@ def plan_cycle(
     fleet = decide_fleet(variants=inputs, demands=demands, policy=policy, now=now, predictive_floors=floors)
     outlooks = {m: _with_unserved(o, fleet.unserved_rate(m)) for m, o in partial.items()}
     ratios = {m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0}
+    live = {o.spec.ref for o in observations}
     new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories), admission_ratios=ratios,
-                             mix_levels=levels, demand_history=recent)
+                             mix_levels=levels, demand_history=recent,
+                             capacity_trims={r: t for r, t in trims.items() if r in live})
     return Plan(fleet.decisions, outlooks, fleet.conditions, fleet), new_state
 
 

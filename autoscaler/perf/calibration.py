@@ -106,12 +106,13 @@ class CalibrationSettings:
     """Each coefficient stays within [prior / bound, prior * bound]."""
     huber_epsilon: float = 1.35
     """Residuals beyond epsilon * scale count linearly, not quadratically (the usual choice: 95% efficiency on Gaussian noise)."""
-    min_design_spread: float = 1e-3
+    min_design_spread: float = 0.01
     """Smallest over largest eigenvalue of the column-normalised design below which the terms are not told
-    apart and only their common scale is fitted. Loaded Mooncake prefill windows (14k-token prompts, one
-    operating point) sit at 2e-4: a fit of the shape there put ``a`` at 2.9x and ``b`` at 0.37x the prior and
-    mispredicted a single prompt by 32%. Windows over prompts of 100-7,000 tokens sit at 2.6e-3, over decode
-    batches of 2-60 at 3e-2, where the terms are told apart."""
+    apart and only their common scale is fitted. Loaded pools sit at one operating point, far below: Mooncake
+    prefill windows (14k-token prompts) at 2e-4, where a fit of the shape put ``a`` at 2.9x and ``b`` at 0.37x
+    the prior and mispredicted a single prompt by 32%; its decode windows at 6e-3, where the shape fit tripled
+    ``beta``, cut ``gamma`` and the early rejection it fed cost 4 points of attainment. Windows over prompts of
+    16-16,000 tokens sit at 1.5e-2, over decode batches of 1-256 at 3e-2: there the terms are told apart."""
     shape_shrinkage: float = 0.001
     """Ridge penalty on the shape correction (term multipliers apart from their common scale), relative to each
     term's weight in the data: directions the data barely span keep the prior's shape."""
