@@ -31,8 +31,8 @@ from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
 
-__all__ = ["assemble_controller", "build_controller", "load_planner_profiles", "node_provisioner",
-           "planner_config", "policy_source"]
+__all__ = ["SCRATCH_REFERENCE", "assemble_controller", "build_controller", "load_planner_profiles",
+           "node_provisioner", "planner_config", "policy_source", "scratch_reference"]
 
 
 def build_controller(
@@ -109,7 +109,17 @@ def assemble_controller(
         planner=planner_config(settings),
         nodes=nodes,
         calibration=settings.calibration.online() if settings.calibration.enabled else None,
+        scratch_reference=scratch_reference() if settings.calibration.enabled else None,
     )
+
+
+SCRATCH_REFERENCE = "llama-3.1-8b/h100"
+"""The shipped profile whose shape a model and accelerator without a profile are learnt from."""
+
+
+def scratch_reference() -> PerformanceProfile | None:
+    """The shipped reference shape for learning an unprofiled variant from scratch; None when not shipped."""
+    return default_profiles().get(SCRATCH_REFERENCE)
 
 
 def node_provisioner(settings: Settings, api: client.ApiClient, *,

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from autoscaler.core.admission import (
     AdmissionConfig,
     AdmissionDecision,
@@ -54,6 +56,7 @@ from autoscaler.forecast import (
     MixState,
     SeriesForecast,
     new_mix,
+    prime_mix,
     update_mix,
 )
 from autoscaler.perf.capacity import SloTargets, TrafficMix, estimate_capacity
@@ -103,6 +106,9 @@ class PlannerConfig:
     replica pays its start-up (node boot included) before serving: a rise that is gone within a fraction of
     the lead was a burst that early rejection and the headroom absorb, and acting on it buys capacity that
     arrives too late and leaves again (on the 70B scenario 4 GPUs x 17 min per replica)."""
+    warm_replay_s: float = 3600.0
+    """At a warm start, the newest history replayed cycle by cycle (scoring the forecasting methods); anything
+    older is taken in at once as the seasonal methods' past."""
     rise_confirm_max_s: float = 300.0
     """Longest confirmation window (the HPA's scale-down window: the two windows then match)."""
     slo_feedback: SloFeedback = field(default_factory=SloFeedback)
@@ -506,11 +512,35 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
         timestamps = entry[0][1].timestamps
         if any(h.timestamps != timestamps for _, h in items):
             continue  # misaligned series: starting cold beats learning from a skewed past
-        mix = mixes.get(model) or new_mix(config.forecast)
-        for i, t in enumerate(timestamps):
+        points = []
+        for i in range(len(timestamps)):
             rate = _sum_known([h.requests_per_s[i] for _, h in entry])
             prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
             output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
-            mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
+            points.append(MixObservation(rate, prompt, output))
+        mix = mixes.get(model) or new_mix(config.forecast)
+        # The older past is taken in at once (what seasonal methods need: yesterday at this hour); only the
+        # recent past is replayed cycle by cycle, so the back-test has scored the methods when the loop starts.
+        # Replaying two days at a 15 s cycle would take minutes (each cycle predicts with every method).
+        old = _older_than(timestamps, config.warm_replay_s) if mix.arrival_rate.last_time_s is None else 0
+        if old:
+            mix = prime_mix(mix, rates=_series(points[:old], "arrival_rate"),
+                            inputs=_series(points[:old], "mean_input_tokens"),
+                            outputs=_series(points[:old], "mean_output_tokens"), end_s=timestamps[old - 1],
+                            config=config.forecast)
+        for t, point in zip(timestamps[old:], points[old:], strict=True):
+            mix, _ = update_mix(mix, observation=point, now=t, config=config.forecast)
         mixes[model] = mix
     return replace(state, mixes=mixes)
+
+
+def _older_than(timestamps: Sequence[float], replay_s: float) -> int:
+    """How many leading points lie further than ``replay_s`` before the last one."""
+    if not timestamps:
+        return 0
+    cut = timestamps[-1] - replay_s
+    return sum(1 for t in timestamps if t < cut)
+
+
+def _series(points: Sequence[MixObservation], name: str) -> np.ndarray:
+    return np.array([math.nan if getattr(p, name) is None else float(getattr(p, name)) for p in points])

@@ -42,7 +42,11 @@ class SloFeedback:
     relax: float = 0.01
     """Rise of the trim per slack cycle (at 15 s, +50% takes 10 minutes: about one node and pod start-up)."""
     floor: float = 0.5
-    ceiling: float = 1.5
+    ceiling: float = 1.0
+    """Highest trim. 1: slack only gives back headroom a breach took; the model stays the anchor. Above 1, slack
+    also buys capacity below the model's: 1.15 and 1.5 saved 23% and 30% of GPU-hours on Mooncake conversation
+    with the engine 0.7x the profile, and lost 0.4 and 0.6 points of attainment to bursts the p90 and p99 of a
+    one-minute window had not seen coming."""
 
     def __post_init__(self) -> None:
         for name in ("near", "slack", "tail_slack", "max_tighten", "relax", "floor", "ceiling"):

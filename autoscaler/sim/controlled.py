@@ -101,6 +101,9 @@ class ControllerPolicy:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Product settings to change, in the settings file's shape (see :func:`product_planner`)."""
     instant_capacity: bool = False
+    profiled: bool = True
+    """False: the controller is given no profile for the scenario's model and accelerator (a model nobody has
+    profiled): it starts reactive and learns the engine from its pods."""
     _ctx: SimContext | None = field(default=None, init=False, repr=False)
     _controller: Controller | None = field(default=None, init=False, repr=False)
     _ratio: float = field(default=1.0, init=False, repr=False)
@@ -118,7 +121,8 @@ class ControllerPolicy:
                                     admission_enforced=enforced, overrides=self.overrides)
         controller = assemble_controller(settings, variants=ctx.variants, signals=ctx.signals, scaler=ctx.scaler,
                                          clock=ctx.clock, dry_run=True,
-                                         profiles={ctx.profile.name: scenario_profile(ctx.scenario, ctx.profile)})
+                                         profiles={ctx.profile.name: scenario_profile(ctx.scenario, ctx.profile)}
+                                         if self.profiled else {})
         forecast = controller.planner.forecast
         if self.quantile is not None:
             forecast = replace(forecast, quantile=self.quantile)

@@ -39,9 +39,10 @@ def test_reads_the_stage_quantile_at_the_slo_percentile_over_its_target(role, si
     pytest.param(1.0, (3.0, 5.0), 0.9, id="far-past-the-target-cuts-no-more-per-cycle"),
     pytest.param(1.0, (0.9, 1.2), 0.95, id="halfway-to-the-target-cuts-half"),
     pytest.param(1.0, (0.7, 0.9), 1.0, id="between-slack-and-near-holds"),
-    pytest.param(1.0, (0.3, 0.6), 1.01, id="slack-relaxes-slowly"),
+    pytest.param(1.0, (0.3, 0.6), 1.0, id="slack-at-the-model-holds"),
     pytest.param(1.0, (0.3, 0.9), 1.0, id="slack-with-the-tail-near-the-target-holds"),
-    pytest.param(1.5, (0.1, 0.2), 1.5, id="relaxes-no-further-than-the-ceiling"),
+    pytest.param(1.0, (0.1, 0.2), 1.0, id="relaxes-no-further-than-the-ceiling"),
+    pytest.param(0.8, (0.1, 0.2), 0.808, id="slack-gives-back-headroom-a-breach-took"),
     pytest.param(0.5, (2.0, 2.0), 0.5, id="tightens-no-further-than-the-floor"),
     pytest.param(0.8, None, 0.8, id="nothing-measured-holds"),
 ])
