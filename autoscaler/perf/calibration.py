@@ -105,7 +105,7 @@ class CalibrationSettings:
     bound: float = 3.0
     """Each coefficient stays within [prior / bound, prior * bound]."""
     huber_epsilon: float = 1.35
-    """Residuals beyond epsilon * scale count linearly, not quadratically (the usual choice: 95% efficiency on Gaussian noise)."""
+    """Residuals beyond epsilon * scale count linearly, not quadratically (95% efficiency on Gaussian noise)."""
     min_design_spread: float = 0.01
     """Smallest over largest eigenvalue of the column-normalised design below which the terms are not told
     apart and only their common scale is fitted. Loaded pools sit at one operating point, far below: Mooncake

@@ -22,7 +22,7 @@ from autoscaler.traces import read_trace, window
 
 AZURE = Path(traces.__file__).parent / "data" / "traces" / "azure_llm_2023_conv.csv"
 CYCLES_BOUND = 16
-"""Cycles (15 s each) from the first usable window to within 10%: the fit needs 10 (min_samples), the prior is worth 2."""
+"""Cycles (15 s each) from the first usable window to within 10%: 10 to fit (min_samples), the prior is worth 2."""
 
 
 class Learner:
