@@ -32,8 +32,8 @@ from autoscaler.controller.ports import (
 )
 from autoscaler.core.behavior import Recommendation
 from autoscaler.core.decide import ScalingPolicy
-from autoscaler.core.nodes import NodePlan, PodDemand, ScaleMachineSet, ScaleVariant, plan_nodes
 from autoscaler.core.fleet import held
+from autoscaler.core.nodes import NodePlan, PodDemand, ScaleMachineSet, ScaleVariant, plan_nodes
 from autoscaler.core.plan import (
     ModelOutlook,
     Plan,
@@ -64,7 +64,9 @@ from autoscaler.perf.online import (
     OnlineCalibration,
     OnlineSettings,
     calibrated_profiles,
+    learnt_profiles,
     observe,
+    scratch_prior,
 )
 from autoscaler.perf.profile import PerformanceProfile
 
@@ -137,8 +139,9 @@ class Controller:
     profiles: Mapping[str, PerformanceProfile] = field(default_factory=dict)
     """Performance profiles by name; a variant with none is decided reactively."""
     planner: PlannerConfig = field(default_factory=PlannerConfig)
-    warm_start_s: float = 3600.0
-    """At the first cycle, read this much history (when the signal source can) to warm the forecaster."""
+    warm_start_s: float | None = None
+    """At the first cycle, read this much history (when the signal source can) to warm the forecaster; None: as
+    much as the forecaster keeps (``forecast.history_s``: days, for the daily season), not one hour of it."""
     nodes: NodeProvisioner | None = None
     """GPU MachineSets planned with the pods; None: nodes are someone else's business."""
     calibration: OnlineSettings | None = field(default_factory=OnlineSettings)
@@ -146,6 +149,10 @@ class Controller:
     seed_histories: bool = True
     """Seed a variant seen for the first time with its current count (:func:`seed_histories`). Off for a
     one-shot recommendation: it has no history by nature, and seeded it could never show a scale-down."""
+    scratch_reference: PerformanceProfile | None = None
+    """With calibration: the shape a model and accelerator without a profile are learnt from (its scale comes from
+    the pods); until both stages are learnt such a variant is decided reactively. None: they stay reactive."""
+    _scratch: dict[str, PerformanceProfile] = field(default_factory=dict)
     _state: PlannerState = field(default_factory=PlannerState)
     _calibration: OnlineCalibration = field(default_factory=OnlineCalibration)
     _warmed: bool = False  # this process's first cycle has caught the forecaster up
@@ -237,7 +244,7 @@ class Controller:
             profiles, calibrations = self._calibrate(observations, priors, now)
             plan, self._state = plan_cycle(observations=observations, state=self._state, profiles=profiles,
                                            policy=policy, config=self.planner, now=now)
-        except Exception as exc:  # noqa: BLE001 - a planning bug holds every variant, with a status that says so
+        except Exception as exc:
             log.exception("planning_failed", error=str(exc))
             errors.append(f"planning failed: {type(exc).__name__}: {exc}")
             calibrations = ()
@@ -272,16 +279,23 @@ class Controller:
                    now: float) -> tuple[Mapping[str, PerformanceProfile], tuple[CalibrationReport, ...]]:
         """Learn from this cycle's signals; the profiles corrected where there is enough to fit, and a report
         per profile and stage. Each variant's signals teach the profile it is planned with."""
-        if self.calibration is None or not self.profiles:
+        if self.calibration is None or not (self.profiles or self.scratch_reference):
             return self.profiles, ()
         state = self._calibration
         for o in observations:
             profile = priors.get(o.spec.ref)
+            if profile is None and self.scratch_reference is not None:
+                # No profile for this model and accelerator: learn one from its pods, from a generic shape.
+                profile = scratch_prior(model=o.spec.model, accelerator=o.spec.accelerator,
+                                        reference=self.scratch_reference)
+                self._scratch[profile.name] = profile
             if profile is not None:
                 state = observe(state, profile=profile, role=o.spec.role, signals=o.signals, now=now,
                                 settings=self.calibration)
         self._calibration = state
-        return calibrated_profiles(state, profiles=self.profiles, settings=self.calibration)
+        fitted, reports = calibrated_profiles(state, profiles={**self._scratch, **self.profiles},
+                                              settings=self.calibration)
+        return learnt_profiles(state, fitted, reports), reports
 
     def _replica_counts(self, spec: VariantSpec) -> ReplicaCounts | None:
         """Where the target's pods stand, when the scaler can tell; unknown on failure (the planner then
@@ -299,22 +313,35 @@ class Controller:
         """History from the signal source since the last warm-up (at most ``warm_start_s``), if it has any to
         give; a failure means going on with what the forecaster has."""
         history = getattr(self.signals, "history", None)
-        if history is None or not self.planner.predictive or self.warm_start_s <= 0 or not specs:
+        span = self.warm_start_s if self.warm_start_s is not None else self.planner.forecast.history_s
+        if history is None or not self.planner.predictive or span <= 0 or not specs:
             return
         step = self.planner.forecast.interval_s
-        start, end = now - self.warm_start_s, now - step
+        # Prometheus answers at most 11,000 points per series: a long span is read in pieces, oldest first. A
+        # standby that warmed before reads only what came since.
+        piece = (WARM_START_POINTS - 1) * step
+        start, last = now - span, now - step
         if self._warmed_until is not None:
             start = max(start, self._warmed_until + step)
-        if start > end:
+        if start > last:
             return
+        first = start
         try:
-            series = history(specs, start=start, end=end, step=step)
+            reads = []
+            while start <= last:
+                end = min(start + piece, last)
+                reads.append(history(specs, start=start, end=end, step=step))
+                start = end + step
         except AutoscalerError as exc:
             get_logger("controller").warning("warm_start_failed", error=str(exc))
             return
-        self._state = warm_start(state=self._state, histories=series, config=self.planner)
-        self._warmed_until = end
-        get_logger("controller").info("warm_started", variants=len(series), seconds=round(end - start + step, 1))
+        merged = _joined(reads)
+        if merged is None:
+            get_logger("controller").warning("warm_start_failed", error="history pieces do not line up")
+            return
+        self._state = warm_start(state=self._state, histories=merged, config=self.planner)
+        self._warmed_until = last
+        get_logger("controller").info("warm_started", variants=len(merged), seconds=round(last - first + step, 1))
 
     def _run_node_plan(self, provisioner: NodeProvisioner, observations: Sequence[VariantObservation],
                        decisions: Mapping[VariantRef, Decision | None],
@@ -411,6 +438,31 @@ class Controller:
 _SEED_AGE_S = 1e-3
 _DEMAND_SIGNALS = ("running", "requests_per_s")
 """Optional signals without which a fresh variant is still decided, but never read as idle."""
+
+
+WARM_START_POINTS = 10_000
+"""Points per series in one history read (Prometheus refuses more than 11,000)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _JoinedSeries:
+    timestamps: tuple[float, ...]
+    requests_per_s: tuple[float | None, ...]
+    prompt_tokens_mean: tuple[float | None, ...]
+    generation_tokens_mean: tuple[float | None, ...]
+
+
+def _joined(reads: Sequence[Mapping[VariantSpec, Any]]) -> dict[VariantSpec, Any] | None:
+    """Consecutive history reads joined per variant (one read is returned as it is); None when the pieces do not
+    cover the same variants."""
+    if len(reads) == 1:
+        return dict(reads[0])
+    if not reads or any(set(r) != set(reads[0]) for r in reads):
+        return None
+    return {spec: _JoinedSeries(*(tuple(v for r in reads for v in getattr(r[spec], name))
+                                  for name in ("timestamps", "requests_per_s", "prompt_tokens_mean",
+                                               "generation_tokens_mean")))
+            for spec in reads[0]}
 
 
 def seed_histories(state: PlannerState, observations: Sequence[VariantObservation], *,

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from kubernetes import client
 
 from autoscaler.config import Settings
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.ports import Clock, SignalSource, WallClock
+from autoscaler.controller.ports import (
+    Clock,
+    NodeProvisioner,
+    Scaler,
+    SignalSource,
+    VariantSource,
+    WallClock,
+)
+from autoscaler.core.admission import AdmissionConfig
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig
 from autoscaler.core.policyset import PolicySet
@@ -27,6 +35,8 @@ from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
 
 __all__ = [
+    "SCRATCH_REFERENCE",
+    "assemble_controller",
     "build_controller",
     "build_metrics_only_controller",
     "label_map",
@@ -35,6 +45,7 @@ __all__ = [
     "node_provisioner",
     "planner_config",
     "policy_source",
+    "scratch_reference",
     "signal_sources",
 ]
 
@@ -53,18 +64,16 @@ def build_controller(
     _, source = signal_sources(settings)
     effective_dry_run = settings.controller.dry_run if dry_run is None else dry_run
     llmd = llmd_source(settings, api, may_write=may_write or (lambda: not effective_dry_run))
-    return Controller(
+    return assemble_controller(
+        settings,
         variants=MergedVariantSource(KubeVariantSource(api, namespace=settings.kube.namespace), llmd),
         signals=source,
         scaler=KubeScaler(api, llmd=llmd),
-        policy=policy_source(settings),
         clock=clock or WallClock(),
+        profiles=load_planner_profiles(settings),
         dry_run=effective_dry_run,
         on_cycle=on_cycle,
-        profiles=load_planner_profiles(settings),
-        planner=planner_config(settings),
         nodes=node_provisioner(settings, api, may_write=may_write),
-        calibration=settings.calibration.online() if settings.calibration.enabled else None,
     )
 
 
@@ -73,16 +82,14 @@ def build_metrics_only_controller(settings: Settings) -> Controller:
     (:mod:`autoscaler.signals.discover`); nothing is read from or written to Kubernetes."""
     prometheus, source = signal_sources(settings)
     labels = label_map(settings)
-    return Controller(
+    return assemble_controller(
+        settings,
         variants=PrometheusVariantSource(query=prometheus.query, labels=labels, namespace=settings.kube.namespace),
         signals=source,
         scaler=MetricsOnlyScaler(query=prometheus.query, labels=labels),
-        policy=policy_source(settings),
         clock=WallClock(),
-        dry_run=True,
         profiles=load_planner_profiles(settings),
-        planner=planner_config(settings),
-        calibration=settings.calibration.online() if settings.calibration.enabled else None,
+        dry_run=True,
     )
 
 
@@ -128,6 +135,45 @@ def llmd_source(settings: Settings, api: client.ApiClient, *, may_write: Callabl
     if namespaces is None:
         namespaces = (settings.kube.namespace,) if settings.kube.namespace else ()
     return LlmdVariantSource(api, namespaces=namespaces, may_write=may_write)
+
+
+def assemble_controller(
+    settings: Settings,
+    *,
+    variants: VariantSource,
+    signals: SignalSource,
+    scaler: Scaler,
+    clock: Clock,
+    profiles: Mapping[str, PerformanceProfile],
+    dry_run: bool = False,
+    on_cycle: Callable[[CycleReport], None] | None = None,
+    nodes: NodeProvisioner | None = None,
+) -> Controller:
+    """The Controller the settings describe, on the given ports: the product (:func:`build_controller`) and the
+    simulator's ``default`` (``autoscaler.sim.controlled``) both come from here, so they decide alike."""
+    return Controller(
+        variants=variants,
+        signals=signals,
+        scaler=scaler,
+        policy=policy_source(settings),
+        clock=clock,
+        dry_run=dry_run,
+        on_cycle=on_cycle,
+        profiles=profiles,
+        planner=planner_config(settings),
+        nodes=nodes,
+        calibration=settings.calibration.online() if settings.calibration.enabled else None,
+        scratch_reference=scratch_reference() if settings.calibration.enabled else None,
+    )
+
+
+SCRATCH_REFERENCE = "llama-3.1-8b/h100"
+"""The shipped profile whose shape a model and accelerator without a profile are learnt from."""
+
+
+def scratch_reference() -> PerformanceProfile | None:
+    """The shipped reference shape for learning an unprofiled variant from scratch; None when not shipped."""
+    return default_profiles().get(SCRATCH_REFERENCE)
 
 
 def node_provisioner(settings: Settings, api: client.ApiClient, *,
@@ -177,4 +223,6 @@ def planner_config(settings: Settings) -> PlannerConfig:
         predictive=p.predictive,
         nodes_on_demand=settings.nodes_on_demand(),
         admission_enforced=p.gateway_enforces_admission,
+        # The admission ratio a cycle reports holds until the next cycle.
+        admission=AdmissionConfig(interval_s=interval),
     )

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.admission import (
     AdmissionConfig,
@@ -36,6 +38,7 @@ from autoscaler.core.behavior import Recommendation
 from autoscaler.core.fleet import FleetDecision, VariantInput, decide_fleet
 from autoscaler.core.policyset import PolicySet
 from autoscaler.core.screen import screened
+from autoscaler.core.slo_feedback import SloFeedback, measured_ratio, update_trims
 from autoscaler.core.slo_policy import Prediction
 from autoscaler.core.types import (
     Condition,
@@ -55,6 +58,7 @@ from autoscaler.forecast import (
     MixState,
     SeriesForecast,
     new_mix,
+    prime_mix,
     update_mix,
 )
 from autoscaler.perf.capacity import SloTargets, TrafficMix, estimate_capacity
@@ -104,8 +108,13 @@ class PlannerConfig:
     replica pays its start-up (node boot included) before serving: a rise that is gone within a fraction of
     the lead was a burst that early rejection and the headroom absorb, and acting on it buys capacity that
     arrives too late and leaves again (on the 70B scenario 4 GPUs x 17 min per replica)."""
+    warm_replay_s: float = 3600.0
+    """At a warm start, the newest history replayed cycle by cycle (scoring the forecasting methods); anything
+    older is taken in at once as the seasonal methods' past."""
     rise_confirm_max_s: float = 300.0
     """Longest confirmation window (the HPA's scale-down window: the two windows then match)."""
+    slo_feedback: SloFeedback = field(default_factory=SloFeedback)
+    """How the measured latency quantiles trim each variant's modelled capacity (:mod:`.slo_feedback`)."""
     mix_halflife_s: float = 300.0
     """Half-life of the smoothed mix (mean prompt and output tokens, prompt p90/mean) capacity is priced for.
     One rate window's means are a noisy sample (the Azure conversation trace's one-minute mean prompt swings
@@ -134,6 +143,8 @@ class PlannerState:
     """Per model, the smoothed mix capacity is priced for."""
     demand_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     """Per model, recent (time, demand) pairs: the window a rise must hold for."""
+    capacity_trims: Mapping[VariantRef, float] = field(default_factory=dict)
+    """Per variant, the multiplier of its modelled capacity the measured SLO quantiles set (1 = the model)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +379,7 @@ def plan_cycle(
     floors: dict[VariantRef, Prediction] = {}
     partial: dict[str, ModelOutlook] = {}
     conditions: list[Condition] = []
+    trims = dict(state.capacity_trims)
     for model, obs in by_model.items():
         try:
             planned = _plan_model(model, obs, state=state, variant_profiles=variant_profiles, policy=policy,
@@ -388,6 +400,7 @@ def plan_cycle(
         capacity |= planned.capacity
         floors |= planned.floors
         partial[model] = planned.outlook
+        trims.update(planned.trims)
 
     inputs = []
     for o in observations:
@@ -401,8 +414,10 @@ def plan_cycle(
     fleet = decide_fleet(variants=inputs, demands=demands, policy=policy, now=now, predictive_floors=floors)
     outlooks = {m: _with_unserved(o, fleet.unserved_rate(m)) for m, o in partial.items()}
     ratios = {m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0}
+    live = {o.spec.ref for o in observations}
     new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories), admission_ratios=ratios,
-                             mix_levels=levels, demand_history=recent)
+                             mix_levels=levels, demand_history=recent,
+                             capacity_trims={r: t for r, t in trims.items() if r in live})
     return Plan(fleet.decisions, outlooks, tuple(conditions) + fleet.conditions, fleet), new_state
 
 
@@ -417,6 +432,7 @@ class _ModelPlan:
     capacity: dict[VariantRef, float | None]
     floors: dict[VariantRef, Prediction]
     outlook: ModelOutlook
+    trims: dict[VariantRef, float]  # the SLO feedback's capacity trims of this model's variants
 
 
 def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: PlannerState,
@@ -425,6 +441,7 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
     """Steps 1-4 of the module docstring for one model."""
     capacity: dict[VariantRef, float | None] = {}
     floors: dict[VariantRef, Prediction] = {}
+    trims: dict[VariantRef, float] = {}
     recent = None
     admitted, waiting = _observe(obs)
     level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
@@ -452,12 +469,16 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
         # Even a full prefix-cache hit computes the last prompt token (vLLM recomputes it for the logits).
         mix = TrafficMix(mean_input_tokens=max(mean_in * (1 - hit), 1.0), p90_input_tokens=mean_in * spread,
                          mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
+        trims = update_trims(state.capacity_trims, {
+            o.spec.ref: measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slo.ttft_s, itl_s=slo.itl_s,
+                                       percentile=slo.percentile) for o in obs}, settings=config.slo_feedback)
         for o in obs:
             profile = variant_profiles[str(o.spec.ref)]
             if profile is None:
                 continue
             est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slo)
-            capacity[o.spec.ref] = est.max_rate_rps if est.feasible and est.max_rate_rps > 0 else None
+            trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
+            capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
         admission = _admission(obs, variant_profiles,
                                AdmissionMix(arrival_rate=observed.arrival_rate or demand,
                                             mean_input_tokens=mean_in, mean_output_tokens=mean_out),
@@ -471,7 +492,7 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
                            forecast_method=method, mean_input_tokens=mean_in, mean_output_tokens=mean_out,
                            admission=admission, horizon_s=lead,
                            forecast_error=_forecast_error(forecast.arrival_rate, method))
-    return _ModelPlan(mix_state, level, recent, sized, capacity, floors, outlook)
+    return _ModelPlan(mix_state, level, recent, sized, capacity, floors, outlook, trims)
 
 
 def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, lead_s: float,
@@ -548,15 +569,40 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
         timestamps = entry[0][1].timestamps
         if any(h.timestamps != timestamps for _, h in items):
             continue  # misaligned series: starting cold beats learning from a skewed past
-        mix = mixes.get(model) or new_mix(config.forecast)
-        seen = model in mixes
-        for i, t in enumerate(timestamps):
+        points = []
+        for i in range(len(timestamps)):
             rate = _sum_known([h.requests_per_s[i] for _, h in entry])
             prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
             output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
-            seen = seen or any(v is not None for v in (rate, prompt, output))
+            points.append(MixObservation(rate, prompt, output))
+        mix = mixes.get(model) or new_mix(config.forecast)
+        # The older past is taken in at once (what seasonal methods need: yesterday at this hour); only the
+        # recent past is replayed cycle by cycle, so the back-test has scored the methods when the loop starts.
+        # Replaying two days at a 15 s cycle would take minutes (each cycle predicts with every method).
+        old = _older_than(timestamps, config.warm_replay_s) if mix.arrival_rate.last_time_s is None else 0
+        if old:
+            mix = prime_mix(mix, rates=_series(points[:old], "arrival_rate"),
+                            inputs=_series(points[:old], "mean_input_tokens"),
+                            outputs=_series(points[:old], "mean_output_tokens"), end_s=timestamps[old - 1],
+                            config=config.forecast)
+        seen = mix.arrival_rate.last_time_s is not None
+        for t, point in zip(timestamps[old:], points[old:], strict=True):
+            seen = seen or any(v is not None for v in (point.arrival_rate, point.mean_input_tokens,
+                                                       point.mean_output_tokens))
             if not seen:
                 continue  # before the first known point (no series yet): nothing to learn, and each update costs
-            mix, _ = update_mix(mix, observation=MixObservation(rate, prompt, output), now=t, config=config.forecast)
+            mix, _ = update_mix(mix, observation=point, now=t, config=config.forecast)
         mixes[model] = mix
     return replace(state, mixes=mixes)
+
+
+def _older_than(timestamps: Sequence[float], replay_s: float) -> int:
+    """How many leading points lie further than ``replay_s`` before the last one."""
+    if not timestamps:
+        return 0
+    cut = timestamps[-1] - replay_s
+    return sum(1 for t in timestamps if t < cut)
+
+
+def _series(points: Sequence[MixObservation], name: str) -> np.ndarray:
+    return np.array([math.nan if getattr(p, name) is None else float(getattr(p, name)) for p in points])

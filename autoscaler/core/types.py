@@ -13,6 +13,7 @@ from enum import StrEnum
 from autoscaler.core.accelerators import canonical_accelerator
 
 __all__ = [
+    "IDLE_KV_USAGE",
     "Condition",
     "Decision",
     "DecisionStep",
@@ -24,7 +25,6 @@ __all__ = [
     "VariantRef",
     "VariantSignals",
     "VariantSpec",
-    "IDLE_KV_USAGE",
     "finite_or_none",
 ]
 
@@ -138,6 +138,12 @@ class VariantSignals:
     # inference_extension_flow_control_queue_size): demand that exists even when no pod does. None: no gateway
     # metric configured, or it could not be read.
     gateway_waiting: float | None = None
+    # Learning under load (perf.online): seconds the engines computed per second, summed over pods (the GPU's
+    # busy share, DCGM's engine-active ratio), and forward passes per second, summed (the rate of the count of
+    # vllm:iteration_tokens_total). Their ratio to the token rates is the engine's cost per pass and per token
+    # at any load, where the prefill-time mean only reads clean on a lightly loaded pod.
+    busy_per_s: float | None = None
+    iterations_per_s: float | None = None
 
     @classmethod
     def unknown(cls, note: str) -> VariantSignals:

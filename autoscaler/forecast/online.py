@@ -321,6 +321,17 @@ def update_series(state: SeriesState, *, value: float | None, now: float,
     return new, _forecast(new, config)
 
 
+def prime_series(state: SeriesState, *, values: np.ndarray, end_s: float, config: ForecastConfig) -> SeriesState:
+    """``state`` with an older stretch of history (one value per interval, oldest first, NaN for gaps, the last
+    at ``end_s``) taken in without predicting or scoring each step: what seasonal methods need of the past
+    (the value a day ago) at the cost of one append. Only for a fresh series (a warm start), and followed by
+    :func:`update_series` over the recent past, so that the back-test scores methods on it."""
+    if len(state.values) or state.last_time_s is not None:
+        raise ValueError("prime_series takes history into a fresh series only")
+    kept = np.asarray([sanitize_value(v) for v in values], dtype=float)[-config.history_steps:]
+    return replace(state, values=kept, last_time_s=end_s if len(kept) else None)
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class MixState:
     """Forecaster state of one model's traffic: arrival rate and mean prompt/output tokens."""
@@ -342,3 +353,11 @@ def update_mix(state: MixState, *, observation: MixObservation, now: float,
     out, out_fc = update_series(state.mean_output_tokens, value=observation.mean_output_tokens, now=now,
                                 config=config)
     return MixState(rate, inp, out), MixForecast(rate_fc, inp_fc, out_fc)
+
+
+def prime_mix(state: MixState, *, rates: np.ndarray, inputs: np.ndarray, outputs: np.ndarray, end_s: float,
+              config: ForecastConfig) -> MixState:
+    """A fresh mix's three series primed with older history (see :func:`prime_series`)."""
+    return MixState(prime_series(state.arrival_rate, values=rates, end_s=end_s, config=config),
+                    prime_series(state.mean_input_tokens, values=inputs, end_s=end_s, config=config),
+                    prime_series(state.mean_output_tokens, values=outputs, end_s=end_s, config=config))

@@ -16,6 +16,10 @@ requests and steps):
   token: queueing excluded) against the mean prompt tokens computed (prefix-cache hits discounted) and
   E[N^2] for the attention term. Only while the pods are lightly loaded: under load several prompts share
   one forward pass and each reports the whole pass, which would read as a slower profile.
+- **Prefill under load** (prefill pods, when the engines' busy time and pass count are read): the busy seconds
+  per request against the passes, computed tokens and attention pairs per request. The busy time of a prefill
+  pod is the sum of its passes, ``a*passes + b*tokens + c*pairs`` whatever the batching, so this holds at any
+  load, and loaded windows (where capacity is decided) are the ones it reads best: many requests per window.
 
 Aggregated (``both``) pods mix prompt chunks into decode steps, so neither stage is measured cleanly; they
 are skipped unless :attr:`OnlineSettings.aggregated` says otherwise.
@@ -23,6 +27,7 @@ are skipped unless :attr:`OnlineSettings.aggregated` says otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +44,7 @@ from autoscaler.perf.calibration import (
 from autoscaler.perf.profile import PerformanceProfile
 
 __all__ = [
+    "SCRATCH_PREFIX",
     "CalibrationReport",
     "OnlineCalibration",
     "OnlineSettings",
@@ -46,7 +52,12 @@ __all__ = [
     "decode_observation",
     "observe",
     "prefill_observation",
+    "learnt_profiles",
+    "scratch_prior",
 ]
+
+SCRATCH_PREFIX = "learnt:"
+"""Names of the profiles learnt from scratch for a model and accelerator no profile describes."""
 
 Observation = DecodeObservation | PrefillObservation
 WindowKey = tuple[str, Stage]  # profile name, stage
@@ -84,12 +95,15 @@ class OnlineSettings:
     """Prefill windows are used only while the prior says pods are busy less than this share of the time."""
     min_decode_batch: float = 0.5
     """Decode windows with fewer sequences per pod on average are mostly idle steps: too little to learn from."""
+    scratch_bound: float = 30.0
+    """Bound on a scratch profile's multipliers (see :func:`scratch_prior`): a generic prior may be off by an
+    order of magnitude (a 70B on four GPUs against an 8B on one), where a shipped one is off by tens of percent."""
 
     def __post_init__(self) -> None:
         if self.window_samples < self.fit.min_samples:
             raise ValueError(f"window_samples ({self.window_samples}) must be >= min_samples "
                              f"({self.fit.min_samples}): a window that small could never be fitted")
-        for name in ("max_age_s", "max_prefill_utilisation", "min_decode_batch"):
+        for name in ("max_age_s", "max_prefill_utilisation", "min_decode_batch", "scratch_bound"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value!r}")
@@ -128,10 +142,12 @@ def decode_observation(*, profile: PerformanceProfile, signals: VariantSignals,
 
 def prefill_observation(*, profile: PerformanceProfile, signals: VariantSignals,
                         settings: OnlineSettings = OnlineSettings()) -> PrefillObservation | None:
-    """One prefill observation from a variant's window, or None when the window does not measure prefill."""
-    prefill_s, prompt = _positive(signals.prefill_time_mean_s), _positive(signals.prompt_tokens_mean)
+    """One prefill observation from a variant's window, or None when the window does not measure prefill.
+
+    From the busy time when the window has it (any load), else from the prefill-time mean (light load only)."""
+    prompt = _positive(signals.prompt_tokens_mean)
     rate, pods = _positive(signals.requests_per_s), signals.pods
-    if prefill_s is None or prompt is None or rate is None or not pods:
+    if prompt is None or rate is None or not pods:
         return None
     hit = signals.prefix_cache_hit_ratio or 0.0
     hit = min(max(hit, 0.0), 1.0) if math.isfinite(hit) else 0.0
@@ -140,8 +156,16 @@ def prefill_observation(*, profile: PerformanceProfile, signals: VariantSignals,
     computed, pairs = prompt * (1.0 - hit), squares * (1.0 - hit * hit)
     if computed <= 0:
         return None
-    busy = rate / pods * profile.prefill_time(computed)
-    if busy > settings.max_prefill_utilisation:
+    busy, passes = _positive(signals.busy_per_s), _positive(signals.iterations_per_s)
+    if busy is not None and passes is not None:
+        # Per request: the window's busy seconds and passes over the requests it finished.
+        return PrefillObservation(prompt_tokens=computed, prefill_s=busy / rate, sum_squared_tokens=pairs,
+                                  passes=passes / rate)
+    prefill_s = _positive(signals.prefill_time_mean_s)
+    if prefill_s is None:
+        return None
+    utilisation = rate / pods * profile.prefill_time(computed)
+    if utilisation > settings.max_prefill_utilisation:
         return None
     return PrefillObservation(prompt_tokens=computed, prefill_s=prefill_s, sum_squared_tokens=pairs)
 
@@ -191,14 +215,17 @@ def calibrated_profiles(state: OnlineCalibration, *, profiles: Mapping[str, Perf
         if prior is None or not window:
             continue
         observations = [o for _, o in window]
+        fit_settings = settings.fit
+        if name.startswith(SCRATCH_PREFIX):
+            fit_settings = dataclasses.replace(fit_settings, bound=max(fit_settings.bound, settings.scratch_bound))
         if stage is Stage.DECODE:
             fit = calibrate_decode(profile=prior, observations=[o for o in observations
                                                                 if isinstance(o, DecodeObservation)],
-                                   settings=settings.fit)
+                                   settings=fit_settings)
         else:
             fit = calibrate_prefill(profile=prior, observations=[o for o in observations
                                                                  if isinstance(o, PrefillObservation)],
-                                    settings=settings.fit)
+                                    settings=fit_settings)
         applied = fit.samples >= settings.fit.min_samples
         if applied:
             out[name] = fit.apply(out[name])
@@ -206,3 +233,22 @@ def calibrated_profiles(state: OnlineCalibration, *, profiles: Mapping[str, Perf
                                          relative_error=fit.relative_error if applied else None,
                                          coefficients=fit.coefficients, applied=applied))
     return out, tuple(reports)
+
+
+def scratch_prior(*, model: str, accelerator: str, reference: PerformanceProfile) -> PerformanceProfile:
+    """The prior a model and accelerator without a profile are learnt from: ``reference``'s shape (latency terms,
+    scheduler limits, start-up) under this model's and accelerator's names, named ``learnt:<model>/<accelerator>``.
+
+    Only the shape carries over; the loaded pods' windows fit its scale (within :attr:`OnlineSettings.scratch_bound`),
+    and until both stages are fitted the variant is decided reactively (see ``learnt_profiles``)."""
+    return dataclasses.replace(reference, name=f"{SCRATCH_PREFIX}{model.lower()}/{accelerator.lower()}", model=model,
+                               accelerator=accelerator)
+
+
+def learnt_profiles(state: OnlineCalibration, profiles: Mapping[str, PerformanceProfile],
+                    reports: tuple[CalibrationReport, ...]) -> dict[str, PerformanceProfile]:
+    """``profiles`` without the scratch profiles not yet fitted on both stages: a variant planned with one of those
+    would be sized by a generic guess, so it stays reactive until its pods have taught both stages."""
+    applied = {(r.profile, r.stage) for r in reports if r.applied}
+    return {name: p for name, p in profiles.items()
+            if not name.startswith(SCRATCH_PREFIX) or all((name, st) in applied for st in Stage)}

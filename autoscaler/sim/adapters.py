@@ -114,6 +114,7 @@ class SimSignalSource:
         self.window_s = window_s
         self._samples: dict[Role, deque[tuple[float, PoolCounters]]] = {r: deque() for r in cluster.pools}
         self._cache: dict[Role, tuple[float, VariantSignals]] = {}
+        self._kv: dict[Role, deque[tuple[float, float]]] = {r: deque() for r in cluster.pools}
 
     def collect(self, variants: Sequence[VariantSpec], *, now: float) -> dict[VariantSpec, VariantSignals]:
         return {spec: self.signals(spec.role, now=now) for spec in variants}
@@ -146,29 +147,35 @@ class SimSignalSource:
         stats = [e.snapshot() for e in engines]
         kv = [s.kv_usage for s in stats]
         per_s: dict[str, float | None] = dict.fromkeys(
-            ("prompt", "generation", "requests", "preemptions"), None)
+            ("prompt", "generation", "requests", "preemptions", "busy", "iterations"), None)
         if rates is not None:
             span, a, b = rates
             per_s = {"prompt": (b.prompt_tokens - a.prompt_tokens) / span,
                      "generation": (b.generation_tokens - a.generation_tokens) / span,
                      "requests": (b.successes - a.successes) / span,
-                     "preemptions": (b.preemptions - a.preemptions) / span}
+                     "preemptions": (b.preemptions - a.preemptions) / span,
+                     "busy": (b.busy_s - a.busy_s) / span,
+                     "iterations": (b.iterations - a.iterations) / span}
+        kv_window = self._kv_window_mean(role, now, float(np.mean(kv)))
         since = now - self.window_s
         done = [c for c in cluster.completions(role) if c.at > since]
         mix: dict[str, float | None] = {}
         ttft_q: tuple[tuple[float, float], ...] = ()
         itl_q: tuple[tuple[float, float], ...] = ()
+        itl_mean: float | None = None
         if done:
             prompts = np.array([c.prompt_tokens for c in done], dtype=float)
             generated = np.array([c.generated_tokens for c in done], dtype=float)
             ttft = np.array([c.ttft_s for c in done])
             mix = {"prompt_mean": float(prompts.mean()), "prompt_p90": float(np.quantile(prompts, 0.9)),
-                   "gen_mean": float(generated.mean()), "gen_p90": float(np.quantile(generated, 0.9))}
+                   "gen_mean": float(generated.mean()), "gen_p90": float(np.quantile(generated, 0.9)),
+                   "prompt_sq_mean": float((prompts * prompts).mean())}
             ttft_q = tuple((q, _quantile(ttft, None, q)) for q in LATENCY_QUANTILES)
             itl = np.array([c.itl_s for c in done])
             counts = np.array([c.itl_count for c in done], dtype=float)
             if counts.sum() > 0:
                 itl_q = tuple((q, _quantile(itl, counts, q)) for q in LATENCY_QUANTILES)
+                itl_mean = float((itl * counts).sum() / counts.sum())
         elif rates is not None:
             mix = {"prompt_mean": 0.0, "prompt_p90": 0.0, "gen_mean": 0.0, "gen_p90": 0.0}  # idle: zero demand
         ages = cluster.pod_ages(role)
@@ -195,4 +202,19 @@ class SimSignalSource:
             warm_pods=tuple(name for name, age in ages if age >= WARMUP_S),
             warming_pods=tuple(name for name, age in ages if age < WARMUP_S),
             missing=("prefix_cache_hit_ratio",),
+            itl_mean_s=itl_mean,
+            # The ITL histogram's _sum rate: each generated token adds the step it took, once per sequence.
+            decoding=itl_mean * per_s["generation"] if itl_mean is not None and per_s["generation"] else None,
+            kv_usage_window_mean=kv_window,
+            prompt_tokens_sq_mean=mix.get("prompt_sq_mean"),
+            busy_per_s=per_s["busy"],
+            iterations_per_s=per_s["iterations"],
         )
+
+    def _kv_window_mean(self, role: Role, now: float, kv_now: float) -> float:
+        """KV usage averaged over the rate window (``avg_over_time``) from the samples taken each cycle."""
+        samples = self._kv[role]
+        samples.append((now, kv_now))
+        while samples and samples[0][0] <= now - self.window_s + 1e-9:
+            samples.popleft()
+        return float(np.mean([v for _, v in samples]))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoscaler.core.types import ReplicaCounts, Role
-from autoscaler.perf.engine import Completion, Engine, Request
+from autoscaler.perf.engine import Completion, Engine, EngineStats, Request
 from autoscaler.perf.fluid import FluidEngine
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.sim.scenario import COARSE, Scenario
@@ -108,12 +108,21 @@ class PoolCounters:
     generation_tokens: int = 0
     successes: int = 0
     preemptions: int = 0
+    busy_s: float = 0.0  # engine compute seconds (what a GPU-busy exporter integrates)
+    iterations: int = 0  # forward passes (vllm:iteration_tokens_total's count)
+
+    @classmethod
+    def of(cls, stats: EngineStats) -> PoolCounters:
+        return cls(stats.prompt_tokens_total, stats.generation_tokens_total, stats.successes_total,
+                   stats.preemptions_total, stats.busy_s, stats.iterations_total)
 
     def add(self, other: PoolCounters) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.generation_tokens += other.generation_tokens
         self.successes += other.successes
         self.preemptions += other.preemptions
+        self.busy_s += other.busy_s
+        self.iterations += other.iterations
 
 
 class _Pool:
@@ -317,8 +326,7 @@ class SimCluster:
     def _retire(self, pool: _Pool, pod: _Pod) -> None:
         assert pod.engine is not None
         stats = pod.engine.snapshot()
-        pool.retired.add(PoolCounters(stats.prompt_tokens_total, stats.generation_tokens_total,
-                                      stats.successes_total, stats.preemptions_total))
+        pool.retired.add(PoolCounters.of(stats))
         self._free(pod)
 
     def _retry(self, request: Request) -> None:
@@ -356,9 +364,7 @@ class SimCluster:
         total.add(pool.retired)
         for pod in pool.pods + pool.draining:
             if pod.engine is not None:
-                s = pod.engine.snapshot()
-                total.add(PoolCounters(s.prompt_tokens_total, s.generation_tokens_total, s.successes_total,
-                                       s.preemptions_total))
+                total.add(PoolCounters.of(pod.engine.snapshot()))
         return total
 
     def completions(self, role: Role) -> deque[CompletionRecord]:

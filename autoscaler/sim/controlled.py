@@ -1,8 +1,8 @@
 """Policies that run the product's control loop, :class:`autoscaler.controller.loop.Controller`, unchanged.
 
-The controller gets the simulator's ports (variant source, signal source, scaler, clock), the scenario's
-profile, and the planner configuration the product builds from its settings
-(:func:`autoscaler.controller.wiring.planner_config`, with the scenario's interval and SLO):
+The controller is assembled by the product's own wiring (:func:`autoscaler.controller.wiring.assemble_controller`:
+planner, policy, online calibration, from the product's settings with the scenario's interval and SLO) on the
+simulator's ports (variant source, signal source, scaler, clock) and the scenario's profile:
 
 - ``default``: the planner predictive (forecast upper quantile over the lead time, capacity from the profile,
   cost-optimal allocation, saturation on top, prediction-based early rejection). The gateway applies the
@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from autoscaler.config import load_settings
+from autoscaler.config import Settings, load_settings
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.wiring import planner_config
+from autoscaler.controller.wiring import assemble_controller, planner_config
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig
 from autoscaler.forecast import Method
@@ -34,7 +34,7 @@ from autoscaler.sim.runner import SimContext
 from autoscaler.sim.scenario import Scenario
 from autoscaler.sim.sizing import Sizing
 
-__all__ = ["ControllerPolicy", "product_planner", "scenario_profile"]
+__all__ = ["ControllerPolicy", "product_planner", "product_settings", "scenario_profile"]
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,11 +44,9 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predictive: bool = True,
-                    quantile: float | None = None,
-                    methods: tuple[Method, ...] | None = None,
-                    overrides: Mapping[str, Any] | None = None) -> tuple[PlannerConfig, ScalingPolicy]:
-    """The planner configuration and scaling policy the product builds from its settings, for this scenario.
+def product_settings(*, scenario: Scenario, profile: PerformanceProfile, predictive: bool = True,
+                     admission_enforced: bool = False, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The product's settings for this scenario: its interval, SLO, lead time and node behaviour.
 
     ``overrides`` are settings in the shape of the settings file (``{"planner": {"backlog_drain_s": 30}}``),
     applied over the scenario's: how a tuned default is tried without touching the simulator.
@@ -57,18 +55,25 @@ def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predicti
     base: dict[str, Any] = {
         "controller": {"interval_s": s.interval_s},
         "planner": {"predictive": predictive, "slo_ttft_s": s.slo_ttft_s, "slo_itl_s": s.slo_itl_s,
-                    "slo_percentile": s.slo_percentile,
+                    "slo_percentile": s.slo_percentile, "gateway_enforces_admission": admission_enforced,
                     # Every pod the simulated cluster adds beyond a free GPU waits for a new node.
                     "nodes_on_demand": s.node_delay(profile) > 0,
                     "forecast_lead_time_s": max(s.interval_s, s.node_delay(profile) + s.pod_delay(profile))},
     }
-    settings = load_settings(None, _merge(base, overrides or {}))
+    return load_settings(None, _merge(base, overrides or {}))
+
+
+def product_planner(*, scenario: Scenario, profile: PerformanceProfile, predictive: bool = True,
+                    quantile: float | None = None,
+                    methods: tuple[Method, ...] | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> tuple[PlannerConfig, ScalingPolicy]:
+    """The planner configuration and scaling policy the product builds from its settings, for this scenario."""
+    settings = product_settings(scenario=scenario, profile=profile, predictive=predictive, overrides=overrides)
     config = planner_config(settings)
     if quantile is not None:
         config = replace(config, forecast=replace(config.forecast, quantile=quantile))
     if methods is not None:
         config = replace(config, forecast=replace(config.forecast, methods=methods))
-    config = replace(config, admission=replace(config.admission, interval_s=s.interval_s))
     return config, settings.scaling_policy()
 
 
@@ -96,6 +101,9 @@ class ControllerPolicy:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Product settings to change, in the settings file's shape (see :func:`product_planner`)."""
     instant_capacity: bool = False
+    profiled: bool = True
+    """False: the controller is given no profile for the scenario's model and accelerator (a model nobody has
+    profiled): it starts reactive and learns the engine from its pods."""
     _ctx: SimContext | None = field(default=None, init=False, repr=False)
     _controller: Controller | None = field(default=None, init=False, repr=False)
     _ratio: float = field(default=1.0, init=False, repr=False)
@@ -107,15 +115,21 @@ class ControllerPolicy:
 
     def start(self, ctx: SimContext) -> None:
         self._ctx = ctx
-        planner, scaling = product_planner(scenario=ctx.scenario, profile=ctx.profile, predictive=self.predictive,
-                                           quantile=self.quantile, methods=self.methods, overrides=self.overrides)
         # The planner recovers arrivals by dividing by its own ratio only where the gateway applies that ratio.
-        planner = replace(planner, admission_enforced=self.apply_admission and self.predictive
-                          and not self.per_request_gateway)
-        self._controller = Controller(variants=ctx.variants, signals=ctx.signals, scaler=ctx.scaler,
-                                      policy=scaling, clock=ctx.clock, dry_run=True,
-                                      profiles={ctx.profile.name: scenario_profile(ctx.scenario, ctx.profile)},
-                                      planner=planner)
+        enforced = self.apply_admission and self.predictive and not self.per_request_gateway
+        settings = product_settings(scenario=ctx.scenario, profile=ctx.profile, predictive=self.predictive,
+                                    admission_enforced=enforced, overrides=self.overrides)
+        controller = assemble_controller(settings, variants=ctx.variants, signals=ctx.signals, scaler=ctx.scaler,
+                                         clock=ctx.clock, dry_run=True,
+                                         profiles={ctx.profile.name: scenario_profile(ctx.scenario, ctx.profile)}
+                                         if self.profiled else {})
+        forecast = controller.planner.forecast
+        if self.quantile is not None:
+            forecast = replace(forecast, quantile=self.quantile)
+        if self.methods is not None:
+            forecast = replace(forecast, methods=self.methods)
+        controller.planner = replace(controller.planner, forecast=forecast)
+        self._controller = controller
         self._ratio = 1.0
         self._rng = np.random.default_rng(ctx.scenario.seed)
         self.reports = []

@@ -117,7 +117,8 @@ def varied_state(n: int) -> OnlineCalibration:
     """n windows per stage from HIDDEN over a spread of batches, contexts and prompt lengths."""
     state = OnlineCalibration()
     for i in range(n):
-        batch, context, prompt = 2.0 + (i * 7) % 60, 200.0 + (i * 613) % 6000, 100.0 + (i * 997) % 7000
+        # Prompts spread log-uniformly over 16-16,000 tokens: a narrower spread does not tell a, b and c apart.
+        batch, context, prompt = 2.0 + (i * 7) % 60, 200.0 + (i * 613) % 6000, 16.0 * 1000.0 ** ((i * 0.618) % 1)
         sig = window(decoding=2 * batch, itl_mean_s=HIDDEN.decode_step_time(batch, context),
                      kv_usage_window_mean=batch * context / PRIOR.kv_capacity_tokens, requests_per_s=0.5,
                      prompt_tokens_mean=prompt, prompt_tokens_sq_mean=prompt * prompt,
