@@ -69,7 +69,7 @@ def measured_ratio(*, role: Role, signals: VariantSignals, ttft_s: float, itl_s:
                    percentile: float) -> tuple[float, float] | None:
     """(quantile at the SLO's percentile, highest quantile measured), each over the stage's target; None when
     the window cannot tell (not fresh, idle, the quantile not measured)."""
-    if signals.freshness is not Freshness.FRESH or signals.idle:
+    if signals.freshness is not Freshness.FRESH or signals.quiet:
         return None
     pairs = [(q, v) for q, v in _quantiles(role, signals) if math.isfinite(v) and v >= 0]
     at = next((v for q, v in pairs if abs(q - percentile) < 1e-9), None)

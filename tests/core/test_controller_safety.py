@@ -71,6 +71,7 @@ def test_a_standby_warm_up_leaves_the_first_cycle_only_the_gap_to_read():
     clock = Clock()
     ctl = controller([s], Scaler({"a": 1}), signals=signals)
     ctl.clock = clock
+    ctl.warm_start_s = 3600.0  # one read: the default (the forecaster's days) comes in pieces
     ctl.warm()  # while standing by, at t=1000
     clock.t += 100.0
     ctl.warm()  # a later refresh reads only what is new
@@ -88,6 +89,7 @@ def test_without_a_warm_up_the_first_cycle_reads_the_whole_window_once():
     s = spec("a")
     signals = Signals({s: LOADED})
     ctl = controller([s], Scaler({"a": 1}), signals=signals)
+    ctl.warm_start_s = 3600.0
     ctl.run_cycle()
     ctl.clock.t += 15.0
     ctl.run_cycle()
