@@ -44,6 +44,7 @@ def build_controller(
                         accelerator=labels.accelerator, pod=labels.pod, instance=labels.instance,
                         engine=labels.engine),
         rate_window=prom.rate_window,
+        cycle=f"{round(settings.controller.interval_s * 1000)}ms",  # swinging gauges are smoothed over a cycle
         timeout_s=prom.timeout_s,
         staleness_s=prom.staleness_s,
         metric_names=prom.metric_names,

@@ -12,8 +12,10 @@ from autoscaler.signals.queries import (
     quantile_query,
 )
 
-AUTO_KV = ("(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc or vllm_kv_cache_usage_perc or "
-           "vllm_gpu_cache_usage_perc)")
+AUTO_KV = ("(avg_over_time(vllm:kv_cache_usage_perc[1m]) or vllm:kv_cache_usage_perc) or "
+           "(avg_over_time(vllm:gpu_cache_usage_perc[1m]) or vllm:gpu_cache_usage_perc) or "
+           "(avg_over_time(vllm_kv_cache_usage_perc[1m]) or vllm_kv_cache_usage_perc) or "
+           "(avg_over_time(vllm_gpu_cache_usage_perc[1m]) or vllm_gpu_cache_usage_perc)")
 KSERVE = LabelMap(namespace="ns", model="model", role="llm_d_role", accelerator="gpu", pod="kubernetes_pod_name")
 
 
@@ -45,7 +47,7 @@ def test_server_side_quantiles_for_history_wrap_the_bucket_query():
     ],
 )
 def test_metric_name_switch_picks_kv_cache_names(names, present, absent):
-    query = build_queries(LabelMap(), "1m", names=names)["kv_usage_sum"]
+    query = build_queries(LabelMap(), "1m", names=names)["kv_engines"]
     assert all(p in query for p in present) and not any(a in query for a in absent)
 
 
