@@ -17,9 +17,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The CPU vLLM (its own cached environment, ~6 GB, minutes cold, a second on later runs) and the tiny model the
+# tests marked vllm and `make demo ENGINE=vllm` serve: scripts/setup-vllm.sh. VAS_VLLM_PYTHON=<python with
+# vllm> uses an installed vLLM instead; VAS_SKIP_VLLM=1 skips it (those tests then skip, or fail under CI=true).
 setup: $(VENV)/.installed
 	@bash scripts/ensure-system-deps.sh
 	$(BIN)/python -m autoscaler.localstack.assets
+	@PYTHON=$(PYTHON) bash scripts/setup-vllm.sh
 
 # Main job without a cluster: replay a shipped trace through the simulator under the default policy and every
 # baseline (GPU-hours vs SLO attainment); plots go to out/.
@@ -27,8 +31,10 @@ run: $(VENV)/.installed
 	$(BIN)/variant-autoscaler simulate --trace $(TRACE) --slo-ttft $(SLO_TTFT) --out out
 
 # The live local stack: kube-apiserver/etcd, Prometheus and the vLLM emulator, autoscaled by the real loop.
+# ENGINE=vllm: real CPU vLLM instances serving the tiny model instead of the emulator (at most 2 at once).
+ENGINE ?= emulator
 demo: setup
-	$(BIN)/variant-autoscaler demo --duration $(DURATION)
+	$(BIN)/variant-autoscaler demo --duration $(DURATION) --engine $(ENGINE)
 
 test: setup
 	$(BIN)/python -m pytest

