@@ -28,6 +28,7 @@ from kubernetes import client as kube_client
 
 from autoscaler.core.types import Role, ScaleTarget, VariantRef, VariantSpec
 from autoscaler.emulator.kube_follow import follow_deployments
+from autoscaler.kube.client import apply_crd
 from autoscaler.localstack import prometheus
 from autoscaler.localstack.stack import create_deployment, create_variant_autoscaling
 from autoscaler.localstack.vllm import SETUP_HINT, VllmEngine, VllmPods, VllmVariant, locate_engine
@@ -73,6 +74,7 @@ class VllmStack:
 def _make_stack(api: kube_client.ApiClient, engine: VllmEngine, directory: Path,
                 variants_of: Callable[[str], Sequence[VllmVariant]], replicas: dict[str, int],
                 stack: contextlib.ExitStack) -> VllmStack:
+    apply_crd(api)
     core = kube_client.CoreV1Api(api)
     ns = core.create_namespace(kube_client.V1Namespace(metadata=kube_client.V1ObjectMeta(
         generate_name="vas-vllm-"))).metadata.name
@@ -151,7 +153,8 @@ def stream_completion(url: str, *, model: str, prompt: list[int], max_tokens: in
     """A streamed /v1/completions request; ``abort_after`` tokens closes the connection early (vLLM aborts it)."""
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
-                       "ignore_eos": True, "stream": True, **(extra or {})})
+                       "ignore_eos": True, "stream": True,
+                       "stream_options": {"include_usage": True}, **(extra or {})})
     record = Served(started=time.time())
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
     try:
@@ -159,23 +162,26 @@ def stream_completion(url: str, *, model: str, prompt: list[int], max_tokens: in
         response = conn.getresponse()
         if response.status != 200:
             raise RuntimeError(f"completion failed: {response.status} {response.read()[:300]!r}")
-        last = None
+        last, chunks = None, 0
         for raw in response:
             line = raw.strip()
             if not line.startswith(b"data:") or line == b"data: [DONE]":
                 continue
             chunk = json.loads(line[5:])
-            if not chunk.get("choices") or not chunk["choices"][0].get("text") and chunk["choices"][0].get(
-                    "finish_reason") is None:
+            if chunk.get("usage"):  # the last chunk (include_usage): the engine's own count
+                record.tokens = chunk["usage"]["completion_tokens"]
+            if not chunk.get("choices"):
                 continue
+            # One chunk per engine step that produced a token (its text may be empty: a byte-level token that
+            # ends inside a UTF-8 character is held back by the detokenizer).
             now = time.time()
             if record.first_token is None:
                 record.first_token = now
             elif last is not None:
                 record.gaps.append(now - last)
             last = now
-            record.tokens += 1
-            if abort_after is not None and record.tokens >= abort_after:
+            chunks += 1
+            if abort_after is not None and chunks >= abort_after:
                 record.aborted = True
                 break
         record.finished = time.time()
