@@ -207,6 +207,7 @@ class _Slot:
 class _State:
     slots: dict[tuple[str, str], list[_Slot]] = field(default_factory=dict)
     hidden: set[str] = field(default_factory=set)
+    redirected: dict[str, str] = field(default_factory=dict)
     next_index: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
@@ -289,6 +290,16 @@ class VllmPods:
             self._state.hidden.discard(pod)
             self._write_targets()
 
+    def redirect(self, pod: str, address: str | None) -> None:
+        """Scrape ``address`` in place of ``pod``'s engine, with the pod's labels (a sidecar answering
+        garbage, a port taken by something else); None scrapes the engine again."""
+        with self._lock:
+            if address is None:
+                self._state.redirected.pop(pod, None)
+            else:
+                self._state.redirected[pod] = address
+            self._write_targets()
+
     def kill(self, pod: str) -> None:
         """Kill ``pod``'s engine; the next sync starts a replacement, as a ReplicaSet would."""
         for instance in self.instances():
@@ -337,7 +348,7 @@ class VllmPods:
 
     def _write_targets(self) -> None:
         targets = [
-            (i.address, {"namespace": i.variant.namespace, "pod": i.pod, "role": i.variant.role.value,
+            (self._state.redirected.get(i.pod, i.address), {"namespace": i.variant.namespace, "pod": i.pod, "role": i.variant.role.value,
                          "accelerator": i.variant.accelerator})
             for i in self.instances() if i.ready and i.alive() and i.pod not in self._state.hidden
         ]
