@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DURATION ?= 150
+ENGINE   ?= emulator
+# Real engines start in a minute or two (a new replica too): the vLLM demo runs longer to show a scale-up served.
+DURATION ?= $(if $(filter vllm,$(ENGINE)),420,150)
 TRACE    ?= autoscaler/data/traces/mooncake_conversation_trace.jsonl
 # Mooncake prompts average 12k tokens: TTFT within 10 s is the long-context target (1 s for short prompts).
 SLO_TTFT ?= 10
@@ -32,7 +34,6 @@ run: $(VENV)/.installed
 
 # The live local stack: kube-apiserver/etcd, Prometheus and the vLLM emulator, autoscaled by the real loop.
 # ENGINE=vllm: real CPU vLLM instances serving the tiny model instead of the emulator (at most 2 at once).
-ENGINE ?= emulator
 demo: setup
 	$(BIN)/variant-autoscaler demo --duration $(DURATION) --engine $(ENGINE)
 

@@ -106,8 +106,8 @@ def collected(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) 
                        for e, name, s in zip(exporters, ("new-0", "old-0"), (NEW, OLD), strict=True)])
     try:
         with PrometheusServer(file_sd_path=sd, binary=prometheus_binary) as prom:
-            prom.wait_for_series("count(vllm:num_requests_waiting) >= 2", timeout_s=30)
-            time.sleep(12)  # noqa: a 10 s rate window and 8 s cycle of scrapes once a second
+            # A full 10 s rate window (and 8 s cycle) of scrapes once a second, of both pods.
+            prom.wait_for_series("count(count_over_time(vllm:num_requests_running[10s]) >= 9) == 2", timeout_s=60)
             source = PrometheusSignalSource(url=prom.url, labels=LabelMap(), rate_window="10s", cycle="8s",
                                             staleness_s=30.0, warmup_s=0.0)
             yield source.collect_all([NEW, OLD], now=time.time()).variants

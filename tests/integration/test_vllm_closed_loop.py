@@ -42,6 +42,7 @@ def cycle_until(controller, condition: Callable[[CycleReport], bool], *, timeout
                 every: Callable[[CycleReport], None] | None = None) -> list[CycleReport]:
     """Run controller cycles ``INTERVAL_S`` apart until ``condition`` holds for the last report."""
     reports: list[CycleReport] = []
+    every = every or _log
     deadline = time.monotonic() + timeout_s
     while True:
         started = time.monotonic()
@@ -55,6 +56,14 @@ def cycle_until(controller, condition: Callable[[CycleReport], bool], *, timeout
             last = [(o.decision.reason.value, o.decision.message) for o in report.outcomes if o.decision]
             raise AssertionError(f"timed out waiting for {what}; last decisions {last}, errors {report.errors}")
         time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+
+
+def _log(report: CycleReport) -> None:
+    """Each cycle's decisions, in the test's output: what the controller saw when a step fails."""
+    for o in report.outcomes:
+        if o.decision is not None:
+            print(f"{time.strftime('%H:%M:%S')} cycle {report.cycle}: {o.decision.current}->{o.decision.desired} "
+                  f"{o.decision.reason.value}: {o.decision.message[:160]}")
 
 
 class Garbage(http.server.BaseHTTPRequestHandler):
@@ -111,8 +120,7 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
             stack.pods.unhide(pod)
         quiet_since = time.monotonic()
         held += cycle_until(controller, lambda _r: time.monotonic() - quiet_since > 2 * SCALE_DOWN_WINDOW_S,
-                            timeout_s=120, what="two scale-down windows",
-                            every=lambda _r: None)
+                            timeout_s=120, what="two scale-down windows")
         assert replicas(stack, variant) == 2
         assert all(o.decision is None or o.decision.desired >= 2 for r in held for o in r.outcomes)
         st = status(stack, variant)
