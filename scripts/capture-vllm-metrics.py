@@ -41,8 +41,8 @@ def describe(exposition: str) -> dict[str, dict[str, Any]]:
     """Per ``vllm:`` family: type, sorted label names, the values of enumerated labels, histogram bounds."""
     out: dict[str, dict[str, Any]] = {}
     for family in text_string_to_metric_families(exposition):
-        if not family.name.startswith("vllm:"):
-            continue
+        if not family.name.startswith("vllm:") or family.name.endswith("_created"):
+            continue  # the client library's creation timestamps, one per counter and histogram: not vLLM's
         labels: set[str] = set()
         values: dict[str, set[str]] = {}
         bounds: set[float] = set()

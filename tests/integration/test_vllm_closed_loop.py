@@ -19,6 +19,7 @@ from autoscaler.config import load_settings
 from autoscaler.controller.loop import CycleReport
 from autoscaler.controller.wiring import build_controller
 from autoscaler.kube.api import GROUP, PLURAL, VERSION
+from tests.integration.test_vllm_signals import wait_until
 from tests.plugins.vllm import START_TIMEOUT_S, LoadGenerator, one_variant
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
@@ -94,39 +95,45 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
     controller = build_controller(settings, api_client=stack.api)
     first = stack.pods.ready(variant)[0]
 
-    # Up: 16 clients on 4 batch slots queue about 12 requests on the one replica.
+    # Up: 16 clients on 4 batch slots queue about 12 requests on the one replica. The cycles go on while the
+    # second replica starts (a minute or two), so the controller keeps seeing the load.
     load = LoadGenerator(first.url, model="tiny", concurrency=16, prompt_tokens=128, max_tokens=64).start()
-    try:
-        cycle_until(controller, lambda _r: replicas(stack, variant) == 2, timeout_s=120, what="a scale-up to 2")
-        second = [i for i in stack.pods.wait_ready(variant, 2, timeout_s=START_TIMEOUT_S) if i is not first]
-        assert second, "the second replica is the same instance"
-    finally:
-        load.stop()
-    assert not load.errors, load.errors[:3]
-    stack.wait_for_scrape(pods=[i.pod for i in stack.pods.ready(variant)], after=time.time())
-
-    # Held: with no scrape, then garbage on /metrics, the idle variant would scale down; it must not.
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
+        cycle_until(controller, lambda _r: len(stack.pods.ready(variant)) == 2, timeout_s=START_TIMEOUT_S,
+                    what="a scale-up to 2, served")
+        assert replicas(stack, variant) == 2
+
+        # Held: the scrape stops while the load runs, then the load stops. An idle variant with 2 replicas
+        # would scale down; without metrics it must not, whatever the window.
         pods = [i.pod for i in stack.pods.ready(variant)]
         for pod in pods:
             stack.pods.hide(pod)
-        held = cycle_until(controller, lambda _r: status(stack, variant).get("reason") in {"SignalsMissing",
-                                                                                         "SignalsStale"},
-                           timeout_s=60, what="the variant to be held for missing signals")
+        stack.prometheus.wait_for_series(f'absent(vllm:num_requests_running{{namespace="{stack.namespace}"}})',
+                                         timeout_s=30)
+        load.stop()
+        assert not load.errors, load.errors[:3]
+        until = time.monotonic() + SCALE_DOWN_WINDOW_S + 2 * INTERVAL_S
+        held = cycle_until(controller, lambda _r: time.monotonic() > until, timeout_s=120,
+                           what="a scale-down window without a scrape")
+        # Then the pods' /metrics answer garbage (the scrape fails: up == 0) for another window.
         for pod in pods:
             stack.pods.redirect(pod, f"127.0.0.1:{server.server_address[1]}")
             stack.pods.unhide(pod)
-        quiet_since = time.monotonic()
-        held += cycle_until(controller, lambda _r: time.monotonic() - quiet_since > 2 * SCALE_DOWN_WINDOW_S,
-                            timeout_s=120, what="two scale-down windows")
+        stack.prometheus.wait_for_series(f'sum(up{{namespace="{stack.namespace}"}} == 0) == {len(pods)}',
+                                         timeout_s=30)
+        until = time.monotonic() + SCALE_DOWN_WINDOW_S + 2 * INTERVAL_S
+        held += cycle_until(controller, lambda _r: time.monotonic() > until, timeout_s=120,
+                            what="a scale-down window of garbage")
         assert replicas(stack, variant) == 2
-        assert all(o.decision is None or o.decision.desired >= 2 for r in held for o in r.outcomes)
+        decisions = [o.decision for r in held for o in r.outcomes if o.decision is not None]
+        assert decisions and all(d.desired == 2 for d in decisions), [(d.desired, d.reason) for d in decisions]
         st = status(stack, variant)
         assert st.get("reason") in {"SignalsMissing", "SignalsStale"}, st
-        assert st.get("message"), st
+        assert "signals" in st.get("message", ""), st
     finally:
+        load.stop()
         server.shutdown()
         server.server_close()
         for pod in [i.pod for i in stack.pods.instances(variant)]:
@@ -135,7 +142,4 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
     # Down: the metrics are back, nothing waits or runs: one replica is enough.
     cycle_until(controller, lambda _r: replicas(stack, variant) == 1, timeout_s=SCALE_DOWN_WINDOW_S + 90,
                 what="a scale-down to 1")
-    wait_for = time.monotonic() + 60
-    while len(stack.pods.instances(variant)) != 1 and time.monotonic() < wait_for:
-        time.sleep(0.5)
-    assert len(stack.pods.instances(variant)) == 1
+    wait_until(lambda: len(stack.pods.instances(variant)) == 1, timeout_s=60, what="the second pod to stop")
