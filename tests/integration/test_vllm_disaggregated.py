@@ -21,7 +21,8 @@ from autoscaler.signals.queries import LabelMap
 from tests.integration.test_vllm_signals import Engine, wait_until
 from tests.plugins.vllm import scrape
 
-pytestmark = [pytest.mark.integration, pytest.mark.vllm]
+# Engine start-ups (a minute or two each on a loaded 2-core machine) count against the test: more than the default.
+pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(900)]
 
 PROMPT, OUTPUT, REQUESTS, CLIENTS = 256, 16, 48, 3
 
@@ -72,6 +73,7 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
     collected = source.collect_all(specs, now=time.time()).variants
     pre, dec = collected[specs[0]], collected[specs[1]]
     assert pre.freshness is Freshness.FRESH and dec.freshness is Freshness.FRESH, (pre.note, dec.note)
+    print("prefill", pre, "\ndecode", dec)
 
     # Each role's requests, tokens and mix are its own: one token out of prefill, the rest out of decode.
     assert pre.pods == dec.pods == 1

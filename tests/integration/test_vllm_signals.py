@@ -23,7 +23,8 @@ from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from tests.plugins.vllm import LoadGenerator, Served, one_variant, scrape
 
-pytestmark = [pytest.mark.integration, pytest.mark.vllm]
+# Engine start-ups (a minute or two each on a loaded 2-core machine) count against the test: more than the default.
+pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(900)]
 
 WINDOW_S = 20
 PROMPT, OUTPUT = 128, 64
