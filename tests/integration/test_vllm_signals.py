@@ -92,7 +92,8 @@ def serving(vllm_module_stack):  # type: ignore[no-untyped-def]
     variant = stack.variants[0]
     instance = stack.pods.ready(variant)[0]
     source = PrometheusSignalSource(url=stack.prometheus.url, labels=LabelMap(), rate_window=f"{WINDOW_S}s",
-                                    cycle="10s", staleness_s=30.0, warmup_s=0.0)
+                                    cycle="10s", staleness_s=30.0, warmup_s=0.0,
+                                    timeout_s=30.0, budget_s=60.0)  # a loaded machine: every query answered
     return stack, variant, instance, source
 
 
