@@ -74,7 +74,6 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
     collected = source.collect_all(specs, now=time.time()).variants
     pre, dec = collected[specs[0]], collected[specs[1]]
     assert pre.freshness is Freshness.FRESH and dec.freshness is Freshness.FRESH, (pre.note, dec.note)
-    print("prefill", pre, "\ndecode", dec)
 
     # Each role's requests, tokens and mix are its own: one token out of prefill, the rest out of decode.
     assert pre.pods == dec.pods == 1
