@@ -190,7 +190,8 @@ def test_every_signal_read_from_a_real_vllm_under_load_agrees_with_the_engine_an
         ttft, itl = signals.ttft_quantile_s(q), dict(signals.itl_quantiles_s).get(q)
         assert ttft is not None and itl is not None
         assert within_one_bucket(ttft_bounds, ttft, quantile(q, ttft_engine)), (q, ttft, quantile(q, ttft_engine))
-        assert within_one_bucket(ttft_bounds, ttft, sample_quantile(first_tokens, q)), (q, ttft)
+        # The client's TTFT also holds the HTTP front end's own wait (a second on a starved core): never less.
+        assert bucket_index(ttft_bounds, ttft) <= bucket_index(ttft_bounds, sample_quantile(first_tokens, q)) + 1
         assert within_one_bucket(itl_bounds, itl, quantile(q, itl_engine)), (q, itl, quantile(q, itl_engine))
         assert within_one_bucket(itl_bounds, itl, sample_quantile(gaps, q)), (q, itl, sample_quantile(gaps, q))
 

@@ -35,7 +35,8 @@ from tests.plugins.require import require
 __all__ = ["LoadGenerator", "Served", "one_variant", "scrape", "stream_completion"]
 
 MAX_INSTANCES = 2
-START_TIMEOUT_S = 420.0  # a cold start on a loaded 2-core machine (imports, process spawns) takes minutes
+START_TIMEOUT_S = 420.0
+SCRAPE_INTERVAL_S = 2.0  # a cold start on a loaded 2-core machine (imports, process spawns) takes minutes
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +92,9 @@ def _make_stack(api: kube_client.ApiClient, engine: VllmEngine, directory: Path,
                     engine=engine, max_instances=MAX_INSTANCES)
     stack.callback(pods.close)
     pods.start()
-    server = prometheus.PrometheusServer(file_sd_path=sd)
+    # Every 2 s (and a 2 s scrape timeout): an engine on one busy core answers /metrics in over a second at times,
+    # and a timed-out scrape is a hole in every series.
+    server = prometheus.PrometheusServer(file_sd_path=sd, scrape_interval_s=SCRAPE_INTERVAL_S)
     server.start()
     stack.callback(server.stop)
     for v in variants:
