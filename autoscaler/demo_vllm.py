@@ -69,7 +69,7 @@ def vllm_stack(*, duration_s: float, console: Console
             return 0 if not started else round(clients(time.monotonic() - started[0]))
 
         load = LoadGenerator(next_instance, model=variant.model, concurrency=PEAK_CLIENTS, prompt_tokens=128,
-                             max_tokens=64, active=active)
+                             max_tokens=256, active=active, stream=False)
         stack.callback(load.stop)
 
         def begin() -> None:

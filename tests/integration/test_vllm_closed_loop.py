@@ -98,7 +98,8 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
 
     # Up: 16 clients on 4 batch slots queue about 12 requests on the one replica. The cycles go on while the
     # second replica starts (a minute or two), so the controller keeps seeing the load.
-    load = LoadGenerator(first.url, model="tiny", concurrency=16, prompt_tokens=128, max_tokens=64).start()
+    load = LoadGenerator(first.url, model="tiny", concurrency=16, prompt_tokens=128, max_tokens=256,
+                         stream=False).start()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Garbage)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
