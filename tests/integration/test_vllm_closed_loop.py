@@ -25,8 +25,8 @@ from tests.plugins.vllm import START_TIMEOUT_S, LoadGenerator, one_variant
 # Engine start-ups (a minute or two each on a loaded 2-core machine) count against the test: more than the default.
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(900)]
 
-INTERVAL_S = 3.0
-SCALE_DOWN_WINDOW_S = 15.0
+INTERVAL_S = 6.0  # the queue is smoothed over a cycle: 3 scrapes, not the one of a 2 s cycle
+SCALE_DOWN_WINDOW_S = 30.0  # wide enough that one quiet reading between batches does not undo the scale-up
 
 
 def replicas(stack, variant) -> int:  # type: ignore[no-untyped-def]
