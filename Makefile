@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-DURATION ?= 150
+ENGINE   ?= emulator
+# Real engines start in a minute or two (a new replica too): the vLLM demo runs longer to show a scale-up served.
+DURATION ?= $(if $(filter vllm,$(ENGINE)),420,150)
 TRACE    ?= autoscaler/data/traces/mooncake_conversation_trace.jsonl
 # Mooncake prompts average 12k tokens: TTFT within 10 s is the long-context target (1 s for short prompts).
 SLO_TTFT ?= 10
@@ -17,9 +19,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The CPU vLLM (its own cached environment, ~6 GB, minutes cold, a second on later runs) and the tiny model the
+# tests marked vllm and `make demo ENGINE=vllm` serve: scripts/setup-vllm.sh. VAS_VLLM_PYTHON=<python with
+# vllm> uses an installed vLLM instead; VAS_SKIP_VLLM=1 skips it (those tests then skip, or fail under CI=true).
 setup: $(VENV)/.installed
 	@bash scripts/ensure-system-deps.sh
 	$(BIN)/python -m autoscaler.localstack.assets
+	@PYTHON=$(PYTHON) bash scripts/setup-vllm.sh
 
 # Main job without a cluster: replay a shipped trace through the simulator under the default policy and every
 # baseline (GPU-hours vs SLO attainment); plots go to out/.
@@ -27,8 +33,9 @@ run: $(VENV)/.installed
 	$(BIN)/variant-autoscaler simulate --trace $(TRACE) --slo-ttft $(SLO_TTFT) --out out
 
 # The live local stack: kube-apiserver/etcd, Prometheus and the vLLM emulator, autoscaled by the real loop.
+# ENGINE=vllm: real CPU vLLM instances serving the tiny model instead of the emulator (at most 2 at once).
 demo: setup
-	$(BIN)/variant-autoscaler demo --duration $(DURATION)
+	$(BIN)/variant-autoscaler demo --duration $(DURATION) --engine $(ENGINE)
 
 test: setup
 	$(BIN)/python -m pytest

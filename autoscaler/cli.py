@@ -160,14 +160,19 @@ def recommend(
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 150.0,
     interval: Annotated[float, typer.Option(help="Seconds between cycles.")] = 5.0,
+    engine: Annotated[str, typer.Option(help="emulator, or vllm: real CPU vLLM instances (make setup installs "
+                                             "them) serving a tiny model.")] = "emulator",
 ) -> None:
-    """Start a local stack (kube-apiserver/etcd, Prometheus, vLLM emulator) and autoscale it live."""
+    """Start a local stack (kube-apiserver/etcd, Prometheus, vLLM emulator or real vLLM) and autoscale it live."""
     from autoscaler.demo import run_demo
     from autoscaler.logs import configure_logging
 
     configure_logging(level="warning", fmt="console")
     try:
-        run_demo(duration_s=duration, interval_s=interval)
+        if engine not in ("emulator", "vllm"):
+            typer.echo(f"error: --engine must be emulator or vllm, got {engine!r}", err=True)
+            raise typer.Exit(2)
+        run_demo(duration_s=duration, interval_s=interval, engine=engine)
     except AutoscalerError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

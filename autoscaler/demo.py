@@ -7,11 +7,13 @@ the emulator follows those Deployments, so every decision changes what Prometheu
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -57,6 +59,19 @@ def demo_variants(*, duration_s: float, peak_rps: float = 24.0, startup_s: float
     ]
 
 
+@contextlib.contextmanager
+def _emulated_stack(*, duration_s: float) -> Iterator[tuple[Any, str, Callable[[float], float], Callable[[], None]]]:
+    variants = demo_variants(duration_s=duration_s)
+    with LocalStack(variants=variants) as stack:
+        assert stack.api is not None and stack.prometheus is not None
+        # Start deciding once Prometheus has scraped every variant, not on the empty first seconds.
+        for v in variants:
+            stack.prometheus.wait_for_series(
+                f'vllm:num_requests_running{{namespace="{NAMESPACE}", role="{v.emulated.role.value}"}}',
+                timeout_s=30)
+        yield stack.api, stack.prometheus.url, variants[0].emulated.load, lambda: None
+
+
 @dataclass
 class _Tally:
     replicas: list[int] = field(default_factory=list)
@@ -66,14 +81,17 @@ class _Tally:
     ttft: list[float] = field(default_factory=list)
 
 
-def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Console | None = None) -> dict[str, _Tally]:
+def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Console | None = None,
+             engine: str = "emulator") -> dict[str, _Tally]:
+    """``engine``: ``emulator`` (emulated prefill and decode pools of a GPU model) or ``vllm`` (real CPU vLLM
+    instances serving the tiny model, :func:`vllm_stack`)."""
+    if engine not in ("emulator", "vllm"):
+        raise ValueError(f"engine must be 'emulator' or 'vllm', got {engine!r}")
     console = console or Console(width=None if Console().is_terminal else 150)
-    variants = demo_variants(duration_s=duration_s)
-    load = variants[0].emulated.load
-    console.print("[bold]variant-autoscaler demo[/bold]: starting kube-apiserver/etcd, the vLLM emulator "
-                  "and Prometheus (first run builds the Kubernetes binaries) ...")
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     started = time.monotonic()
+    load: Callable[[float], float] = lambda _t: 0.0  # noqa: E731 - replaced once the stack is up
+    unit = "req/s"
 
     def show(report: CycleReport) -> None:
         t = time.monotonic() - started
@@ -93,27 +111,34 @@ def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Con
                 tally.ttft.append(s.ttft_p90_s)
             arrow = f"{d.current}->{d.desired}" if d.changed else f"{d.current}"
             sig = "no data" if s is None or s.waiting is None else (
-                f"queue {s.waiting:4.0f} kv {s.kv_usage_mean or 0:4.2f}")
+                f"queue {s.waiting:4.1f} kv {s.kv_usage_mean or 0:4.2f}")
             parts.append(f"{name:7s} {arrow:>5s} {d.reason.value:<19s} ({sig})")
-        console.print(f"t={t:5.0f}s load {load(t):5.1f} req/s | " + " | ".join(parts))
+        console.print(f"t={t:5.0f}s load {load(t):5.1f} {unit} | " + " | ".join(parts))
 
-    with LocalStack(variants=variants) as stack:
-        assert stack.api is not None and stack.prometheus is not None
+    overrides: dict[str, Any] = {
+        "controller": {"interval_s": interval_s},
+        "behavior": {"scale_down_window_s": 20, "max_step_up": 2, "max_step_down": 1},
+    }
+    if engine == "vllm":
+        from autoscaler.demo_vllm import vllm_stack
+
+        console.print("[bold]variant-autoscaler demo[/bold] on real vLLM: starting kube-apiserver/etcd, "
+                      "Prometheus and a CPU vLLM instance serving the tiny model (a minute or two) ...")
+        stack_cm: Any = vllm_stack(duration_s=duration_s, console=console)
+        overrides["planner"] = {"predictive": False}  # the tiny CPU model has no performance profile
+        unit = "clients"
+    else:
+        console.print("[bold]variant-autoscaler demo[/bold]: starting kube-apiserver/etcd, the vLLM emulator "
+                      "and Prometheus (first run builds the Kubernetes binaries) ...")
+        stack_cm = _emulated_stack(duration_s=duration_s)
+    with stack_cm as (api, prometheus_url, load, begin):
         settings = load_settings(None, {
-            "prometheus": {"url": stack.prometheus.url, "rate_window": "10s", "staleness_s": 15},
-            "controller": {"interval_s": interval_s},
-            "behavior": {"scale_down_window_s": 20, "max_step_up": 2, "max_step_down": 1},
-        })
-        # Start deciding once Prometheus has scraped every variant, not on the empty first seconds.
-        for v in variants:
-            stack.prometheus.wait_for_series(
-                f'vllm:num_requests_running{{namespace="{NAMESPACE}", role="{v.emulated.role.value}"}}',
-                timeout_s=30)
-        controller = build_controller(settings, api_client=stack.api, on_cycle=show)
-        console.print(f"stack up in {time.monotonic() - started:.0f}s: Prometheus {stack.prometheus.url}, "
-                      f"API server {stack.control_plane.server_url}; running {duration_s:.0f}s, "
-                      f"a cycle every {interval_s:g}s")
+            "prometheus": {"url": prometheus_url, "rate_window": "10s", "staleness_s": 15}, **overrides})
+        controller = build_controller(settings, api_client=api, on_cycle=show)
+        console.print(f"stack up in {time.monotonic() - started:.0f}s: Prometheus {prometheus_url}; "
+                      f"running {duration_s:.0f}s, a cycle every {interval_s:g}s")
         started = time.monotonic()
+        begin()
         controller.run(interval_s=interval_s, duration_s=duration_s, stop=threading.Event())
 
     table = Table(title="Summary")

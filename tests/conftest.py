@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.plugins.kube",
     "tests.plugins.prometheus",
+    "tests.plugins.vllm",
 ]

@@ -106,6 +106,7 @@ def signal_sources(settings: Settings) -> tuple[PrometheusSignalSource, SignalSo
         url=prom.url,
         labels=label_map(settings),
         rate_window=prom.rate_window,
+        cycle=f"{round(settings.controller.interval_s * 1000)}ms",  # swinging gauges are smoothed over a cycle
         timeout_s=prom.timeout_s,
         staleness_s=prom.staleness_s,
         metric_names=prom.metric_names,

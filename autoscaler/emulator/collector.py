@@ -154,6 +154,12 @@ class VllmCollector(Collector):
 
         yield gauge(vm.NUM_REQUESTS_RUNNING, "Requests in the running batch (prefilling or decoding).", s.running)
         yield gauge(vm.NUM_REQUESTS_WAITING, "Requests queued, not yet admitted.", s.waiting)
+        # Every emulated wait is for capacity: the emulator has no KV connector to defer a request for.
+        by_reason = GaugeMetricFamily(vm.NUM_REQUESTS_WAITING_BY_REASON, "Waiting requests by reason.",
+                                      labels=[*vm.LABELS, "reason"])
+        for reason in vm.WAITING_REASONS:
+            by_reason.add_metric([*labels, reason], s.waiting if reason == "capacity" else 0.0)
+        yield by_reason
         yield gauge(vm.KV_CACHE_USAGE_PERC, "Fraction of KV-cache blocks in use, 0 to 1.", s.kv_usage)
         if self._legacy:
             yield gauge(vm.GPU_CACHE_USAGE_PERC, "Fraction of KV-cache blocks in use (deprecated name).",
@@ -171,6 +177,12 @@ class VllmCollector(Collector):
                       s.prefix_cache_queries_total)
         yield counter(vm.PREFIX_CACHE_HITS, "Prompt tokens found in the prefix cache.",
                       s.prefix_cache_hits_total)
+        by_source = CounterMetricFamily(vm.PROMPT_TOKENS_BY_SOURCE, "Prompt tokens by where their KV came from.",
+                                        labels=[*vm.LABELS, "source"])
+        hits = s.prefix_cache_hits_total
+        for source, value in zip(vm.PROMPT_SOURCES, (s.prompt_tokens_total - hits, hits, 0.0), strict=True):
+            by_source.add_metric([*labels, source], value)
+        yield by_source
         success = CounterMetricFamily(vm.REQUEST_SUCCESS, "Requests finished, by reason.",
                                       labels=[*vm.LABELS, "finished_reason"])
         for reason, count in view.success.items():

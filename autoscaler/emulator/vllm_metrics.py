@@ -1,5 +1,8 @@
 """The vLLM v1 metric names, types, labels and histogram buckets the emulator serves.
 
+Pinned to what a real vLLM exports by tests/core/test_emulator_matches_vllm.py, against the fixture
+scripts/capture-vllm-metrics.py captures from the engine (tests/fixtures/vllm-metrics.json, vLLM 0.32).
+
 Facts taken from vLLM's ``vllm/v1/metrics/loggers.py`` (class ``PrometheusStatLogger``, vllm-project/vllm on
 GitHub, 0.10/0.11 era): every metric carries the labels ``model_name`` and ``engine`` (the engine-core index,
 "0" for a single engine); ``vllm:request_success`` adds ``finished_reason``; ``vllm:cache_config_info`` is an
@@ -24,9 +27,12 @@ __all__ = [
     "NUM_PREEMPTIONS",
     "NUM_REQUESTS_RUNNING",
     "NUM_REQUESTS_WAITING",
+    "NUM_REQUESTS_WAITING_BY_REASON",
     "PREFIX_CACHE_HITS",
     "PREFIX_CACHE_QUERIES",
+    "PROMPT_SOURCES",
     "PROMPT_TOKENS",
+    "PROMPT_TOKENS_BY_SOURCE",
     "REQUEST_GENERATION_TOKENS",
     "REQUEST_LATENCY_BUCKETS",
     "REQUEST_PREFILL_TIME",
@@ -36,22 +42,27 @@ __all__ = [
     "TIME_PER_OUTPUT_TOKEN",
     "TIME_TO_FIRST_TOKEN",
     "TTFT_BUCKETS",
+    "WAITING_REASONS",
     "token_buckets",
 ]
 
 LABELS = ("model_name", "engine")
 ENGINE_INDEX = "0"
-FINISHED_REASONS = ("stop", "length", "abort")  # vLLM creates a series for each up front
+FINISHED_REASONS = ("stop", "length", "abort", "error", "repetition")  # vLLM creates a series for each up front
+WAITING_REASONS = ("capacity", "deferred")  # vllm:num_requests_waiting_by_reason{reason}
+PROMPT_SOURCES = ("local_compute", "local_cache_hit", "external_kv_transfer")  # vllm:prompt_tokens_by_source
 
 # Gauges
 NUM_REQUESTS_RUNNING = "vllm:num_requests_running"
 NUM_REQUESTS_WAITING = "vllm:num_requests_waiting"
+NUM_REQUESTS_WAITING_BY_REASON = "vllm:num_requests_waiting_by_reason"
 KV_CACHE_USAGE_PERC = "vllm:kv_cache_usage_perc"  # 0..1 despite the name
 GPU_CACHE_USAGE_PERC = "vllm:gpu_cache_usage_perc"  # legacy name of the above
 CACHE_CONFIG_INFO = "vllm:cache_config_info"
 
 # Counters (served with the _total suffix)
 PROMPT_TOKENS = "vllm:prompt_tokens"
+PROMPT_TOKENS_BY_SOURCE = "vllm:prompt_tokens_by_source"
 GENERATION_TOKENS = "vllm:generation_tokens"
 REQUEST_SUCCESS = "vllm:request_success"
 NUM_PREEMPTIONS = "vllm:num_preemptions"

@@ -88,6 +88,7 @@ class PrometheusSignalSource:
         url: str,
         labels: LabelMap,
         rate_window: str = "1m",
+        cycle: str | None = None,
         timeout_s: float = 5.0,
         staleness_s: float = 60.0,
         metric_names: MetricNames | str = MetricNames.AUTO,
@@ -106,7 +107,7 @@ class PrometheusSignalSource:
                              "max_parallel >= 1")
         self.url = url.rstrip("/")
         self._session = session if session is not None else make_session(self.url, http or HttpOptions())
-        self._plan = QueryPlan(labels=labels, window=rate_window, names=MetricNames(metric_names),
+        self._plan = QueryPlan(labels=labels, window=rate_window, cycle=cycle, names=MetricNames(metric_names),
                                latency_quantiles=tuple(latency_quantiles), recorded=recorded)
         self._queries = self._ordered(self._plan.queries())
         self._timeout_s = timeout_s

@@ -170,6 +170,9 @@ class Metric:
 METRICS: dict[str, Metric] = {
     "running": Metric("vllm:num_requests_running"),
     "waiting": Metric("vllm:num_requests_waiting"),
+    # Waiting split by why (vLLM >= 0.11, vllm/v1/metrics/loggers.py): reason="capacity" waits for a batch slot
+    # or KV blocks, reason="deferred" waits for its KV to arrive from a connector (disaggregated decode).
+    "waiting_by_reason": Metric("vllm:num_requests_waiting_by_reason"),
     "kv": Metric("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
     "prompt_tokens": Metric("vllm:prompt_tokens_total"),
     "generation_tokens": Metric("vllm:generation_tokens_total"),
@@ -177,6 +180,9 @@ METRICS: dict[str, Metric] = {
     "preemptions": Metric("vllm:num_preemptions_total"),
     "prefix_hits": Metric("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits_total"),
     "prefix_queries": Metric("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total"),
+    # Prompt tokens by where their KV came from: source="local_compute" (prefilled here), "local_cache_hit"
+    # (this pod's prefix cache), "external_kv_transfer" (a KV connector: a decode pod's whole prompt).
+    "prompt_tokens_by_source": Metric("vllm:prompt_tokens_by_source_total"),
     "prompt_len": Metric("vllm:request_prompt_tokens"),
     "generation_len": Metric("vllm:request_generation_tokens"),
     "ttft": Metric("vllm:time_to_first_token_seconds"),
@@ -215,18 +221,74 @@ def _per_replica(plan: QueryPlan, expr: str, *extra: str) -> str:
     return f"max by ({by(plan.labels.replica_labels, extra)}) ({_finite(expr)})"
 
 
-def _gauge(metric: str, agg: str) -> Builder:
+def _over_cycle(over: str, plan: QueryPlan, selector: str) -> str:
+    """A gauge read over the last cycle (``over`` is ``avg`` or ``max``), or its latest sample when the cycle
+    holds none (scraped less often than the controller runs): smoothing never turns a slow scrape into no data."""
+    return f"({over}_over_time({selector}[{plan.gauge_window}]) or {selector})"
+
+
+def _cycle_gauge(metric: str, over: str, agg: str) -> Builder:
+    """A gauge that swings within a cycle, smoothed over it per replica, then aggregated.
+
+    vLLM's queue on a full batch swings from tens to zero every few seconds (a batch finishes, the queue is
+    admitted): an instant sample of it, 13 s apart on one steady load, recommended 2 replicas and then 1."""
     def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
-        sel = METRICS[metric].expr(plan.names, lambda n: n)
+        sel = METRICS[metric].expr(plan.names, lambda n: _over_cycle(over, plan, n))
         return f"{agg} by ({by(g)}) ({_per_replica(plan, sel)})"
     return build
 
 
-def _rate(metric: str, suffix: str = "", *extra: str) -> Builder:
+def _queue(plan: QueryPlan, g: tuple[str, ...]) -> str:
+    """Requests waiting for capacity, the cycle's mean, per replica: ``num_requests_waiting_by_reason
+    {reason="capacity"}``, else (engines without the split, vLLM < 0.11 and other servers) the total.
+
+    The total also counts requests deferred while their KV is fetched from a prefill pod: more replicas would
+    not serve those sooner, so they are not queue. The fallback is per replica (``or`` on the replica labels),
+    so a fleet mixing versions is read whole. The mean, not the peak: the saturation policy sizes for the
+    sustained queue (Little: mean queue = arrivals x wait), and a cycle's peak is one batch boundary."""
+    capacity = METRICS["waiting_by_reason"].expr(plan.names,
+                                                 lambda n: _over_cycle("avg", plan, f'{n}{{reason="capacity"}}'))
+    total = METRICS["waiting"].expr(plan.names, lambda n: _over_cycle("avg", plan, n))
+    return f"sum by ({by(g)}) ({_per_replica(plan, capacity)} or {_per_replica(plan, total)})"
+
+
+def _rate(metric: str, suffix: str = "", *extra: str, matcher: str = "") -> Builder:
     def build(plan: QueryPlan, g: tuple[str, ...]) -> str:
-        sel = METRICS[metric].expr(plan.names, lambda n: f"rate({n}{suffix}[{plan.window}])")
+        sel = METRICS[metric].expr(plan.names, lambda n: f"rate({n}{suffix}{matcher}[{plan.window}])")
         return f"sum by ({by(g)}) ({_per_replica(plan, sel, *extra)})"
     return build
+
+
+# vLLM's FinishReason (vllm/v1/engine/__init__.py): stop, length and repetition end a request that was served;
+# abort (client gone, cancelled) and error did not serve it, and counting them would read an outage or a
+# retry storm as demand served.
+SERVED = '{finished_reason!~"abort|error"}'
+
+
+def _prompt_tokens_by_source(plan: QueryPlan, g: tuple[str, ...], *, sources: str, fallback: str) -> str:
+    """Prompt tokens per second by source, summed over ``sources`` (a regex), per replica; else (engines
+    without the by-source counter, vLLM < 0.11) the ``fallback`` prefix-cache counter.
+
+    On a decode pod of a disaggregated pair the prompt's KV arrives by transfer: ``prompt_tokens_total`` counts
+    those tokens, ``prefix_cache_hits_total`` does not (they hit ``external_prefix_cache_hits_total``), so the
+    local counters alone read a decode pod as prefilling every prompt. By source, the skipped share is exact."""
+    lm = plan.labels
+    src = by(lm.replica_labels, ["source"])
+    per_source = METRICS["prompt_tokens_by_source"].expr(
+        plan.names, lambda n: f'rate({n}{{source=~"{sources}"}}[{plan.window}])')
+    summed = f"sum by ({by(lm.replica_labels)}) (max by ({src}) ({_finite(per_source)}))"
+    old = METRICS[fallback].expr(plan.names, lambda n: f"rate({n}[{plan.window}])")
+    return f"sum by ({by(g)}) ({summed} or {_per_replica(plan, old)})"
+
+
+def _prefix_hits(plan: QueryPlan, g: tuple[str, ...]) -> str:
+    """Prompt tokens whose prefill was skipped: prefix-cache hits plus KV received from a connector."""
+    return _prompt_tokens_by_source(plan, g, sources="local_cache_hit|external_kv_transfer", fallback="prefix_hits")
+
+
+def _prefix_queries(plan: QueryPlan, g: tuple[str, ...]) -> str:
+    """Every prompt token, whatever its source: the denominator of the skipped share."""
+    return _prompt_tokens_by_source(plan, g, sources=".+", fallback="prefix_queries")
 
 
 def _window_mean(metric: str, agg: str) -> Builder:
@@ -288,17 +350,20 @@ def quantile_name(prefix: str, q: float) -> str:
 
 SIGNALS: tuple[Signal, ...] = (
     Signal("pods", Combine.SUM, _pods),
-    Signal("waiting", Combine.SUM, _gauge("waiting", "sum")),
-    Signal("running", Combine.SUM, _gauge("running", "sum")),
-    Signal("kv_usage_sum", Combine.SUM, _gauge("kv", "sum")),
-    Signal("kv_engines", Combine.SUM, _gauge("kv", "count")),
-    Signal("kv_usage_max", Combine.MAX, _gauge("kv", "max"), upper=1.0 + 1e-6),
+    # Gauges over the cycle: the mean for levels that size the fleet (queue, batch, KV usage; idle is the same
+    # test either way, a mean of 0 is a cycle of zeros), the peak for the KV headroom (preemption risk).
+    Signal("waiting", Combine.SUM, _queue),
+    Signal("running", Combine.SUM, _cycle_gauge("running", "avg", "sum")),
+    Signal("kv_usage_sum", Combine.SUM, _cycle_gauge("kv", "avg", "sum")),
+    Signal("kv_engines", Combine.SUM, _cycle_gauge("kv", "avg", "count")),
+    Signal("kv_usage_max", Combine.MAX, _cycle_gauge("kv", "max", "max"), upper=1.0 + 1e-6),
     Signal("prompt_tokens_per_s", Combine.SUM, _rate("prompt_tokens"), recordable=True),
     Signal("generation_tokens_per_s", Combine.SUM, _rate("generation_tokens"), recordable=True),
-    Signal("requests_per_s", Combine.SUM, _rate("request_success", "", "finished_reason"), recordable=True),
+    Signal("requests_per_s", Combine.SUM, _rate("request_success", "", "finished_reason", matcher=SERVED),
+           recordable=True),
     Signal("preemptions_per_s", Combine.SUM, _rate("preemptions"), recordable=True),
-    Signal("prefix_hits_per_s", Combine.SUM, _rate("prefix_hits"), recordable=True),
-    Signal("prefix_queries_per_s", Combine.SUM, _rate("prefix_queries"), recordable=True),
+    Signal("prefix_hits_per_s", Combine.SUM, _prefix_hits, recordable=True),
+    Signal("prefix_queries_per_s", Combine.SUM, _prefix_queries, recordable=True),
     Signal("prompt_len_sum_per_s", Combine.SUM, _rate("prompt_len", "_sum"), recordable=True),
     Signal("prompt_len_count_per_s", Combine.SUM, _rate("prompt_len", "_count"), recordable=True),
     Signal("generation_len_sum_per_s", Combine.SUM, _rate("generation_len", "_sum"), recordable=True),
@@ -330,6 +395,8 @@ class QueryPlan:
     window: str = "1m"
     names: MetricNames = MetricNames.AUTO
     latency_quantiles: tuple[float, ...] = (0.5, 0.9, 0.99)  # computed from buckets: they cost no query
+    cycle: str | None = None
+    """The controller's cycle, over which swinging gauges are smoothed; None: the rate window."""
     recorded: bool = False
     """Read recordable signals from the series of :func:`autoscaler.signals.rules.recording_rules` (which
     Prometheus must evaluate with the same labels and window) instead of computing them at query time."""
@@ -338,6 +405,10 @@ class QueryPlan:
         bad = [q for q in self.latency_quantiles if not 0 < q < 1]
         if bad:
             raise ValueError(f"latency_quantiles must lie in (0, 1), got {bad}")
+
+    @property
+    def gauge_window(self) -> str:
+        return self.cycle or self.window
 
     @property
     def signals(self) -> tuple[Signal, ...]:

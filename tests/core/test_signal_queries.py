@@ -12,8 +12,10 @@ from autoscaler.signals.queries import (
     quantile_query,
 )
 
-AUTO_KV = ("(vllm:kv_cache_usage_perc or vllm:gpu_cache_usage_perc or vllm_kv_cache_usage_perc or "
-           "vllm_gpu_cache_usage_perc)")
+AUTO_KV = ("(avg_over_time(vllm:kv_cache_usage_perc[1m]) or vllm:kv_cache_usage_perc) or "
+           "(avg_over_time(vllm:gpu_cache_usage_perc[1m]) or vllm:gpu_cache_usage_perc) or "
+           "(avg_over_time(vllm_kv_cache_usage_perc[1m]) or vllm_kv_cache_usage_perc) or "
+           "(avg_over_time(vllm_gpu_cache_usage_perc[1m]) or vllm_gpu_cache_usage_perc)")
 KSERVE = LabelMap(namespace="ns", model="model", role="llm_d_role", accelerator="gpu", pod="kubernetes_pod_name")
 
 
@@ -45,7 +47,7 @@ def test_server_side_quantiles_for_history_wrap_the_bucket_query():
     ],
 )
 def test_metric_name_switch_picks_kv_cache_names(names, present, absent):
-    query = build_queries(LabelMap(), "1m", names=names)["kv_usage_sum"]
+    query = build_queries(LabelMap(), "1m", names=names)["kv_engines"]
     assert all(p in query for p in present) and not any(a in query for a in absent)
 
 
@@ -102,3 +104,21 @@ def test_quantile_signal_names(q, name):
 def test_refuses_quantiles_outside_zero_one(bad):
     with pytest.raises(ValueError, match="latency_quantiles"):
         QueryPlan(latency_quantiles=(0.9, bad))
+
+
+def test_the_queue_reads_waiting_for_capacity_and_falls_back_to_the_total_per_replica():
+    query = build_queries(LabelMap(), "1m", names=MetricNames.V1)["waiting"]
+    capacity, total = query.split(") or max by", 1)
+    assert 'vllm:num_requests_waiting_by_reason{reason="capacity"}' in capacity
+    assert "vllm:num_requests_waiting[" in total and "by_reason" not in total
+
+
+@pytest.mark.parametrize(("signal", "over"), [("waiting", "avg_over_time"), ("running", "avg_over_time"),
+                                              ("kv_usage_sum", "avg_over_time"), ("kv_usage_max", "max_over_time")])
+def test_swinging_gauges_are_read_over_the_cycle(signal, over):
+    query = QueryPlan(window="1m", cycle="15s", names=MetricNames.V1).queries()[signal]
+    assert f"{over}(" in query and "[15s]" in query and "[1m]" not in query
+
+
+def test_the_request_rate_leaves_out_aborted_and_failed_requests():
+    assert 'finished_reason!~"abort|error"' in build_queries(LabelMap(), "1m")["requests_per_s"]

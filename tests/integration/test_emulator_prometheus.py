@@ -198,7 +198,8 @@ def test_pods_serve_vllm_names_types_labels_and_buckets(tmp_path: Path, legacy: 
         vm.PREFIX_CACHE_HITS: "counter", vm.TIME_TO_FIRST_TOKEN: "histogram", vm.INTER_TOKEN_LATENCY: "histogram",
         vm.E2E_REQUEST_LATENCY: "histogram", vm.REQUEST_PROMPT_TOKENS: "histogram",
         vm.REQUEST_GENERATION_TOKENS: "histogram", vm.REQUEST_PREFILL_TIME: "histogram",
-        vm.REQUEST_QUEUE_TIME: "histogram",
+        vm.REQUEST_QUEUE_TIME: "histogram", vm.NUM_REQUESTS_WAITING_BY_REASON: "gauge",
+        vm.PROMPT_TOKENS_BY_SOURCE: "counter",
     }
     legacy_types = {vm.GPU_CACHE_USAGE_PERC: "gauge", vm.TIME_PER_OUTPUT_TOKEN: "histogram"}
     if legacy:

@@ -43,7 +43,9 @@ def spec_of(v: EmulatedVariant) -> VariantSpec:
 
 
 def source_for(stack: EmulatedStack, **kwargs: object) -> PrometheusSignalSource:
-    kwargs = {"rate_window": "10s", "staleness_s": 30.0, **kwargs}
+    # Gauges are compared with the frozen emulator's: a cycle shorter than the 1 s scrape interval holds at most
+    # the newest sample (else the latest one is read), so the smoothing sees only the frozen values.
+    kwargs = {"rate_window": "10s", "cycle": "500ms", "staleness_s": 30.0, **kwargs}
     return PrometheusSignalSource(url=stack.prometheus.url, labels=LabelMap(), **kwargs)  # type: ignore[arg-type]
 
 

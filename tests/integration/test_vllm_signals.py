@@ -1,0 +1,203 @@
+"""Every signal the project reads, read through a real Prometheus from a real CPU vLLM under load, against the
+engine's own /metrics and what the load generator measured (issue 15, test 1).
+
+One instance serves the module (its start-up is the expensive part). Windows: rates over 20 s, gauges over a
+10 s cycle. Tolerances: rates within 5%, token means exact (every request has the same prompt and, with
+``ignore_eos``, the same output length), quantiles within one histogram bucket.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from autoscaler.core.types import Freshness, VariantSignals
+from autoscaler.signals.histogram import quantile
+from autoscaler.signals.prometheus import PrometheusSignalSource
+from autoscaler.signals.queries import LabelMap
+from tests.plugins.vllm import LoadGenerator, Served, one_variant, scrape
+
+# Engine start-ups (a minute or two each on a loaded 2-core machine) count against the test: more than the default.
+pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(900)]
+
+WINDOW_S = 20
+PROMPT, OUTPUT = 128, 64
+# Three times --max-num-seqs: two requests in three wait for a batch slot, so that TTFT is mostly queueing (a
+# batch's time, hundreds of ms) and the client's HTTP path (tens of ms) stays within a bucket of it.
+CONCURRENCY = 12
+
+
+class Engine:
+    """The engine's own /metrics, parsed: ``value(name, **labels)`` sums the matching samples."""
+
+    def __init__(self, text: str) -> None:
+        self.at = time.time()
+        self.samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    def value(self, name: str, **labels: str) -> float:
+        return sum(s.value for s in self.samples
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def buckets(self, family: str) -> dict[float, float]:
+        return {float(s.labels["le"]): s.value for s in self.samples if s.name == f"{family}_bucket"}
+
+
+def delta_buckets(before: Engine, after: Engine, family: str) -> dict[float, float]:
+    b0, b1 = before.buckets(family), after.buckets(family)
+    return {le: b1[le] - b0.get(le, 0.0) for le in b1}
+
+
+def bucket_index(bounds: list[float], value: float) -> int:
+    return bisect.bisect_left(bounds, value)
+
+
+def within_one_bucket(bounds: list[float], a: float, b: float) -> bool:
+    return abs(bucket_index(bounds, a) - bucket_index(bounds, b)) <= 1
+
+
+def sample_quantile(values: Iterable[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def served_rate(engine_before: Engine, engine_after: Engine) -> float:
+    """Requests the engine finished for a reason that means served work.
+
+    (vLLM 0.32 counts no ``abort`` for a client that hangs up: that request never reaches the finished-request
+    stats. The served-reasons filter is checked on exported ``abort``/``error`` series in
+    tests/integration/test_signal_semantics.py.)"""
+    served = sum(engine_after.value("vllm:request_success_total", finished_reason=r)
+                 - engine_before.value("vllm:request_success_total", finished_reason=r)
+                 for r in ("stop", "length", "repetition"))
+    return served / (engine_after.at - engine_before.at)
+
+
+def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.5) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll_s)
+
+
+@pytest.fixture(scope="module")
+def serving(vllm_module_stack):  # type: ignore[no-untyped-def]
+    stack = vllm_module_stack(one_variant(), {"tiny": 1})
+    variant = stack.variants[0]
+    instance = stack.pods.ready(variant)[0]
+    source = PrometheusSignalSource(url=stack.prometheus.url, labels=LabelMap(), rate_window=f"{WINDOW_S}s",
+                                    cycle="10s", staleness_s=30.0, warmup_s=0.0,
+                                    timeout_s=30.0, budget_s=60.0)  # a loaded machine: every query answered
+    return stack, variant, instance, source
+
+
+class EngineSampler:
+    """Scrapes the engine's /metrics every half second on a thread, so that the engine's counters can be read
+    at the edges of the very window Prometheus evaluated (sample times differ by at most half a second)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.snapshots: list[Engine] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.snapshots.append(Engine(scrape(self.url)))
+
+    def at(self, t: float) -> Engine:
+        return min(self.snapshots, key=lambda e: abs(e.at - t))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+@dataclass
+class Window:
+    signals: VariantSignals
+    load: LoadGenerator
+    before: Engine  # the engine at the window's start
+    after: Engine  # and at the evaluation instant
+    at: float
+
+
+def measure_window(stack, variant, instance, source) -> Window:  # type: ignore[no-untyped-def]
+    """Load for a settling period and one full rate window, then read the signals at Prometheus's now, with
+    the engine's counters sampled throughout."""
+    load = LoadGenerator(instance.url, model="tiny", concurrency=CONCURRENCY, prompt_tokens=PROMPT,
+                         max_tokens=OUTPUT).start()
+    sampler = EngineSampler(instance.url)
+    try:
+        started = time.time()
+        wait_until(lambda: time.time() - started > 8 and len(load.records) >= CONCURRENCY, timeout_s=120,
+                   what="the load to settle")
+        settled = time.time()
+        wait_until(lambda: time.time() - settled >= WINDOW_S + 1, timeout_s=WINDOW_S + 5, what="one window")
+        stack.wait_for_scrape(pods=[instance.pod], after=time.time() - 0.5)
+        at = source.server_time()
+        spec = stack.spec_of(variant)
+        signals = source.collect_all([spec], now=at).variants[spec]
+        time.sleep(0.6)  # noqa: one more engine sample past the evaluation instant, for the nearest-sample lookup
+    finally:
+        sampler.stop()
+        load.stop()
+    assert not load.errors, load.errors[:3]
+    return Window(signals=signals, load=load, before=sampler.at(at - WINDOW_S), after=sampler.at(at), at=at)
+
+
+def test_every_signal_read_from_a_real_vllm_under_load_agrees_with_the_engine_and_the_load_generator(serving):  # type: ignore[no-untyped-def]
+    w = measure_window(*serving)
+    signals, load, before, after = w.signals, w.load, w.before, w.after
+    assert signals.freshness is Freshness.FRESH, signals.note
+    assert signals.pods == 1
+
+    # Rates: the engine's counters over the same window, and the requests the load generator saw finish.
+    served: list[Served] = load.served_between(w.at - WINDOW_S, w.at)
+    engine_rate = served_rate(before, after)
+    client_rate = len(served) / WINDOW_S
+    assert signals.requests_per_s == pytest.approx(engine_rate, rel=0.05)
+    assert signals.requests_per_s == pytest.approx(client_rate, rel=0.05)
+    engine_gen = (after.value("vllm:generation_tokens_total") - before.value("vllm:generation_tokens_total")) / (
+        after.at - before.at)
+    assert signals.generation_tokens_per_s == pytest.approx(engine_gen, rel=0.05)
+    assert signals.generation_tokens_per_s == pytest.approx(client_rate * OUTPUT, rel=0.05)
+    assert signals.prompt_tokens_per_s == pytest.approx(client_rate * PROMPT, rel=0.05)
+
+    # Token means exact: every request has the same lengths.
+    assert signals.prompt_tokens_mean == PROMPT
+    assert signals.generation_tokens_mean == OUTPUT
+    assert all(r.tokens == OUTPUT for r in served)
+    token_bounds = sorted(before.buckets("vllm:request_prompt_tokens"))
+    assert within_one_bucket(token_bounds, signals.prompt_tokens_p90, PROMPT)
+
+    # Latency quantiles within one bucket of the engine's own histogram and of what the client measured.
+    ttft_bounds = sorted(before.buckets("vllm:time_to_first_token_seconds"))
+    itl_bounds = sorted(before.buckets("vllm:inter_token_latency_seconds"))
+    ttft_engine = delta_buckets(before, after, "vllm:time_to_first_token_seconds")
+    itl_engine = delta_buckets(before, after, "vllm:inter_token_latency_seconds")
+    first_tokens = [r.ttft_s for r in load.records
+                    if r.first_token is not None and w.at - WINDOW_S <= r.first_token < w.at]
+    gaps = [g for r in served for g in r.gaps]
+    for q in (0.5, 0.9):
+        ttft, itl = signals.ttft_quantile_s(q), dict(signals.itl_quantiles_s).get(q)
+        assert ttft is not None and itl is not None
+        assert within_one_bucket(ttft_bounds, ttft, quantile(q, ttft_engine)), (q, ttft, quantile(q, ttft_engine))
+        # The client's TTFT also holds the HTTP front end's own wait (a second on a starved core): never less.
+        assert bucket_index(ttft_bounds, ttft) <= bucket_index(ttft_bounds, sample_quantile(first_tokens, q)) + 1
+        assert within_one_bucket(itl_bounds, itl, quantile(q, itl_engine)), (q, itl, quantile(q, itl_engine))
+        assert within_one_bucket(itl_bounds, itl, sample_quantile(gaps, q)), (q, itl, sample_quantile(gaps, q))
+
+    # Gauges over the cycle: half the clients wait for a batch slot, the batch is full, the KV cache in use.
+    assert 0 < signals.waiting <= CONCURRENCY - 4
+    assert 0 < signals.running <= 4
+    assert signals.kv_usage_mean is not None and 0 < signals.kv_usage_mean <= 1
+    assert signals.kv_usage_max is not None and signals.kv_usage_max >= signals.kv_usage_mean
+    assert signals.prefix_cache_hit_ratio is not None and 0 <= signals.prefix_cache_hit_ratio <= 1
