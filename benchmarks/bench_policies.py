@@ -153,25 +153,31 @@ def _cell(entry: dict[str, Any]) -> str:
 
 
 def verdict(report: dict[str, Any]) -> str:
-    """``default`` against the ceiling and against the cheapest peer that matches its attainment within 0.2 point
-    (issue 14's goal: within 0.5 point of the ceiling, at most 0.85x that peer's GPU-hours)."""
+    """``default`` against the ceiling and the peers, in the terms of issue 14's goal: within 0.5 point of the
+    ceiling, and at most 0.85x the GPU-hours of the cheapest peer whose attainment is no more than 0.2 point
+    below its own. A peer with at least its attainment on no more GPU-hours beats it, and the verdict says so."""
     policies = report["policies"]
     default = policies.get("default")
     if default is None:
         return "no default"
     feasible = float(default.get("feasible_fraction", 1.0))
     gap = 100 * (feasible - default["attainment"])
-    parts = [f"{gap:+.2f} pt below the ceiling" if gap > 0 else "at the ceiling"]
-    matching = [(p["gpu_hours"], name) for name, p in policies.items()
-                if name != "default" and p["attainment"] >= default["attainment"] - 0.002]
+    parts = [f"{gap:.2f} pt below the ceiling" + (" (goal missed)" if gap > 0.5 else "") if gap > 0
+             else "at the ceiling"]
+    peers = {name: p for name, p in policies.items() if name != "default"}
+    beaten_by = sorted(name for name, p in peers.items()
+                       if p["attainment"] >= default["attainment"] and p["gpu_hours"] <= default["gpu_hours"] * 0.995)
+    matching = [(p["gpu_hours"], name) for name, p in peers.items()
+                if p["attainment"] >= default["attainment"] - 0.002]
     if matching:
         cost, name = min(matching)
         ratio = default["gpu_hours"] / cost if cost > 0 else math.inf
-        parts.append(f"{ratio:.2f}x the GPU-h of {name}, the cheapest peer within 0.2 pt")
-        if ratio > 0.85:
-            parts.append("goal (<= 0.85x) missed" if ratio <= 1.0 else f"**loses to {name}**")
+        parts.append(f"{ratio:.2f}x the GPU-h of {name}, the cheapest peer within 0.2 pt of its attainment"
+                     + (" (goal met)" if ratio <= 0.85 and gap <= 0.5 else ""))
     else:
         parts.append("no peer within 0.2 pt of its attainment")
+    if beaten_by:
+        parts.append(f"**loses**: {', '.join(beaten_by)} reach(es) at least its attainment on fewer GPU-h")
     return "; ".join(parts)
 
 
