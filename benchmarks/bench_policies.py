@@ -198,6 +198,52 @@ def markdown(reports: list[dict[str, Any]]) -> str:
         " [90% bootstrap interval of GPU-h; of attainment], where resampled.\n\n" + "\n".join(notes) + "\n"
 
 
+def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (GPU-hours, attainment) points no other point beats on both, cheapest first: a sweep's trade-off."""
+    best: list[tuple[float, float]] = []
+    for cost, share in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not best or share > best[-1][1]:
+            best.append((cost, share))
+    return best
+
+
+def plot_frontiers(report: dict[str, Any], sweep: dict[str, Any] | None, path: Path) -> Path:
+    """Cost against attainment for one cell: each policy a point, ``hpa-tuned``'s sweep (its 16 settings on this
+    trace, ``benchmarks/sweep_hpa.py``) as its trade-off frontier, and the ceiling as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    name = report["trace"]
+    if sweep is not None:
+        points = [(s["results"][name]["gpu_hours"], 100 * s["results"][name]["attainment"])
+                  for s in sweep["settings"] if name in s.get("results", {})]
+        if points:
+            ax.scatter(*zip(*points, strict=True), s=12, color="0.6", label="hpa sweep (16 settings)")
+            ax.plot(*zip(*frontier(points), strict=True), color="0.4", lw=1, label="hpa sweep frontier")
+    for policy, entry in report["policies"].items():
+        marker, size = ("*", 220) if policy == "default" else ("o", 45)
+        ax.scatter([entry["gpu_hours"]], [100 * entry["attainment"]], marker=marker, s=size, zorder=3,
+                   label=f"{policy} ({entry['gpu_hours']:.1f} GPU-h, {100 * entry['attainment']:.1f}%)")
+    feasible = 100 * next(iter(report["policies"].values()))["feasible_fraction"]
+    ax.axhline(feasible, color="k", ls=":", lw=1, label=f"ceiling {feasible:.2f}%")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.set_xlabel("GPU-hours (log; points below the axis are listed in the legend)")
+    ax.set_ylabel("requests within both SLOs, %")
+    ax.set_ylim(max(0.0, min(90.0, feasible - 10)), 100.5)
+    ax.set_title(f"{name}, engine {report['scenario'].get('engine_prefill_error', 1.0):g}x the profile")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", action="append", choices=list(BY_NAME))
@@ -223,6 +269,11 @@ def main() -> None:
     reports = [json.loads(cell_path(s.name, e).read_text()) for e in ERRORS for s in SCENARIOS
                if cell_path(s.name, e).exists()]
     (RESULTS / "policies.md").write_text(markdown(reports))
+    sweep_file = RESULTS / "sweep_hpa.json"
+    sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
+    for report in reports:
+        if report["scenario"].get("engine_prefill_error", 1.0) == 1.0:
+            plot_frontiers(report, sweep, RESULTS / f"{report['trace']}_frontier.png")
     print(f"total {time.perf_counter() - started:.0f} s; table in {RESULTS / 'policies.md'}")
 
 
