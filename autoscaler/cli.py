@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +13,20 @@ import typer
 
 from autoscaler import __version__
 from autoscaler.errors import AutoscalerError, ConfigError
+
+
+@contextlib.contextmanager
+def _exit_codes() -> Iterator[None]:
+    """A command's errors as one line on stderr: the configuration's fault (a bad kubeconfig, policy or setting)
+    exits 2, any other of the product's errors 1."""
+    try:
+        yield
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except AutoscalerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="SLO-aware, cost-optimal autoscaler for disaggregated vLLM serving.")
@@ -96,14 +112,8 @@ def run(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    try:
+    with _exit_codes():
         code = run_controller(settings=settings, runtime=runtime, stop=stop, duration_s=duration)
-    except ConfigError as exc:  # a bad kubeconfig or policy at start-up: the configuration's fault
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except AutoscalerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
     raise typer.Exit(code)
 
 
@@ -131,7 +141,7 @@ def recommend(
         raise typer.Exit(2)
     settings = _load(config, prometheus_url=prometheus_url, kubeconfig=kubeconfig, namespace=namespace,
                      log_format=log_format)
-    try:
+    with _exit_codes():
         if cluster_configured(settings.kube.kubeconfig):
             controller = build_controller(settings, dry_run=True)
         else:
@@ -144,12 +154,6 @@ def recommend(
         report = dataclasses.replace(controller, seed_histories=False).run_cycle()
         typer.echo("note: one cycle without history: scale-downs are shown as if the scale-down window had "
                    "passed", err=True)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except AutoscalerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
     if output == "json":
         sys.stdout.write(to_json(report) + "\n")
     else:
@@ -215,18 +219,12 @@ def adapter(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    try:
+    with _exit_codes():
         options = AdapterOptions(host=bind, port=port, cert=tls_cert, key=tls_key, self_signed=self_signed,
                                  requestheader_ca=requestheader_ca, allowed_names=tuple(allowed_name or ()),
                                  stale_after_intervals=stale_after, metrics_port=metrics_port or None,
                                  auth_reload_s=auth_reload, cert_reload_s=cert_reload)
         run_adapter(settings, options, duration_s=duration, stop=stop)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    except AutoscalerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
 
 
 @app.command()
