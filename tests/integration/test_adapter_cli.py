@@ -87,7 +87,9 @@ def test_adapter_command_serves_the_decisions_of_its_cycles(control_plane, kube_
         assert status == 200, body
         [item] = json.loads(body)["items"]
         assert (item["metricLabels"], item["value"]) == (
-            {"variant": "llama-decode", "model": "meta-llama_Llama-3.1-8B", "role": "decode", "accelerator": "L4"},
+            # WVA's label names too (variant_name, accelerator_type), for the HPAs llm-d and KServe generate
+            {"variant": "llama-decode", "model": "meta-llama_Llama-3.1-8B", "role": "decode", "accelerator": "L4",
+             "variant_name": "llama-decode", "accelerator_type": "L4"},
             "3")
         assert (_get(port, "/apis", None) or (0, b""))[0] in (0, 400)  # plain HTTP is not served
 

@@ -159,7 +159,9 @@ def test_a_cycle_makes_the_same_requests_with_200_unrelated_objects(
     # Same answers too, give or take resourceVersion digits: the server filtered the unrelated objects out.
     assert alone_bytes > 1000 and abs(crowded_bytes - alone_bytes) < 64, (alone_bytes, crowded_bytes)
     assert [o.spec.ref.name for o in report.outcomes] == ["llama-decode"]
-    listed_variants = [c for c in alone if c[0] == "GET" and c[1].endswith(f"/{api.PLURAL}")]
+    # Our own group's objects (llm-d's llmd.ai objects are listed by their own source, which has no cache yet).
+    listed_variants = [c for c in alone if c[0] == "GET" and c[1].endswith(f"/{api.PLURAL}")
+                       and f"/apis/{api.API_VERSION}/" in c[1]]
     assert len(listed_variants) == (0 if watch else 1)  # the watched cycle reads its cache
     assert sum(1 for method, path in alone if method == "GET" and "/pods" in path) == 1  # one pod list per variant
 
