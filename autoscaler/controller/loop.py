@@ -139,9 +139,11 @@ class Controller:
     profiles: Mapping[str, PerformanceProfile] = field(default_factory=dict)
     """Performance profiles by name; a variant with none is decided reactively."""
     planner: PlannerConfig = field(default_factory=PlannerConfig)
-    warm_start_s: float | None = None
+    warm_start_s: float | None = 3600.0
     """At the first cycle, read this much history (when the signal source can) to warm the forecaster; None: as
-    much as the forecaster keeps (``forecast.history_s``: days, for the daily season), not one hour of it."""
+    much as the forecaster keeps (``forecast.history_s``: days, for the daily season). One hour by default: days
+    took 2.5 minutes of CPU on a 2-core machine before a new controller could act (issue 14 is open for a cheap
+    days-long warm start)."""
     nodes: NodeProvisioner | None = None
     """GPU MachineSets planned with the pods; None: nodes are someone else's business."""
     calibration: OnlineSettings | None = field(default_factory=OnlineSettings)

@@ -91,7 +91,7 @@ class Clock:
 def test_the_controller_reads_the_forecasters_history_in_pieces_prometheus_answers():
     source = Source()
     controller = Controller(variants=Variants(), signals=source, scaler=Scaler(), policy=ScalingPolicy(),
-                            clock=Clock(), dry_run=True, planner=CONFIG)
+                            clock=Clock(), dry_run=True, planner=CONFIG, warm_start_s=None)
     controller.run_cycle()
     assert source.reads[0][0] == 3 * DAY - FORECAST.history_s  # the forecaster's span, not one hour
     assert len(source.reads) == math.ceil(FORECAST.history_s / STEP / WARM_START_POINTS)

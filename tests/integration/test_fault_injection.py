@@ -109,8 +109,10 @@ def scene(audited_plane: tuple[kube.ControlPlane, Path], prometheus_binary: str,
              "idle_window_s": 4}]}]}))
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({
+            # Scale-to-zero needs the gateway's queue to come back from zero (refused at load without it); no
+            # gateway exports it here, so its read is unknown like any missing series.
             "prometheus": {"rate_window": "10s", "staleness_s": 15, "timeout_s": 2, "max_parallel_queries": 1,
-                           "retries": 0},
+                           "retries": 0, "gateway_queue_metric": "inference_extension_flow_control_queue_size"},
             "saturation": {"kv_low": 0.001, "queue_per_replica_low": 0.0},
             "behavior": {"scale_down_window_s": 0, "max_step_down": 0},
             # Predictive on, so the forecaster is warmed; no profile matches model "llama", so no capacity
