@@ -108,6 +108,8 @@ _FACTORIES: dict[str, Callable[[], SimPolicy]] = {
     "default-no-rejection": _controller("default-no-rejection", apply_admission=False),
     "default-mean-forecast": _controller("default-mean-forecast", quantile=0.5),
     "default-gateway": _controller("default-gateway", per_request_gateway=True),
+    # The product on a model and accelerator nobody has profiled: it starts reactive and learns the engine.
+    "default-unprofiled": _controller("default-unprofiled", profiled=False),
 }
 
 
