@@ -15,7 +15,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 MODELS = Path(__file__).resolve().parent / "models"
-SHIPPED = ("profiles",)  # data the controller reads; models/forecast holds only state written at run time
+SHIPPED = ("profiles",)  # the data the controller reads
 
 
 class BuildWithModels(build_py):

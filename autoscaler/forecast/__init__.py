@@ -1,6 +1,8 @@
 """Forecasting each model's traffic: arrival rate and mix (mean prompt and output tokens) per cycle.
 
-Pure (values in, values out) apart from :mod:`autoscaler.forecast.store`, which saves and loads state files.
+Pure (values in, values out). Nothing is saved between runs: a new or restarted controller rebuilds each model's
+history from Prometheus (``Controller.warm``, through the signal port), so a crash or a leader change loses
+nothing.
 
     state = new_mix(config)
     state, forecast = update_mix(state, observation=MixObservation(...), now=t, config=config)
