@@ -74,6 +74,29 @@ def test_role_and_accelerator_come_from_the_targets_pod_template(labels: dict, s
     assert (found.role, found.accelerator, found.gpus_per_replica) == (role, accelerator, 2)
 
 
+def _required_affinity(*terms: list[dict]) -> dict:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": expressions} for expressions in terms]}}}
+
+
+@pytest.mark.parametrize(("affinity", "accelerator"), [
+    pytest.param(_required_affinity([{"key": "nvidia.com/gpu.product", "operator": "In",
+                                      "values": ["NVIDIA-H100-80GB-HBM3"]}]), "H100", id="pinned-to-one-value"),
+    pytest.param(_required_affinity([{"key": "nvidia.com/gpu.product", "operator": "In",
+                                      "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB"]}]), "UNKNOWN",
+                 id="several-values-name-none"),
+    pytest.param(_required_affinity([{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L40S"]}],
+                                    [{"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4"]}]),
+                 "UNKNOWN", id="terms-that-disagree-name-none"),
+    pytest.param(_required_affinity([{"key": "nvidia.com/gpu.product", "operator": "NotIn", "values": ["NVIDIA-L4"]}]),
+                 "UNKNOWN", id="not-in-names-none"),
+])
+def test_the_accelerator_is_read_from_a_required_node_affinity_that_pins_one(affinity: dict, accelerator: str) -> None:
+    workload = _deployment({"llm-d.ai/role": "decode"})
+    workload["spec"]["template"]["spec"]["affinity"] = affinity
+    assert llmd.template_identity(workload, va_labels={}).accelerator == accelerator
+
+
 def test_a_decode_pool_of_a_model_without_prefill_is_served_aggregated() -> None:
     va = llmd.parse_llmd_variant(_samples()[0])
     ident = llmd.template_identity(_deployment({"llm-d.ai/role": "decode"}), va_labels={})
