@@ -132,10 +132,12 @@ def signal_sources(settings: Settings) -> tuple[PrometheusSignalSource, SignalSo
 
 def llmd_source(settings: Settings, api: client.ApiClient, *, may_write: Callable[[], bool],
                 namespaces: tuple[str, ...] | None = None) -> LlmdVariantSource:
-    """llm-d's ``llmd.ai`` VariantAutoscalings (nothing when that CRD is not installed)."""
+    """llm-d's ``llmd.ai`` VariantAutoscalings of this controller's shard (nothing when that CRD is not
+    installed)."""
     if namespaces is None:
         namespaces = (settings.kube.namespace,) if settings.kube.namespace else ()
-    return LlmdVariantSource(api, namespaces=namespaces, may_write=may_write)
+    return LlmdVariantSource(api, namespaces=namespaces, label_selector=settings.runtime.shard_label_selector,
+                             may_write=may_write)
 
 
 def assemble_controller(

@@ -40,13 +40,17 @@ def _utc_now() -> dt.datetime:
 
 
 class LlmdVariantSource:
-    """See the module docstring. ``namespaces``: one LIST each (empty = all namespaces)."""
+    """See the module docstring. ``namespaces``: one LIST each (empty = all namespaces); ``label_selector``: this
+    controller's shard, filtered by the API server as for our own VariantAutoscalings (two shards must not both
+    decide one llm-d variant)."""
 
-    def __init__(self, api: client.ApiClient, *, namespaces: Sequence[str] = (), timeout_s: float = 10.0,
+    def __init__(self, api: client.ApiClient, *, namespaces: Sequence[str] = (), label_selector: str | None = None,
+                 timeout_s: float = 10.0,
                  may_write: Callable[[], bool] = lambda: True, now: Callable[[], dt.datetime] = _utc_now) -> None:
         self._custom = client.CustomObjectsApi(api)
         self._scales = ScaleClient(api, timeout_s=timeout_s)
         self._namespaces = tuple(namespaces)
+        self._selector = label_selector or None
         self._timeout_s = timeout_s
         self._may_write = may_write
         self._now = now
@@ -63,9 +67,11 @@ class LlmdVariantSource:
         try:
             if namespace:
                 listed = self._custom.list_namespaced_custom_object(
-                    llmd.GROUP, llmd.VERSION, namespace, llmd.PLURAL, _request_timeout=self._timeout_s)
+                    llmd.GROUP, llmd.VERSION, namespace, llmd.PLURAL, label_selector=self._selector,
+                    _request_timeout=self._timeout_s)
             else:
                 listed = self._custom.list_cluster_custom_object(llmd.GROUP, llmd.VERSION, llmd.PLURAL,
+                                                                 label_selector=self._selector,
                                                                  _request_timeout=self._timeout_s)
         except ApiException as exc:
             if exc.status == 404:

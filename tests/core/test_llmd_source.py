@@ -22,9 +22,13 @@ class FakeCustom:
         self.patches: dict[str, dict[str, Any]] = {}
 
     def list_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str,
-                                      **_: Any) -> dict[str, Any]:
+                                      label_selector: str | None = None, **_: Any) -> dict[str, Any]:
         if self.items is None:
             raise ApiException(status=404, reason="Not Found")
+        if label_selector:  # equality selectors only, as the API server applies them
+            wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+            return {"items": [o for o in self.items
+                              if wanted.items() <= ((o.get("metadata") or {}).get("labels") or {}).items()]}
         return {"items": self.items}
 
     def patch_namespaced_custom_object_status(self, group: str, version: str, namespace: str, plural: str,
@@ -52,9 +56,10 @@ def _pods(role: str) -> dict[str, Any]:
                                                           "llm-d.ai/accelerator-variant": "H100"}}}}}
 
 
-def _source(items: list[dict[str, Any]] | None, workloads: dict[str, dict[str, Any]]
-            ) -> tuple[LlmdVariantSource, FakeCustom]:
-    source = LlmdVariantSource(kube_client.ApiClient(), namespaces=("llm",), now=lambda: NOW)
+def _source(items: list[dict[str, Any]] | None, workloads: dict[str, dict[str, Any]], *,
+            label_selector: str | None = None) -> tuple[LlmdVariantSource, FakeCustom]:
+    source = LlmdVariantSource(kube_client.ApiClient(), namespaces=("llm",), label_selector=label_selector,
+                               now=lambda: NOW)
     custom = FakeCustom(items)
     source._custom = custom  # type: ignore[assignment]
     source._scales = FakeScales(workloads)  # type: ignore[assignment]
@@ -99,3 +104,22 @@ def test_the_same_name_in_both_groups_is_decided_once() -> None:
     second, _ = _source([_va("x", "d")], {"d": _pods("decode")})
     specs, errors = MergedVariantSource(first, second).list_variants()
     assert len(specs) == 1 and "used by both" in str(errors[0])
+
+
+def test_only_the_shards_llmd_variants_are_decided() -> None:
+    ours, theirs = _va("ours", "pool-a"), _va("theirs", "pool-b")
+    ours["metadata"]["labels"] = {"variant-autoscaler.io/shard": "a"}
+    theirs["metadata"]["labels"] = {"variant-autoscaler.io/shard": "b"}
+    source, _ = _source([ours, theirs], {"pool-a": _pods("decode"), "pool-b": _pods("decode")},
+                        label_selector="variant-autoscaler.io/shard=a")
+    specs, errors = source.list_variants()
+    assert [s.ref.name for s in specs] == ["ours"] and not errors
+
+
+def test_the_wired_llmd_source_carries_the_shard_selector() -> None:
+    from autoscaler.config import RuntimeSettings, Settings
+    from autoscaler.controller.wiring import llmd_source
+
+    settings = Settings(runtime=RuntimeSettings(shard_label_selector="variant-autoscaler.io/shard=a"))
+    source = llmd_source(settings, kube_client.ApiClient(), may_write=lambda: False)
+    assert source._selector == "variant-autoscaler.io/shard=a"
