@@ -73,7 +73,8 @@ def _load(config: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
         if settings.planner.policy_file is not None:
             from autoscaler.policy import load_policy
 
-            load_policy(settings.planner.policy_file)  # a bad policy file is bad configuration: exit 2 up front
+            # A bad policy file is bad configuration: exit 2 up front.
+            load_policy(settings.planner.policy_file, base=settings.layers())
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
