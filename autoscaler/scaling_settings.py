@@ -37,12 +37,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.policyset import PolicySet
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.types import VariantSpec
+from autoscaler.errors import ConfigError
 from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 
@@ -220,9 +221,16 @@ class Layers:
 
     def validate(self) -> None:
         """Validate the merged sections as wholes: a rule across fields (kv_low below kv_high) holds even when
-        two sources set the two fields. Raises pydantic's ValidationError."""
+        two sources set the two fields. Raises ConfigError naming the field (or the section, for a rule)."""
         for name, model in _MODELS.items():
-            model.model_validate(self.section(name))
+            try:
+                model.model_validate(self.section(name))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join([name, *(str(p) for p in first["loc"])])
+                setters = sorted({self.sources.get(p, DEFAULT) for p in self.values if p.startswith(name + ".")})
+                raise ConfigError(f"{where}: {first['msg']} (merged from: {', '.join(setters)})",
+                                  field=where) from exc
 
     def source_map(self) -> dict[str, str]:
         """The source of every field, defaults included (:attr:`PolicySet.sources`)."""

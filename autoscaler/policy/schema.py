@@ -41,7 +41,7 @@ import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.policyset import CostBounds, ModelPolicy, PolicySet, VariantPolicy
@@ -217,11 +217,8 @@ def to_policy_set(policy: PolicyFile, *, source: str = "", base: Layers | None =
                        POLICY)
     try:
         layers.validate()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{source or 'policy'}: {first['msg']} (with the settings' values for the fields "
-                          f"the policy leaves out)", field=where) from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{source or 'policy'}: {exc}", field=exc.field) from exc
     bounds = policy.bounds or BoundsModel()
     return layers.policy_set(
         models=tuple(
