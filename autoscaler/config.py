@@ -1,5 +1,9 @@
 """Settings: YAML file < environment (``VAS_`` prefix, ``__`` between levels) < CLI flags.
 
+The ``behavior``, ``saturation`` and ``slo`` sections are the models of :mod:`autoscaler.scaling_settings`,
+which the policy file shares; that module gives the order in which the policy file and the VariantAutoscaling
+override these settings, field by field.
+
 Every field says its unit and why its default is what it is. An invalid value raises
 :class:`autoscaler.errors.ConfigError` whose message names the field, e.g.
 ``prometheus.timeout_s: Input should be greater than 0 (got -1)``.

@@ -61,11 +61,11 @@ class ModelPolicy:
     model: str
     slo: SloTargets | None = None
     """The model's SLO, the policy file's fields laid over the settings' (None: the settings' SLO holds)."""
-    slo_set: frozenset[str] = frozenset()
-    """Which SLO fields the policy file set (``ttft_s``, ...), for ``recommend --explain``."""
     priority: int = 0
     """Higher is served first when cost bounds bind (as Kubernetes PriorityClass values)."""
     variants: tuple[VariantPolicy, ...] = ()
+    slo_set: frozenset[str] = frozenset()
+    """Which SLO fields the policy file set (``ttft_s``, ...), for ``recommend --explain``."""
 
     def variant(self, role: Role, accelerator: str) -> VariantPolicy | None:
         for v in self.variants:
