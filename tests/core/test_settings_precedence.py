@@ -194,3 +194,26 @@ def test_the_crd_cost_per_hour_wins_over_the_policy_gpu_price():
     priced = {r.path: r for r in explain_variant(to_variant_spec(crd("decode", costPerHour="7.5")), policy,
                                                   default_slo=SloTargets(1.0, 0.05))}
     assert (priced["cost_per_hour"].value, priced["cost_per_hour"].source) == (7.5, "VariantAutoscaling spec.costPerHour")
+
+
+def test_recommend_explain_adds_each_variants_settings_to_the_json(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import autoscaler.controller.wiring as wiring
+    import autoscaler.kube.client as kube_client
+    from autoscaler import cli
+
+    spec = to_variant_spec(crd("decode", slo={"itl": "30ms"}))
+
+    def fake(settings):
+        return assemble_controller(settings, variants=Variants([spec]), signals=Signals({spec: SATURATED}),
+                                   scaler=Scaler({spec.ref.name: 1}), clock=Clock(), profiles=default_profiles())
+
+    monkeypatch.setattr(kube_client, "cluster_configured", lambda _path: False)
+    monkeypatch.setattr(wiring, "build_metrics_only_controller", fake)
+    config = write(tmp_path, "config.yaml", "log_format: console\nlog_level: error\n")
+    result = CliRunner().invoke(cli.app, ["recommend", "--explain", "-o", "json", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    variant = json.loads(result.stdout[result.stdout.index("{"):])["variants"][0]
+    got = {r["setting"]: r["source"] for r in variant["settings"]}
+    assert got["slo.itl_s"] == "VariantAutoscaling spec.slo" and got["slo.ttft_s"] == "default"
