@@ -73,7 +73,8 @@ def _load(config: Path | None, **flags: Any):  # type: ignore[no-untyped-def]
         if settings.planner.policy_file is not None:
             from autoscaler.policy import load_policy
 
-            load_policy(settings.planner.policy_file)  # a bad policy file is bad configuration: exit 2 up front
+            # A bad policy file is bad configuration: exit 2 up front.
+            load_policy(settings.planner.policy_file, base=settings.layers())
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -124,6 +125,9 @@ def recommend(
     kubeconfig: KubeOpt = None,
     namespace: NsOpt = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+    explain: Annotated[bool, typer.Option(
+        "--explain", help="Also show each variant's effective settings (behaviour, saturation, SLO, bounds, GPUs, "
+                          "price), each with the source it came from.")] = False,
     log_format: LogOpt = None,
 ) -> None:
     """One dry-run cycle: print what the controller would do, change nothing.
@@ -134,7 +138,7 @@ def recommend(
 
     from autoscaler.controller.wiring import build_controller, build_metrics_only_controller
     from autoscaler.kube.client import cluster_configured
-    from autoscaler.report import print_table, to_json
+    from autoscaler.report import effective_settings, print_settings, print_table, to_json
 
     if output not in ("table", "json"):
         typer.echo(f"error: --output: expected 'table' or 'json', got {output!r}", err=True)
@@ -154,10 +158,13 @@ def recommend(
         report = dataclasses.replace(controller, seed_histories=False).run_cycle()
         typer.echo("note: one cycle without history: scale-downs are shown as if the scale-down window had "
                    "passed", err=True)
+        explained = effective_settings(controller, report) if explain else None
     if output == "json":
-        sys.stdout.write(to_json(report) + "\n")
+        sys.stdout.write(to_json(report, settings=explained) + "\n")
     else:
         print_table(report)
+        if explained is not None:
+            print_settings(explained)
 
 
 @app.command()

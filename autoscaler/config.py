@@ -1,5 +1,9 @@
 """Settings: YAML file < environment (``VAS_`` prefix, ``__`` between levels) < CLI flags.
 
+The ``behavior``, ``saturation`` and ``slo`` sections are the models of :mod:`autoscaler.scaling_settings`,
+which the policy file shares; that module gives the order in which the policy file and the VariantAutoscaling
+override these settings, field by field.
+
 Every field says its unit and why its default is what it is. An invalid value raises
 :class:`autoscaler.errors.ConfigError` whose message names the field, e.g.
 ``prometheus.timeout_s: Input should be greater than 0 (got -1)``.
@@ -8,6 +12,7 @@ Every field says its unit and why its default is what it is. An invalid value ra
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -24,20 +30,25 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
 
-from autoscaler.core.behavior import Behavior
 from autoscaler.core.decide import ScalingPolicy
-from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.errors import ConfigError
+from autoscaler.scaling_settings import BehaviorModel, Layers, SaturationModel, SloModel, fields_set
 
 if TYPE_CHECKING:
     from autoscaler.perf.online import OnlineSettings
 
-__all__ = ["RuntimeSettings", "Settings", "format_validation_error", "load_settings", "runtime_environment"]
+__all__ = ["ENVIRONMENT", "FLAG", "SETTINGS_FILE", "RuntimeSettings", "Settings", "format_validation_error",
+           "load_settings", "runtime_environment"]
+
+SETTINGS_FILE, ENVIRONMENT, FLAG = "settings file", "environment", "flag"
+"""Where a setting came from, for ``recommend --explain`` (flags win over the environment, which wins over the
+file; the order across all sources is in :mod:`autoscaler.scaling_settings`)."""
 
 # The YAML file of the load in progress (pydantic-settings builds sources per class, not per call).
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("_CONFIG_FILE", default=None)
@@ -208,35 +219,6 @@ class KubeSettings(_Section):
     namespace: str | None = Field(None, description="Only manage VariantAutoscalings here; unset = all namespaces.")
 
 
-class SaturationSettings(_Section):
-    queue_per_replica_high: float = Field(2.0, ge=0)
-    queue_per_replica_low: float = Field(0.25, ge=0)
-    kv_high: float = Field(0.80, gt=0, le=1)
-    kv_low: float = Field(0.40, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SaturationSettings:
-        if self.kv_low >= self.kv_high:
-            raise ValueError(f"kv_low ({self.kv_low}) must be below kv_high ({self.kv_high})")
-        if self.queue_per_replica_low >= self.queue_per_replica_high:
-            raise ValueError("queue_per_replica_low must be below queue_per_replica_high")
-        return self
-
-
-NODE_BOOT_SCALE_UP_WINDOW_S = 120.0
-"""Default scale-up window when new replicas wait for a GPU node (see :meth:`Settings.scale_up_window_s`)."""
-
-
-class BehaviorSettings(_Section):
-    scale_up_window_s: float | None = Field(
-        None, ge=0, description="A rise must hold this long before replicas are added (the lowest target in the "
-                                "window wins). Unset: 120 s when new replicas wait for a GPU node "
-                                "(planner.nodes_on_demand or nodes.enabled), else 0 (the HPA default).")
-    scale_down_window_s: float = Field(300.0, ge=0, description="HPA default 300 s: one quiet sample never drops capacity.")
-    max_step_up: int = Field(1, ge=0, description="Replicas added per cycle (0 = unbounded).")
-    max_step_down: int = Field(1, ge=0, description="Replicas removed per cycle (0 = unbounded).")
-
-
 class ControllerSettings(_Section):
     interval_s: float = Field(15.0, gt=0, description="Seconds between cycles; vLLM metrics move on this scale.")
     dry_run: bool = Field(False, description="Decide and log, change nothing.")
@@ -248,7 +230,8 @@ class PlannerSettings(_Section):
     predictive: bool = Field(True, description="False: reactive saturation scaling only (no forecast, no capacity).")
     policy_file: Path | None = Field(
         None, description="Policy YAML file or directory (policies/); re-read when it changes, a bad edit keeps "
-                          "the last good policy. Unset: thresholds and behaviour from this config.",
+                          "the last good policy. The fields it sets override this config's, field by field "
+                          "(autoscaler.scaling_settings).",
     )
     models_dir: Path | None = Field(None, description="Directory holding profiles/ (default: the repo's models/).")
     forecast_lead_time_s: float = Field(
@@ -265,9 +248,6 @@ class PlannerSettings(_Section):
                            "that would read a surge that is not there.",
     )
     backlog_drain_s: float = Field(60.0, gt=0, description="Waiting requests are sized to clear within this.")
-    slo_ttft_s: float = Field(1.0, gt=0, description="TTFT target for models the policy does not name.")
-    slo_itl_s: float = Field(0.05, gt=0, description="ITL target for models the policy does not name.")
-    slo_percentile: float = Field(0.9, gt=0.5, lt=1.0, description="Percentile both targets apply at.")
 
 
 class NodeSettings(_Section):
@@ -389,13 +369,15 @@ class Settings(BaseSettings):
     planner: PlannerSettings = PlannerSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     nodes: NodeSettings = NodeSettings()
-    saturation: SaturationSettings = SaturationSettings()
-    behavior: BehaviorSettings = BehaviorSettings()
+    saturation: SaturationModel = SaturationModel()
+    behavior: BehaviorModel = BehaviorModel()
+    slo: SloModel = Field(SloModel(), description="SLO of the models no policy file or VariantAutoscaling sets.")
     runtime: RuntimeSettings = RuntimeSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: console on a TTY, JSON lines otherwise (in-cluster)."
     )
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # field path -> ENVIRONMENT or FLAG
 
     @classmethod
     def settings_customise_sources(
@@ -418,29 +400,17 @@ class Settings(BaseSettings):
         """New replicas wait for a GPU node to boot: said so, or implied by managed MachineSets."""
         return self.planner.nodes_on_demand or self.nodes.enabled
 
-    def scale_up_window_s(self) -> float:
-        """The configured window, or the default for how capacity arrives: with nodes booting on demand a
-        one-cycle spike would order a node that arrives 10-17 minutes later, long after the spike; holding the
-        rise for two minutes first filters those out at 12-17% of that reaction time (on the simulator's
-        Mooncake conversation replay it cut GPU-hours 7% at the same SLO attainment:
-        ``benchmarks/results/policies.md``). With free GPUs a pod starts in a minute or two, and two more
-        minutes would double the reaction: no window."""
-        if self.behavior.scale_up_window_s is not None:
-            return self.behavior.scale_up_window_s
-        return NODE_BOOT_SCALE_UP_WINDOW_S if self.nodes_on_demand() else 0.0
+    def layers(self) -> Layers:
+        """The behaviour, saturation and SLO fields these settings set, each with its source (settings file,
+        environment or flag), over the built-in defaults."""
+        fields = {**fields_set(self.behavior, "behavior"), **fields_set(self.saturation, "saturation"),
+                  **fields_set(self.slo, "slo")}
+        sources = {path: self._sources.get(path, SETTINGS_FILE) for path in fields}
+        return Layers.defaults(nodes_on_demand=self.nodes_on_demand()).over(fields, sources)
 
     def scaling_policy(self) -> ScalingPolicy:
-        s, b = self.saturation, self.behavior
-        return ScalingPolicy(
-            saturation=SaturationThresholds(
-                queue_per_replica_high=s.queue_per_replica_high, kv_high=s.kv_high,
-                queue_per_replica_low=s.queue_per_replica_low, kv_low=s.kv_low,
-            ),
-            behavior=Behavior(
-                scale_up_window_s=self.scale_up_window_s(), scale_down_window_s=b.scale_down_window_s,
-                max_step_up=b.max_step_up, max_step_down=b.max_step_down,
-            ),
-        )
+        layers = self.layers()
+        return ScalingPolicy(saturation=layers.saturation(), behavior=layers.behavior())
 
 
 def format_validation_error(exc: ValidationError, *, source: str = "config") -> str:
@@ -470,10 +440,22 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
                 raise ConfigError(f"{config_file}: expected a mapping at the top level", field="config")
             _CONFIG_FILE.set(Path(config_file))
         try:
-            return Settings(**(overrides or {}))
+            settings = Settings(**(overrides or {}))
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ConfigError(format_validation_error(exc, source=source),
                               field=".".join(str(p) for p in first["loc"])) from exc
     finally:
         _CONFIG_FILE.reset(token)
+    # Which source set each field the file might also set: the one pydantic-settings let win.
+    settings._sources.update({path: ENVIRONMENT for path in _paths(EnvSettingsSource(Settings)())})
+    settings._sources.update({path: FLAG for path in _paths(overrides or {})})
+    return settings
+
+
+def _paths(tree: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out += _paths(value, path) if isinstance(value, Mapping) else [path]
+    return out

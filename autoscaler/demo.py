@@ -117,7 +117,7 @@ def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Con
 
     overrides: dict[str, Any] = {
         "controller": {"interval_s": interval_s},
-        "behavior": {"scale_down_window_s": 20, "max_step_up": 2, "max_step_down": 1},
+        "behavior": {"scale_up": {"max_step": 2}, "scale_down": {"stabilization_window_s": 20, "max_step": 1}},
     }
     if engine == "vllm":
         from autoscaler.demo_vllm import vllm_stack

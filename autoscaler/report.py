@@ -8,9 +8,37 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from autoscaler.controller.loop import CycleReport
+from autoscaler.controller.loop import Controller, CycleReport
 
-__all__ = ["print_table", "report_rows", "to_json"]
+__all__ = ["effective_settings", "print_settings", "print_table", "report_rows", "to_json"]
+
+Explained = dict[str, list[dict[str, Any]]]  # variant -> [{"setting", "value", "source"}, ...]
+
+
+def effective_settings(controller: Controller, report: CycleReport) -> Explained:
+    """Per variant of the report: every effective setting, its value and its source (``recommend --explain``)."""
+    from autoscaler.core.plan import resolve_profile
+    from autoscaler.scaling_settings import explain_variant
+
+    policy = controller.current_policy()
+    out: Explained = {}
+    for o in report.outcomes:
+        rows = explain_variant(o.spec, policy, default_slo=controller.planner.default_slo,
+                               profile=resolve_profile(o.spec, controller.profiles, policy))
+        out[str(o.spec.ref)] = [{"setting": r.path, "value": r.value, "source": r.source} for r in rows]
+    return out
+
+
+def print_settings(explained: Explained, console: Console | None = None) -> None:
+    console = console or Console()
+    for variant, rows in explained.items():
+        table = Table(title=f"Effective settings of {variant}")
+        for col in ("setting", "value", "source"):
+            table.add_column(col)
+        for r in rows:
+            value = r["value"]
+            table.add_row(r["setting"], f"{value:g}" if isinstance(value, float) else str(value), r["source"])
+        console.print(table)
 
 
 def report_rows(report: CycleReport) -> list[dict[str, Any]]:
@@ -48,6 +76,11 @@ def print_table(report: CycleReport, console: Console | None = None, *, title: s
         console.print(f"[red]error:[/red] {err}")
 
 
-def to_json(report: CycleReport) -> str:
+def to_json(report: CycleReport, *, settings: Explained | None = None) -> str:
+    """``settings``: the effective settings per variant (``--explain``), under each variant's ``settings``."""
+    rows = report_rows(report)
+    if settings is not None:
+        for row in rows:
+            row["settings"] = settings.get(row["variant"], [])
     return json.dumps({"cycle": report.cycle, "duration_s": round(report.duration_s, 4),
-                       "variants": report_rows(report), "errors": list(report.errors)}, indent=2)
+                       "variants": rows, "errors": list(report.errors)}, indent=2)

@@ -17,14 +17,12 @@ from autoscaler.controller.ports import (
     WallClock,
 )
 from autoscaler.core.admission import AdmissionConfig
-from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig
 from autoscaler.core.policyset import PolicySet
 from autoscaler.forecast import ForecastConfig
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, load_api_client
 from autoscaler.kube.llmd_source import LlmdVariantSource, MergedVariantSource
 from autoscaler.kube.nodepool import KubeNodePool
-from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import default_profiles, load_profiles
 from autoscaler.policy.store import PolicyStore, require_gateway_for_scale_to_zero
@@ -189,12 +187,14 @@ def node_provisioner(settings: Settings, api: client.ApiClient, *,
                         node_selector=n.node_selector, may_write=may_write or (lambda: True))
 
 
-def policy_source(settings: Settings) -> ScalingPolicy | Callable[[], PolicySet]:
-    """The policy file through a reloading store, or the thresholds of the settings. A policy file that is bad
-    at start-up is a configuration error (exit 2); a bad edit later keeps the last good policy."""
+def policy_source(settings: Settings) -> PolicySet | Callable[[], PolicySet]:
+    """The policy file through a reloading store, its fields over the settings' (field by field:
+    :mod:`autoscaler.scaling_settings`), or the settings alone. A policy file that is bad at start-up is a
+    configuration error (exit 2); a bad edit later keeps the last good policy."""
+    layers = settings.layers()
     if settings.planner.policy_file is None:
-        return settings.scaling_policy()
-    store = PolicyStore(settings.planner.policy_file,
+        return layers.policy_set(source="settings")
+    store = PolicyStore(settings.planner.policy_file, base=layers,
                         check=require_gateway_for_scale_to_zero(settings.prometheus.gateway_queue_metric))
     if not store.reload():
         assert store.error is not None
@@ -221,7 +221,7 @@ def planner_config(settings: Settings) -> PlannerConfig:
     return PlannerConfig(
         forecast=ForecastConfig(interval_s=interval, lead_time_s=max(p.forecast_lead_time_s, interval),
                                 history_s=max(3 * 86400.0, p.forecast_lead_time_s + 2 * interval)),
-        default_slo=SloTargets(ttft_s=p.slo_ttft_s, itl_s=p.slo_itl_s, percentile=p.slo_percentile),
+        default_slo=settings.layers().slo(),
         backlog_drain_s=p.backlog_drain_s,
         predictive=p.predictive,
         nodes_on_demand=settings.nodes_on_demand(),

@@ -157,7 +157,9 @@ def _prepare(item: VariantInput, *, policy: PolicySet, demands: Mapping[str, flo
     spec = item.spec
     bounds = variant_bounds(spec=spec, policy=policy.variant_policy(spec), now=now)
     gpu_price = policy.bounds.gpu_hour_price.get(spec.accelerator)
-    price = gpu_price * item.gpus_per_replica if gpu_price is not None else item.cost_per_replica_hour
+    # The VariantAutoscaling's costPerHour, else the policy's GPU price, else the profile's list price.
+    price = (gpu_price * item.gpus_per_replica if gpu_price is not None and spec.cost_per_hour is None
+             else item.cost_per_replica_hour)
     prepared = _Prepared(item, bounds, price, policy.priority(spec.model))
     if demands.get(spec.model) is None:
         return prepared  # no forecast for the model: reactive only, not worth a condition per variant

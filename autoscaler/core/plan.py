@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
@@ -408,8 +408,8 @@ def plan_cycle(
         inputs.append(VariantInput(
             spec=o.spec, signals=o.signals, current=o.current, history=state.histories.get(o.spec.ref, ()),
             replicas=o.replicas, last_scaled_at=o.last_scaled_at, capacity_rps=capacity.get(o.spec.ref),
-            gpus_per_replica=profile.gpus_per_replica if profile else 1,
-            cost_per_replica_hour=profile.cost_per_replica_hour if profile else 0.0,
+            gpus_per_replica=o.spec.gpus(profile.gpus_per_replica if profile else None),
+            cost_per_replica_hour=_replica_price(o.spec, profile),
         ))
     fleet = decide_fleet(variants=inputs, demands=demands, policy=policy, now=now, predictive_floors=floors)
     outlooks = {m: _with_unserved(o, fleet.unserved_rate(m)) for m, o in partial.items()}
@@ -458,8 +458,8 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
                                     window_s=min(config.rise_confirm_max_s, config.rise_confirm_share * lead))
     mean_in = _known(forecast.mean_input_tokens, level.mean_input_tokens if level else None, lead)
     mean_out = _known(forecast.mean_output_tokens, level.mean_output_tokens if level else None, lead)
-    model_policy = policy.model(model)
-    slo = (model_policy.slo if model_policy and model_policy.slo else None) or config.default_slo
+    # Each variant's SLO, field by field: its VariantAutoscaling's, the model's policy, the settings'.
+    slos = {o.spec.ref: policy.slo_for(o.spec, config.default_slo) for o in obs}
     admission = None
     sized = None
     if config.predictive and demand is not None and mean_in and mean_out:
@@ -470,19 +470,20 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
         mix = TrafficMix(mean_input_tokens=max(mean_in * (1 - hit), 1.0), p90_input_tokens=mean_in * spread,
                          mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
         trims = update_trims(state.capacity_trims, {
-            o.spec.ref: measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slo.ttft_s, itl_s=slo.itl_s,
-                                       percentile=slo.percentile) for o in obs}, settings=config.slo_feedback)
+            o.spec.ref: measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slos[o.spec.ref].ttft_s,
+                                       itl_s=slos[o.spec.ref].itl_s, percentile=slos[o.spec.ref].percentile)
+            for o in obs}, settings=config.slo_feedback)
         for o in obs:
             profile = variant_profiles[str(o.spec.ref)]
             if profile is None:
                 continue
-            est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slo)
+            est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slos[o.spec.ref])
             trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
             capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
         admission = _admission(obs, variant_profiles,
                                AdmissionMix(arrival_rate=observed.arrival_rate or demand,
                                             mean_input_tokens=mean_in, mean_output_tokens=mean_out),
-                               slo, config)
+                               _tightest(slos.values()), config)
         decode = [o for o in obs if o.spec.role is Role.DECODE]
         if admission is not None and admission.prescale_decode and len(decode) == 1:
             floors[decode[0].spec.ref] = Prediction(
@@ -493,6 +494,24 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
                            admission=admission, horizon_s=lead,
                            forecast_error=_forecast_error(forecast.arrival_rate, method))
     return _ModelPlan(mix_state, level, recent, sized, capacity, floors, outlook, trims)
+
+
+def _tightest(slos: Iterable[SloTargets]) -> SloTargets:
+    """One SLO for a model whose variants set different ones (the gateway admits per model): each target at its
+    strictest."""
+    slos = list(slos)
+    return SloTargets(ttft_s=min(s.ttft_s for s in slos), itl_s=min(s.itl_s for s in slos),
+                      percentile=max(s.percentile for s in slos))
+
+
+def _replica_price(spec: VariantSpec, profile: PerformanceProfile | None) -> float:
+    """One replica's $/hour before the policy's GPU prices: the VariantAutoscaling's ``costPerHour``, else the
+    profile's list price per GPU times the variant's GPUs."""
+    if spec.cost_per_hour is not None:
+        return spec.cost_per_hour
+    if profile is None:
+        return 0.0
+    return profile.cost_per_gpu_hour * spec.gpus(profile.gpus_per_replica)
 
 
 def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, lead_s: float,

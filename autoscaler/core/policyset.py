@@ -13,17 +13,18 @@ VariantAutoscaling objects carry.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from autoscaler.core.accelerators import canonical_accelerator
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.schedule import Schedule, apply_schedule, scheduled_bounds
-from autoscaler.core.types import Reason, Role, VariantSpec
+from autoscaler.core.types import Reason, Role, SloFields, VariantSpec
 from autoscaler.perf.capacity import SloTargets
 
-__all__ = ["CostBounds", "ModelPolicy", "PolicySet", "VariantBounds", "VariantPolicy", "variant_bounds"]
+__all__ = ["CostBounds", "ModelPolicy", "PolicySet", "VariantBounds", "VariantPolicy", "variant_bounds",
+           "with_slo_fields"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +60,12 @@ class VariantPolicy:
 class ModelPolicy:
     model: str
     slo: SloTargets | None = None
+    """The model's SLO, the policy file's fields laid over the settings' (None: the settings' SLO holds)."""
     priority: int = 0
     """Higher is served first when cost bounds bind (as Kubernetes PriorityClass values)."""
     variants: tuple[VariantPolicy, ...] = ()
+    slo_set: frozenset[str] = frozenset()
+    """Which SLO fields the policy file set (``ttft_s``, ...), for ``recommend --explain``."""
 
     def variant(self, role: Role, accelerator: str) -> VariantPolicy | None:
         for v in self.variants:
@@ -110,6 +114,9 @@ class PolicySet:
     saturation: SaturationThresholds = field(default_factory=SaturationThresholds)
     behavior: Behavior = field(default_factory=Behavior)
     source: str = ""  # where it was loaded from, for status and logs
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """Which source set each behaviour, saturation and SLO field (``behavior.scale_up.max_step`` -> ``policy
+    file``), as :mod:`autoscaler.scaling_settings` merged them; a field not listed has its default."""
 
     def model(self, name: str) -> ModelPolicy | None:
         for m in self.models:
@@ -121,9 +128,23 @@ class PolicySet:
         model = self.model(spec.model)
         return model.variant(spec.role, spec.accelerator) if model else None
 
+    def slo_for(self, spec: VariantSpec, default: SloTargets) -> SloTargets:
+        """The variant's SLO, field by field: its VariantAutoscaling's ``spec.slo``, else the model's policy,
+        else ``default`` (the settings')."""
+        model = self.model(spec.model)
+        base = model.slo if model is not None and model.slo is not None else default
+        return with_slo_fields(base, spec.slo)
+
     def priority(self, model: str) -> int:
         found = self.model(model)
         return found.priority if found else 0
+
+
+def with_slo_fields(base: SloTargets, fields: SloFields) -> SloTargets:
+    """``base`` with the fields ``fields`` sets."""
+    changes = {name: value for name in ("ttft_s", "itl_s", "percentile")
+               if (value := getattr(fields, name)) is not None}
+    return replace(base, **changes) if changes else base
 
 
 @dataclass(frozen=True, slots=True)

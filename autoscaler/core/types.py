@@ -22,6 +22,7 @@ __all__ = [
     "ReplicaCounts",
     "Role",
     "ScaleTarget",
+    "SloFields",
     "VariantRef",
     "VariantSignals",
     "VariantSpec",
@@ -56,6 +57,15 @@ class ScaleTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class SloFields:
+    """The SLO fields one source sets; None = not set there (a less specific source's value holds)."""
+
+    ttft_s: float | None = None
+    itl_s: float | None = None
+    percentile: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VariantSpec:
     """One model on one accelerator type in one role, and the bounds it is scaled within."""
 
@@ -67,10 +77,24 @@ class VariantSpec:
     min_replicas: int = 1
     max_replicas: int = 10
     dry_run: bool = False
+    slo: SloFields = field(default_factory=SloFields)
+    """The VariantAutoscaling's ``spec.slo``: overrides the policy's and the settings' SLO field by field."""
+    gpus_per_replica: int | None = None
+    """GPUs one replica uses, as the variant declares it (``spec.gpusPerReplica``, an llm-d pod template's
+    ``nvidia.com/gpu`` limit); None = undeclared, the profile's count applies (:meth:`gpus`)."""
+    cost_per_hour: float | None = None
+    """The VariantAutoscaling's ``spec.costPerHour`` for one replica; None = priced per GPU-hour."""
 
     def __post_init__(self) -> None:
         # One spelling per accelerator wherever a spec is made (CRD, llmd.ai object, simulator, tests).
         object.__setattr__(self, "accelerator", canonical_accelerator(self.accelerator))
+        if self.gpus_per_replica is not None and self.gpus_per_replica < 1:
+            raise ValueError(f"gpus_per_replica must be >= 1, got {self.gpus_per_replica}")
+
+    def gpus(self, profile_gpus: int | None = None) -> int:
+        """GPUs one replica uses: the variant's declaration, else its profile's, else 1. The one count that
+        quotas, prices and node sizing use."""
+        return self.gpus_per_replica or profile_gpus or 1
 
 
 class Freshness(StrEnum):

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from autoscaler.config import format_validation_error
-from autoscaler.core.types import Role, ScaleTarget, VariantRef, VariantSpec
+from autoscaler.core.types import Role, ScaleTarget, SloFields, VariantRef, VariantSpec
 from autoscaler.errors import SpecError
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "Condition",
     "ForecastSummary",
     "MachineSetRef",
-    "PolicyRef",
     "ScaleTargetRef",
     "ServiceLevelObjective",
     "VariantAutoscaling",
@@ -113,12 +111,6 @@ class ScaleTargetRef(_Model):
     name: Name = Field(description="Name of the target.")
 
 
-class PolicyRef(_Model):
-    """The scaling policy this variant follows."""
-
-    name: Name = Field(description="Name of the policy (policies/<name>.yaml as loaded by the controller).")
-
-
 class ServiceLevelObjective(_Model):
     """Latency targets the replicas are sized for."""
 
@@ -126,7 +118,8 @@ class ServiceLevelObjective(_Model):
 
     ttft: DurationText | None = Field(None, description="Time to first token target, e.g. 500ms.")
     itl: DurationText | None = Field(None, description="Inter-token latency target, e.g. 50ms.")
-    percentile: Int32 = Field(90, ge=1, le=99, description="Percentile the targets hold at.")
+    percentile: Int32 | None = Field(None, ge=50, le=99, description="Percentile the targets hold at; unset: "
+                                                                     "the policy's or the controller's (90).")
 
     @model_validator(mode="after")
     def _has_target(self) -> ServiceLevelObjective:
@@ -167,11 +160,15 @@ class VariantAutoscalingSpec(_Model):
     scale_target_ref: ScaleTargetRef
     min_replicas: Int32 = Field(1, ge=0, description="Fewest replicas; 0 allows scale to zero.")
     max_replicas: Int32 = Field(ge=1, description="Most replicas.")
-    policy_ref: PolicyRef | None = Field(None, description="Policy to follow; unset = the controller's default.")
-    slo: ServiceLevelObjective | None = Field(None, description="Latency objectives; unset = saturation only.")
-    gpus_per_replica: Int32 = Field(1, ge=1, description="GPUs one replica uses (tensor x pipeline parallel).")
+    slo: ServiceLevelObjective | None = Field(
+        None, description="Latency objectives the replicas are sized for; each target set here overrides the "
+                          "policy file's and the controller's for this variant.")
+    gpus_per_replica: Int32 = Field(
+        1, ge=1, description="GPUs one replica uses (tensor x pipeline parallel): the one count quotas, prices "
+                             "and MachineSet sizing use.")
     cost_per_hour: DecimalText | None = Field(
-        None, description="Cost of one replica for one hour, as a decimal string in the policy's currency."
+        None, description="Cost of one replica for one hour in US dollars; overrides the policy's GPU-hour "
+                          "price and the profile's list price."
     )
     machine_set_ref: MachineSetRef | None = Field(None, description="Node group to scale with the replicas.")
 
@@ -184,10 +181,6 @@ class VariantAutoscalingSpec(_Model):
                 and self.gpus_per_replica % ms.gpus_per_machine:
             raise ValueError(REPLICA_FITS_MACHINES[1])
         return self
-
-    @property
-    def cost_per_hour_value(self) -> Decimal | None:
-        return Decimal(self.cost_per_hour) if self.cost_per_hour is not None else None
 
 
 class Condition(_Model):
@@ -309,7 +302,19 @@ def to_variant_spec(obj: dict[str, Any] | VariantAutoscaling) -> VariantSpec:
         min_replicas=va.spec.min_replicas,
         max_replicas=va.spec.max_replicas,
         dry_run=va.dry_run,
+        slo=_slo_fields(va.spec.slo),
+        gpus_per_replica=va.spec.gpus_per_replica,
+        cost_per_hour=float(va.spec.cost_per_hour) if va.spec.cost_per_hour is not None else None,
     )
+
+
+def _slo_fields(slo: ServiceLevelObjective | None) -> SloFields:
+    """The targets the object sets (no defaults: a default here would override the policy's)."""
+    if slo is None:
+        return SloFields()
+    return SloFields(ttft_s=parse_duration(slo.ttft) if slo.ttft else None,
+                     itl_s=parse_duration(slo.itl) if slo.itl else None,
+                     percentile=slo.percentile / 100 if slo.percentile is not None else None)
 
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")

@@ -216,7 +216,8 @@ def to_variant_spec(va: LlmdVariant, identity: TemplateIdentity, *, aggregated: 
     if aggregated and role is Role.DECODE:
         role = Role.BOTH
     return VariantSpec(ref=va.ref, model=va.model_id, role=role, accelerator=identity.accelerator,
-                       target=va.target, min_replicas=1, max_replicas=DEFAULT_MAX_REPLICAS)
+                       target=va.target, min_replicas=1, max_replicas=DEFAULT_MAX_REPLICAS,
+                       gpus_per_replica=identity.gpus_per_replica)
 
 
 # -- status, the way WVA writes it ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from autoscaler.core.policyset import PolicySet
 from autoscaler.errors import ConfigError
 from autoscaler.policy.schema import PolicyFile, to_policy_set
+from autoscaler.scaling_settings import Layers
 
 __all__ = ["fingerprint", "load_policy", "parse_policy", "policy_files"]
 
@@ -95,8 +96,9 @@ def parse_policy(text: str, *, source: str) -> PolicyFile:
         raise ConfigError("\n".join(lines), field=_where(tuple(first["loc"]))) from exc
 
 
-def load_policy(source: Path) -> PolicySet:
-    """Load and merge the policy at ``source`` (a file or a directory)."""
+def load_policy(source: Path, *, base: Layers | None = None) -> PolicySet:
+    """Load and merge the policy at ``source`` (a file or a directory), over ``base`` (the settings' fields,
+    see :func:`autoscaler.policy.schema.to_policy_set`)."""
     files = policy_files(Path(source))
     if not files:
         raise ConfigError(f"{source}: no *.yaml policy files", field="policy")
@@ -108,7 +110,7 @@ def load_policy(source: Path) -> PolicySet:
             raise ConfigError(f"{path}: cannot read: {exc}", field="policy") from exc
         parsed.append((path, parse_policy(text, source=str(path))))
     if len(parsed) == 1:
-        return to_policy_set(parsed[0][1], source=str(files[0]))
+        return to_policy_set(parsed[0][1], source=str(files[0]), base=base)
 
     seen_models: dict[str, Path] = {}
     owners: dict[str, Path] = {}
@@ -130,4 +132,4 @@ def load_policy(source: Path) -> PolicySet:
         behavior=next((p.behavior for _, p in parsed if p.behavior is not None), None),
         saturation=next((p.saturation for _, p in parsed if p.saturation is not None), None),
     )
-    return to_policy_set(merged, source=str(source))
+    return to_policy_set(merged, source=str(source), base=base)

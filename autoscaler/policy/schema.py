@@ -28,6 +28,11 @@ A policy file (``policies/*.yaml``)::
       scale_up:   {stabilization_window_s: 0,   max_step: 4, max_step_percent: 100, cooldown_s: 0}
       scale_down: {stabilization_window_s: 300, max_step: 1, max_step_percent: 0,   cooldown_s: 60}
     saturation: {queue_per_replica_high: 2, queue_per_replica_low: 0.25, kv_high: 0.8, kv_low: 0.4}
+
+Every field is optional. ``behavior``, ``saturation`` and ``slo`` are the models of
+:mod:`autoscaler.scaling_settings`, shared with the settings file: a field this file leaves out keeps the
+settings' value (then the built-in default), field by field, and a VariantAutoscaling's ``spec.slo`` overrides
+the model's SLO the same way.
 """
 
 from __future__ import annotations
@@ -39,12 +44,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autoscaler.core.accelerators import canonical_accelerator
-from autoscaler.core.behavior import Behavior
 from autoscaler.core.policyset import CostBounds, ModelPolicy, PolicySet, VariantPolicy
-from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.schedule import DAYS, Schedule, ScheduleWindow
 from autoscaler.core.types import Role
-from autoscaler.perf.capacity import SloTargets
+from autoscaler.errors import ConfigError
+from autoscaler.scaling_settings import POLICY, BehaviorModel, Layers, SaturationModel, SloModel, fields_set
 
 __all__ = ["PolicyFile", "to_policy_set"]
 
@@ -59,12 +63,6 @@ class _Strict(BaseModel):
 def _seconds(text: str) -> int:
     hours, minutes = text.split(":")
     return int(hours) * 3600 + int(minutes) * 60
-
-
-class SLOModel(_Strict):
-    ttft_s: float = Field(gt=0, description="Time to first token target, seconds.")
-    itl_s: float = Field(gt=0, description="Inter-token latency target, seconds.")
-    percentile: float = Field(0.9, ge=0.5, lt=1.0, description="Fraction of requests within both targets.")
 
 
 class WindowModel(_Strict):
@@ -147,7 +145,7 @@ class VariantModel(_Strict):
 class ModelModel(_Strict):
     name: str = Field(min_length=1)
     priority: int = 0
-    slo: SLOModel | None = None
+    slo: SloModel | None = None
     variants: list[VariantModel] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -181,44 +179,6 @@ class BoundsModel(_Strict):
         return values
 
 
-class StepModel(_Strict):
-    stabilization_window_s: float = Field(0.0, ge=0)
-    max_step: NonNegativeInt = Field(0, description="Replicas per cycle; 0 = no absolute limit.")
-    max_step_percent: float = Field(0.0, ge=0, description="Percent of current replicas per cycle; 0 = unset.")
-    cooldown_s: float = Field(0.0, ge=0, description="No step in this direction this soon after a scale event.")
-
-
-class BehaviorModel(_Strict):
-    tolerance: float = Field(0.1, ge=0, lt=1, description="HPA's default: ignore predicted changes within 10%.")
-    # HPA defaults: up 4 pods or 100% per period, no window; down a 300 s window. Down one replica at a time
-    # (not HPA's 100%) because a removed vLLM replica drops its in-flight requests' KV cache.
-    scale_up: StepModel = StepModel(stabilization_window_s=0, max_step=4, max_step_percent=100)
-    scale_down: StepModel = StepModel(stabilization_window_s=300, max_step=1)
-
-    @field_validator("scale_down")
-    @classmethod
-    def _percent(cls, value: StepModel) -> StepModel:
-        if value.max_step_percent > 100:
-            raise ValueError("scale_down.max_step_percent must be <= 100")
-        return value
-
-
-class SaturationModel(_Strict):
-    queue_per_replica_high: float = Field(2.0, gt=0)
-    queue_per_replica_low: float = Field(0.25, ge=0)
-    kv_high: float = Field(0.80, gt=0, le=1)
-    kv_low: float = Field(0.40, gt=0, le=1)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> SaturationModel:
-        if self.kv_low >= self.kv_high:
-            raise ValueError(f"kv_low ({self.kv_low}) must be below kv_high ({self.kv_high})")
-        if self.queue_per_replica_low >= self.queue_per_replica_high:
-            raise ValueError(f"queue_per_replica_low ({self.queue_per_replica_low}) must be below "
-                             f"queue_per_replica_high ({self.queue_per_replica_high})")
-        return self
-
-
 class PolicyFile(_Strict):
     version: Literal[1] = 1
     models: list[ModelModel] = Field(default_factory=list)
@@ -247,27 +207,27 @@ def _variant(v: VariantModel) -> VariantPolicy:
                          idle_window_s=v.idle_window_s, schedule=schedule, profile=v.profile)
 
 
-def to_policy_set(policy: PolicyFile, *, source: str = "") -> PolicySet:
-    """Convert a validated file into the core's frozen values (defaults for absent sections)."""
+def to_policy_set(policy: PolicyFile, *, source: str = "", base: Layers | None = None) -> PolicySet:
+    """Convert a validated file into the core's frozen values. ``base``: the settings' behaviour, saturation and
+    SLO with their sources; the fields this file sets override them one by one (:mod:`autoscaler.scaling_settings`),
+    what it leaves out keeps the settings' value (or the built-in default). Raises ConfigError when the merged
+    values break a rule across fields (a kv_low the file sets above the settings' kv_high)."""
+    base = base if base is not None else Layers.defaults()
+    layers = base.over({**fields_set(policy.behavior, "behavior"), **fields_set(policy.saturation, "saturation")},
+                       POLICY)
+    try:
+        layers.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{source or 'policy'}: {exc}", field=exc.field) from exc
     bounds = policy.bounds or BoundsModel()
-    behavior = policy.behavior or BehaviorModel()
-    saturation = policy.saturation or SaturationModel()
-    up, down = behavior.scale_up, behavior.scale_down
-    return PolicySet(
+    return layers.policy_set(
         models=tuple(
             ModelPolicy(model=m.name, priority=m.priority,
-                        slo=SloTargets(m.slo.ttft_s, m.slo.itl_s, m.slo.percentile) if m.slo else None,
+                        slo=base.over(fields_set(m.slo, "slo"), POLICY).slo() if m.slo else None,
+                        slo_set=frozenset(m.slo.model_fields_set) if m.slo else frozenset(),
                         variants=tuple(_variant(v) for v in m.variants))
             for m in policy.models),
         bounds=CostBounds(gpu_quota=dict(bounds.gpu_quota), max_gpus=bounds.max_gpus,
                           budget_per_hour=bounds.budget_usd_per_hour, gpu_hour_price=dict(bounds.gpu_hour_usd)),
-        saturation=SaturationThresholds(
-            queue_per_replica_high=saturation.queue_per_replica_high, kv_high=saturation.kv_high,
-            queue_per_replica_low=saturation.queue_per_replica_low, kv_low=saturation.kv_low),
-        behavior=Behavior(
-            scale_up_window_s=up.stabilization_window_s, scale_down_window_s=down.stabilization_window_s,
-            max_step_up=up.max_step, max_step_down=down.max_step,
-            max_step_up_percent=up.max_step_percent, max_step_down_percent=down.max_step_percent,
-            cooldown_up_s=up.cooldown_s, cooldown_down_s=down.cooldown_s, tolerance=behavior.tolerance),
         source=source,
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from autoscaler.core.policyset import PolicySet
 from autoscaler.errors import ConfigError
 from autoscaler.policy.loader import fingerprint, load_policy
+from autoscaler.scaling_settings import Layers
 
 __all__ = ["PolicyStore", "require_gateway_for_scale_to_zero"]
 
@@ -26,10 +27,12 @@ class PolicyStore:
     """
 
     def __init__(self, source: Path, *, initial: PolicySet | None = None,
-                 check: Callable[[PolicySet], None] | None = None) -> None:
+                 check: Callable[[PolicySet], None] | None = None, base: Layers | None = None) -> None:
         """``check``: a rule of the deployment a policy must also meet (raises ConfigError), e.g. no
-        scale-to-zero without a gateway signal; a policy that fails it is refused like a bad file."""
+        scale-to-zero without a gateway signal; a policy that fails it is refused like a bad file. ``base``:
+        the settings' behaviour, saturation and SLO, which the file's fields override one by one."""
         self._source = Path(source)
+        self._base = base
         self._check = check
         self._current = initial if initial is not None else PolicySet(source="built-in defaults")
         self._error: ConfigError | None = None
@@ -63,7 +66,7 @@ class PolicyStore:
                 if version == self._version:
                     self._error = None
                     return True
-                policy = load_policy(self._source)
+                policy = load_policy(self._source, base=self._base)
                 if self._check is not None:
                     self._check(policy)
             except ConfigError as exc:

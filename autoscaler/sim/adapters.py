@@ -46,14 +46,15 @@ class SimClock:
         return self.t
 
 
-def variant_specs(*, model: str, accelerator: str, min_replicas: int, max_replicas: int) -> dict[Role, VariantSpec]:
+def variant_specs(*, model: str, accelerator: str, min_replicas: int, max_replicas: int,
+                  gpus_per_replica: int | None = None) -> dict[Role, VariantSpec]:
     """The prefill and decode VariantAutoscalings of the simulated model."""
     short = model.rsplit("/", 1)[-1].lower()
     return {
         role: VariantSpec(
             ref=VariantRef(NAMESPACE, f"{short}-{role.value}"), model=model, role=role, accelerator=accelerator,
             target=ScaleTarget("apps/v1", "Deployment", f"{short}-{role.value}"),
-            min_replicas=min_replicas, max_replicas=max_replicas)
+            min_replicas=min_replicas, max_replicas=max_replicas, gpus_per_replica=gpus_per_replica)
         for role in (Role.PREFILL, Role.DECODE)
     }
 

@@ -54,8 +54,8 @@ def product_settings(*, scenario: Scenario, profile: PerformanceProfile, predict
     s = scenario
     base: dict[str, Any] = {
         "controller": {"interval_s": s.interval_s},
-        "planner": {"predictive": predictive, "slo_ttft_s": s.slo_ttft_s, "slo_itl_s": s.slo_itl_s,
-                    "slo_percentile": s.slo_percentile, "gateway_enforces_admission": admission_enforced,
+        "slo": {"ttft_s": s.slo_ttft_s, "itl_s": s.slo_itl_s, "percentile": s.slo_percentile},
+        "planner": {"predictive": predictive, "gateway_enforces_admission": admission_enforced,
                     # Every pod the simulated cluster adds beyond a free GPU waits for a new node.
                     "nodes_on_demand": s.node_delay(profile) > 0,
                     "forecast_lead_time_s": max(s.interval_s, s.node_delay(profile) + s.pod_delay(profile))},

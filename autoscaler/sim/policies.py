@@ -91,7 +91,7 @@ def _saturation() -> SimPolicy:
     # Reactive: the planner still feeds its forecaster but uses nothing of it; the cheapest method will do.
     # As WVA scales: at once (the HPA's scale-up default), not with this product's node-boot window.
     return ControllerPolicy(name="saturation", predictive=False, methods=(Method.LAST_VALUE,),
-                            overrides={"behavior": {"scale_up_window_s": 0.0}})
+                            overrides={"behavior": {"scale_up": {"stabilization_window_s": 0.0}}})
 
 
 _FACTORIES: dict[str, Callable[[], SimPolicy]] = {

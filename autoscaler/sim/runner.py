@@ -179,7 +179,8 @@ def simulate(
     cluster = SimCluster(trace=extended, scenario=run_scenario, profile=truth, belief=profile,
                          kv_bytes_per_token=kv_bytes, record_latencies=record_latencies)
     specs = variant_specs(model=profile.model, accelerator=profile.accelerator,
-                          min_replicas=scenario.min_replicas, max_replicas=scenario.max_replicas)
+                          min_replicas=scenario.min_replicas, max_replicas=scenario.max_replicas,
+                          gpus_per_replica=profile.gpus_per_replica)
     clock = SimClock()
     ctx = SimContext(cluster=cluster, scenario=run_scenario, profile=profile, trace=extended, clock=clock,
                      variants=SimVariantSource(specs),

@@ -69,8 +69,8 @@ def test_missing_file_is_a_clear_error(tmp_path):
 
 
 def test_environment_value_is_validated(monkeypatch):
-    monkeypatch.setenv("VAS_BEHAVIOR__MAX_STEP_DOWN", "-2")
-    with pytest.raises(ConfigError, match="behavior.max_step_down"):
+    monkeypatch.setenv("VAS_BEHAVIOR__SCALE_DOWN__MAX_STEP", "-2")
+    with pytest.raises(ConfigError, match="behavior.scale_down.max_step"):
         load_settings()
 
 
@@ -89,9 +89,10 @@ def test_cli_exits_2_with_one_line_naming_the_field(tmp_path):
         pytest.param({}, 0.0, id="free-gpus-react-at-once"),
         pytest.param({"planner": {"nodes_on_demand": True}}, 120.0, id="nodes-on-demand-hold-a-rise-two-minutes"),
         pytest.param({"nodes": {"enabled": True}}, 120.0, id="managed-machinesets-imply-nodes-on-demand"),
-        pytest.param({"planner": {"nodes_on_demand": True}, "behavior": {"scale_up_window_s": 0}}, 0.0,
+        pytest.param({"planner": {"nodes_on_demand": True}, "behavior": {"scale_up": {"stabilization_window_s": 0}}},
+                     0.0,
                      id="an-explicit-window-wins"),
-        pytest.param({"behavior": {"scale_up_window_s": 45}}, 45.0, id="explicit-without-nodes"),
+        pytest.param({"behavior": {"scale_up": {"stabilization_window_s": 45}}}, 45.0, id="explicit-without-nodes"),
     ],
 )
 def test_the_scale_up_window_defaults_by_how_capacity_arrives(overrides, window):
@@ -100,8 +101,8 @@ def test_the_scale_up_window_defaults_by_how_capacity_arrives(overrides, window)
 
 
 def test_a_negative_scale_up_window_is_refused_naming_the_field():
-    with pytest.raises(ConfigError, match="scale_up_window_s"):
-        load_settings(None, {"behavior": {"scale_up_window_s": -1}})
+    with pytest.raises(ConfigError, match="behavior.scale_up.stabilization_window_s"):
+        load_settings(None, {"behavior": {"scale_up": {"stabilization_window_s": -1}}})
 
 
 @pytest.mark.parametrize(
@@ -110,7 +111,8 @@ def test_a_negative_scale_up_window_is_refused_naming_the_field():
         pytest.param("controller:\n  interval_s: .inf\n", "controller.interval_s", id="interval-inf"),
         pytest.param("prometheus:\n  timeout_s: .inf\n", "prometheus.timeout_s", id="timeout-inf"),
         pytest.param("prometheus:\n  timeout_s: 1e309\n", "prometheus.timeout_s", id="timeout-overflows-to-inf"),
-        pytest.param("behavior:\n  scale_down_window_s: .nan\n", "behavior.scale_down_window_s", id="window-nan"),
+        pytest.param("behavior:\n  scale_down:\n    stabilization_window_s: .nan\n",
+                     "behavior.scale_down.stabilization_window_s", id="window-nan"),
         pytest.param("runtime:\n  lease_duration_s: .inf\n", "runtime.lease_duration_s", id="lease-inf"),
         pytest.param("planner:\n  backlog_drain_s: .inf\n", "planner.backlog_drain_s", id="planner-inf"),
     ],

@@ -72,8 +72,8 @@ def test_one_cycle_of_the_product_controller_and_of_the_simulators_default_decid
     settings_file = tmp_path / "settings.yaml"
     settings_file.write_text(yaml.safe_dump({
         "controller": {"interval_s": scenario.interval_s},
-        "planner": {"slo_ttft_s": scenario.slo_ttft_s, "slo_itl_s": scenario.slo_itl_s,
-                    "slo_percentile": scenario.slo_percentile, "nodes_on_demand": True,
+        "slo": {"ttft_s": scenario.slo_ttft_s, "itl_s": scenario.slo_itl_s, "percentile": scenario.slo_percentile},
+        "planner": {"nodes_on_demand": True,
                     "forecast_lead_time_s": scenario.node_delay(PROFILE) + scenario.pod_delay(PROFILE)},
     }))
     twin = TwinCycle(at=180.0, settings_file=settings_file)

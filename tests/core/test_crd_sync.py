@@ -41,7 +41,7 @@ GROUP_8 = {"name": "gpu-h100", "gpusPerMachine": 8}
 SPEC_CASES = [
     pytest.param({}, None, None, id="minimal-valid"),
     pytest.param({"minReplicas": 0, "maxReplicas": 1}, None, None, id="scale-to-zero-valid"),
-    pytest.param({"slo": {"ttft": "500ms", "itl": "50ms", "percentile": 95}, "policyRef": {"name": "default"},
+    pytest.param({"slo": {"ttft": "500ms", "itl": "50ms", "percentile": 95},
                   "gpusPerReplica": 2, "costPerHour": "6.50", "machineSetRef": GROUP_8}, None, None,
                  id="every-field-valid"),
     pytest.param({"gpusPerReplica": 16, "machineSetRef": GROUP_8}, None, None, id="replica-spanning-two-machines"),
@@ -58,6 +58,7 @@ SPEC_CASES = [
     pytest.param({"costPerHour": "-3"}, "costPerHour", None, id="negative-cost"),
     pytest.param({"slo": {"percentile": 90}}, "slo", api.SLO_HAS_TARGET[1], id="slo-without-target"),
     pytest.param({"slo": {"ttft": "half a second"}}, "ttft", None, id="slo-duration-not-go-syntax"),
+    pytest.param({"slo": {"ttft": "1s", "percentile": 40}}, "percentile", None, id="slo-percentile-below-median"),
     pytest.param({"gpusPerReplica": 12, "machineSetRef": GROUP_8}, "gpusPerReplica",
                  api.REPLICA_FITS_MACHINES[1], id="replica-not-fitting-machines"),
     pytest.param({"machineSetRef": {**GROUP_8, "apiVersion": "cluster.x-k8s.io/v1beta1"}}, "machineSetRef",
@@ -131,6 +132,27 @@ def test_models_accept_and_refuse_the_shared_cases(overrides: dict[str, Any], fi
 def test_converts_to_the_core_spec_with_defaults() -> None:
     spec = api.to_variant_spec(va_object(valid_spec(minReplicas=None)))
     assert (spec.role, spec.min_replicas, spec.max_replicas, spec.target.kind) == (Role.DECODE, 1, 4, "Deployment")
+
+
+def test_every_spec_field_reaches_the_core_spec() -> None:
+    """The API server validates these fields: each must change something (machineSetRef is read by the node
+    pool and the scaler from the object itself)."""
+    spec = api.to_variant_spec(va_object(valid_spec(slo={"ttft": "500ms", "itl": "40ms", "percentile": 95},
+                                                    gpusPerReplica=2, costPerHour="6.50")))
+    assert (spec.slo.ttft_s, spec.slo.itl_s, spec.slo.percentile) == pytest.approx((0.5, 0.04, 0.95))
+    assert (spec.gpus_per_replica, spec.cost_per_hour) == (2, 6.5)
+
+
+def test_an_slo_target_left_out_stays_unset_for_the_policy_to_fill() -> None:
+    spec = api.to_variant_spec(va_object(valid_spec(slo={"ttft": "2s"})))
+    assert (spec.slo.ttft_s, spec.slo.itl_s, spec.slo.percentile) == (2.0, None, None)
+
+
+def test_the_crd_has_no_policy_ref_any_more() -> None:
+    """policyRef was validated and then ignored: a field that changes nothing is not offered."""
+    properties = yaml.safe_load(CRD_PATH.read_text())["spec"]["versions"][0]["schema"]["openAPIV3Schema"][
+        "properties"]["spec"]["properties"]
+    assert "policyRef" not in properties
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,12 @@ def test_a_decode_pool_of_a_model_without_prefill_is_served_aggregated() -> None
     assert llmd.to_variant_spec(va, ident, aggregated=False).role is Role.DECODE
 
 
+def test_the_pod_templates_gpu_limit_is_the_variants_gpus_per_replica() -> None:
+    va = llmd.parse_llmd_variant(_samples()[0])
+    spec = llmd.to_variant_spec(va, llmd.template_identity(_deployment({}, gpus=4), va_labels={}), aggregated=True)
+    assert spec.gpus_per_replica == 4  # the one count quotas, prices and node sizing use
+
+
 def _decision(reason: Reason, desired: int = 3) -> Decision:
     return Decision(VariantRef("llm-inference", "llama-70b-premium-h100"), current=2, desired=desired,
                     steps=(DecisionStep("saturation", desired, reason, "why"),))

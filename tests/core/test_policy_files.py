@@ -59,7 +59,7 @@ def test_a_valid_file_becomes_core_values(tmp_path):
     b = policy.behavior
     assert (b.scale_down_window_s, b.max_step_down, b.max_step_down_percent, b.cooldown_down_s, b.tolerance) \
         == (600, 2, 25, 60, 0.05)
-    assert (b.max_step_up, b.max_step_up_percent) == (4, 100)  # HPA's scale-up default where the file is silent
+    assert (b.max_step_up, b.max_step_up_percent) == (1, 0)  # where the file is silent: the one default
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def controller_for(stack: LocalStack, *, dry_run: bool = False, prometheus_url: 
         "prometheus": {"url": prometheus_url or stack.prometheus.url, "rate_window": "10s", "staleness_s": 15,
                        "timeout_s": 2},
         "kube": {"namespace": stack.variants[0].emulated.namespace},
-        "behavior": {"max_step_up": 2},
+        "behavior": {"scale_up": {"max_step": 2}},
     })
     return build_controller(settings, api_client=stack.api, dry_run=dry_run)
 

@@ -145,7 +145,8 @@ def controller(cluster: Cluster, signals: VariantSignals, *, dry_run: bool = Fal
         "nodes": {"enabled": True, "machine_namespace": cluster.ns},
         "planner": {"predictive": False},
         # One cycle acts: no stabilisation (nodes.enabled would otherwise hold a rise for 120 s).
-        "behavior": {"max_step_up": 2, "scale_down_window_s": 0, "scale_up_window_s": 0},
+        "behavior": {"scale_up": {"max_step": 2, "stabilization_window_s": 0},
+                     "scale_down": {"stabilization_window_s": 0}},
     })
     built = build_controller(settings, api_client=cluster.api, dry_run=dry_run)
     assert isinstance(built.nodes, KubeNodePool)

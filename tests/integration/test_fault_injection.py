@@ -114,7 +114,7 @@ def scene(audited_plane: tuple[kube.ControlPlane, Path], prometheus_binary: str,
             "prometheus": {"rate_window": "10s", "staleness_s": 15, "timeout_s": 2, "max_parallel_queries": 1,
                            "retries": 0, "gateway_queue_metric": "inference_extension_flow_control_queue_size"},
             "saturation": {"kv_low": 0.001, "queue_per_replica_low": 0.0},
-            "behavior": {"scale_down_window_s": 0, "max_step_down": 0},
+            "behavior": {"scale_down": {"stabilization_window_s": 0, "max_step": 0}},
             # Predictive on, so the forecaster is warmed; no profile matches model "llama", so no capacity
             # estimate and every decision stays reactive, which keeps "hold" the only right answer.
             "planner": {"policy_file": str(policy)},

@@ -91,7 +91,8 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
         "prometheus": {"url": stack.prometheus.url, "rate_window": "10s", "staleness_s": 10},
         "controller": {"interval_s": INTERVAL_S},
         "planner": {"predictive": False},
-        "behavior": {"scale_down_window_s": SCALE_DOWN_WINDOW_S, "max_step_up": 1, "max_step_down": 1},
+        "behavior": {"scale_up": {"max_step": 1},
+                     "scale_down": {"stabilization_window_s": SCALE_DOWN_WINDOW_S, "max_step": 1}},
     })
     controller = build_controller(settings, api_client=stack.api)
     first = stack.pods.ready(variant)[0]
