@@ -44,12 +44,14 @@ def test_every_standard_policy_is_known_and_fresh_objects_are_made_per_run():
 
 
 def test_default_can_be_replaced():
-    original = make_policy("default")
+    from autoscaler.sim import policies
+
+    original = policies._FACTORIES["default"]
     try:
         register("default", lambda: Fixed(prefill=2, decode=2, name="default"))
         assert isinstance(make_policy("default"), Fixed)
     finally:
-        register("default", lambda: original)
+        register("default", original)  # the factory, not one instance every later test would share
 
 
 def test_a_run_is_deterministic_for_a_seed():
