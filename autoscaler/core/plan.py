@@ -59,6 +59,7 @@ from autoscaler.forecast import (
     SeriesForecast,
     new_mix,
     prime_mix,
+    tokens_per_completion,
     update_mix,
 )
 from autoscaler.perf.capacity import SloTargets, TrafficMix, estimate_capacity
@@ -253,14 +254,12 @@ def _sum_known(values: Sequence[float | None]) -> float | None:
 
 
 def _tokens_mean(sig: VariantSignals, *, prompt: bool) -> float | None:
-    """Mean tokens per request: from the histogram when read, else token rate over request rate."""
+    """Mean tokens per finished request: from the histogram when read, else token rate over completion rate."""
     mean = sig.prompt_tokens_mean if prompt else sig.generation_tokens_mean
     if mean is not None:
         return mean
-    rates = MixObservation.from_token_rates(requests_per_s=sig.requests_per_s,
-                                            prompt_tokens_per_s=sig.prompt_tokens_per_s,
-                                            generation_tokens_per_s=sig.generation_tokens_per_s)
-    return rates.mean_input_tokens if prompt else rates.mean_output_tokens
+    tokens = sig.prompt_tokens_per_s if prompt else sig.generation_tokens_per_s
+    return tokens_per_completion(tokens, sig.completions_per_s)
 
 
 def _serves_nothing(o: VariantObservation) -> bool:
@@ -269,18 +268,22 @@ def _serves_nothing(o: VariantObservation) -> bool:
 
 
 def _observe(model_obs: Sequence[VariantObservation]) -> tuple[MixObservation, float]:
-    """The model's traffic this cycle, and the requests waiting at its entry. A variant at zero pods takes no
-    traffic: it is left out rather than making the whole model's demand unknown for its siblings."""
+    """The model's admitted traffic this cycle, and the requests waiting at its entry. A variant at zero pods
+    takes no traffic: it is left out rather than making the whole model's demand unknown for its siblings.
+
+    vLLM counts requests when they finish (``request_success_total``), not when they arrive: the admitted arrival
+    rate is read as the entry's completion rate (a prefill finishes within seconds of its arrival), and what
+    arrived but has not finished is the waiting queue, which :func:`_demand` adds on top."""
     serving = [o for o in model_obs if not _serves_nothing(o)]
     entry, exit_ = _entry_and_exit(serving, lambda o: o.spec.role)
     if not entry or not all(_fresh(o.signals) for o in entry):
         return MixObservation(None, None, None), 0.0  # unknown: never read as zero demand
-    rate = _sum_known([o.signals.requests_per_s for o in entry])
+    admitted = _sum_known([o.signals.completions_per_s for o in entry])
     waiting = sum(o.signals.waiting or 0.0 for o in entry)
-    prompt = _weighted_mean([(_tokens_mean(o.signals, prompt=True), o.signals.requests_per_s) for o in entry])
-    output = _weighted_mean([(_tokens_mean(o.signals, prompt=False), o.signals.requests_per_s)
+    prompt = _weighted_mean([(_tokens_mean(o.signals, prompt=True), o.signals.completions_per_s) for o in entry])
+    output = _weighted_mean([(_tokens_mean(o.signals, prompt=False), o.signals.completions_per_s)
                              for o in exit_ if _fresh(o.signals)])
-    return MixObservation(rate, prompt, output), waiting
+    return MixObservation(admitted, prompt, output), waiting
 
 
 def _arrivals(observed: MixObservation, *, ratio: float | None, config: PlannerConfig) -> MixObservation:
@@ -549,7 +552,7 @@ class TrafficHistory(Protocol):
     @property
     def timestamps(self) -> tuple[float, ...]: ...
     @property
-    def requests_per_s(self) -> tuple[float | None, ...]: ...
+    def completions_per_s(self) -> tuple[float | None, ...]: ...
     @property
     def prompt_tokens_mean(self) -> tuple[float | None, ...]: ...
     @property
@@ -571,9 +574,9 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
             continue  # misaligned series: starting cold beats learning from a skewed past
         points = []
         for i in range(len(timestamps)):
-            rate = _sum_known([h.requests_per_s[i] for _, h in entry])
-            prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
-            output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
+            rate = _sum_known([h.completions_per_s[i] for _, h in entry])
+            prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.completions_per_s[i]) for _, h in entry])
+            output = _weighted_mean([(h.generation_tokens_mean[i], h.completions_per_s[i]) for _, h in exit_])
             points.append(MixObservation(rate, prompt, output))
         mix = mixes.get(model) or new_mix(config.forecast)
         # The older past is taken in at once (what seasonal methods need: yesterday at this hour); only the

@@ -39,6 +39,7 @@ from autoscaler.forecast.types import (
     MixForecast,
     MixObservation,
     SeriesForecast,
+    tokens_per_completion,
 )
 
 __all__ = [
@@ -74,5 +75,6 @@ __all__ = [
     "scores",
     "select_method",
     "update_mix",
+    "tokens_per_completion",
     "update_series",
 ]

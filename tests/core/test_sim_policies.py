@@ -145,7 +145,7 @@ def test_the_signal_source_gives_what_prometheus_would():
         cluster.step(cluster.now + 0.5)
     sig = source.signals(Role.DECODE, now=cluster.now)
     assert sig.freshness is Freshness.FRESH and sig.pods == 1
-    assert sig.requests_per_s == pytest.approx(8.0, rel=0.3)
+    assert sig.completions_per_s == pytest.approx(8.0, rel=0.3)
     assert sig.generation_tokens_per_s == pytest.approx(8.0 * 120, rel=0.3)
     assert sig.prompt_tokens_mean == pytest.approx(3000)
     assert 0 < sig.kv_usage_mean <= sig.kv_usage_max <= 1
