@@ -21,7 +21,7 @@ What this models:
   ``admit_to_decode`` holds there (step within the TBT SLO, prompt plus a mean output within the KV cache, a seat);
 - the gateway sees what a router can: each prefill instance's queue, the requests in prefill, each decoding
   sequence's KV and output so far, finished requests' output lengths; never the output length of a request
-  before it finishes. Every arrival-time decision is :func:`autoscaler.core.gateway_admission.judge_request`.
+  before it finishes. Every arrival-time decision is :func:`autoscaler.sim.gateway_rules.judge_request`.
 
 Policies, each counting rejections at its own decision point (Mooncake's):
 - ``reactive``: admit on the TTFT check alone; a prefilled request that does not fit decode is rejected there and
@@ -236,7 +236,7 @@ from autoscaler.core.admission import (
     decode_load,
     prefill_seconds,
 )
-from autoscaler.core.gateway_admission import (
+from autoscaler.sim.gateway_rules import (
     DecodingSequence,
     DoorRule,
     GatewayConfig,

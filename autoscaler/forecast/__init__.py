@@ -5,6 +5,8 @@ Pure (values in, values out) apart from :mod:`autoscaler.forecast.store`, which 
     state = new_mix(config)
     state, forecast = update_mix(state, observation=MixObservation(...), now=t, config=config)
     forecast.arrival_rate.peak_upper(within_s=config.lead_time_s)   # what capacity should cover
+
+Owns the traffic forecasters and their state. May import: errors.
 """
 
 from autoscaler.forecast.clean import counter_increment, counter_increments, sanitize, sanitize_value
@@ -67,14 +69,14 @@ __all__ = [
     "mape",
     "new_mix",
     "new_series",
+    "pinball_loss",
     "prime_mix",
     "prime_series",
-    "pinball_loss",
     "sanitize",
     "sanitize_value",
     "scores",
     "select_method",
-    "update_mix",
     "tokens_per_completion",
+    "update_mix",
     "update_series",
 ]

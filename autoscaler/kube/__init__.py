@@ -6,4 +6,7 @@
     events     events.k8s.io Events                     drain    pod-deletion-cost before a scale-down
     machines   NodePlanExecutor: carries out the node plan (sized by core.nodes)
     lease      leader election over a Lease             failures API errors -> ActuationError + reason
+
+Owns every Kubernetes read and write (the controller's ports over the API). May import: config, controller, core,
+errors, logs.
 """

@@ -141,7 +141,7 @@ class ControllerPolicy:
             # The spread of recent output lengths, not one mean for all (Mooncake's t_d): with one mean, sequences
             # past it drop out of the forecast and the surge scenario admitted into ITL misses (41% within both
             # SLOs against 66% with the spread, the same on the other scenarios).
-            ctx.cluster.admission = SimGateway(cluster=ctx.cluster, slo=slo, length_spread=True)
+            ctx.cluster.admission = SimGateway(cluster=ctx.cluster, slo=slo)
         elif self.apply_admission and self.predictive:
             rng = self._rng
             ctx.cluster.admission = lambda _i, _at: self._ratio >= 1.0 or bool(rng.random() < self._ratio)
