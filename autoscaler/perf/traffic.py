@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
 
-__all__ = ["PROMPT_SIGMA_CAP", "Z90", "SloTargets", "TrafficMix", "check_finite", "lognormal_sigma", "normal_quantile"]
+__all__ = [
+    "PROMPT_SIGMA_CAP",
+    "Z90",
+    "SloTargets",
+    "TrafficMix",
+    "check_finite",
+    "lognormal_sigma",
+    "normal_quantile",
+]
 
 Z90 = NormalDist().inv_cdf(0.9)
 

@@ -81,4 +81,5 @@ def test_each_package_docstring_says_what_it_owns_and_what_it_may_import(package
     said = re.search(r"May import: ([^.]*)\.", " ".join(doc.split()))
     assert said, f"autoscaler/{package}/__init__.py does not say what it may import ('May import: a, b.')"
     names = {n.strip().removeprefix("autoscaler.") for n in said.group(1).split(",")} - {"nothing of the project"}
-    assert names == set(ALLOWED[package]), f"{package}: docstring says {sorted(names)}, the table {sorted(ALLOWED[package])}"
+    assert names == set(ALLOWED[package]), \
+        f"{package}: docstring says {sorted(names)}, the table {sorted(ALLOWED[package])}"
