@@ -612,7 +612,7 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
             continue  # misaligned series: starting cold beats learning from a skewed past
         points = []
         for i in range(len(timestamps)):
-            rate = _sum_known([h.completions_per_s[i] for _, h in entry])
+            rate = _sum_known([h.completions_per_s[i] for _, h in entry])  # admitted arrivals, as _observe
             prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.completions_per_s[i]) for _, h in entry])
             output = _weighted_mean([(h.generation_tokens_mean[i], h.completions_per_s[i]) for _, h in exit_])
             points.append(MixObservation(rate, prompt, output))

@@ -1,4 +1,7 @@
-"""Warm start: the recent arrival rate and traffic mix per variant, from range queries (pure part).
+"""Warm start: the recent completion rate and traffic mix per variant, from range queries (pure part).
+
+The planner reads the completion rate at a model's entry (prefill) as its admitted arrivals, as it does live
+(:func:`autoscaler.core.plan.warm_start`).
 
 After a restart or a leader change the forecaster would otherwise start cold; Prometheus already holds the
 history. The same PromQL as a live collection is evaluated over ``[start, end]`` every ``step`` seconds, with
@@ -58,7 +61,7 @@ def duration_s(text: str) -> float:
 class HistorySeries:
     """One variant's recent traffic, aligned on ``timestamps``; ``None`` where Prometheus had no value.
 
-    Idle points (nothing finished) have request rate 0 and mix 0; skip them when learning the mix.
+    Idle points (nothing finished) have completion rate 0 and mix 0; skip them when learning the mix.
     """
 
     timestamps: tuple[float, ...]
