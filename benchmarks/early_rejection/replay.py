@@ -39,7 +39,7 @@ from autoscaler.sim.gateway_rules import (
 )
 from autoscaler.traces import Trace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRACE = ROOT / "autoscaler" / "data" / "traces" / "mooncake_conversation_trace.jsonl"
 PLOTS = ROOT / "benchmarks" / "results"  # early_rejection.png (KV-bound), early_rejection_tbt.png (TBT-bound)
 PROFILE = "llama-3.1-70b/a100-tp8"  # one 8-GPU A800 node per instance, as the paper's testbed
