@@ -16,6 +16,7 @@ from autoscaler.sim.adapters import SimSignalSource
 from autoscaler.sim.baselines import Fixed
 from autoscaler.sim.cluster import SimCluster
 from autoscaler.sim.controlled import ControllerPolicy, product_planner
+from autoscaler.sim import policies
 from autoscaler.sim.policies import STANDARD, make_policy, policy_names, register
 from autoscaler.sim.report import report_json
 from autoscaler.sim.runner import simulate, with_warmup
@@ -43,13 +44,11 @@ def test_every_standard_policy_is_known_and_fresh_objects_are_made_per_run():
         make_policy("nope")
 
 
-def test_default_can_be_replaced():
-    original = make_policy("default")
-    try:
-        register("default", lambda: Fixed(prefill=2, decode=2, name="default"))
-        assert isinstance(make_policy("default"), Fixed)
-    finally:
-        register("default", lambda: original)
+def test_default_can_be_replaced(monkeypatch):
+    # The registry is restored as it was, factory and all: later tests get fresh policies, not this one's.
+    monkeypatch.setattr(policies, "_FACTORIES", dict(policies._FACTORIES))
+    register("default", lambda: Fixed(prefill=2, decode=2, name="default"))
+    assert isinstance(make_policy("default"), Fixed)
 
 
 def test_a_run_is_deterministic_for_a_seed():
