@@ -12,11 +12,11 @@ import pytest
 from autoscaler.core.types import Freshness, Role
 from autoscaler.errors import ConfigError
 from autoscaler.perf.profiles import default_profiles
+from autoscaler.sim import policies
 from autoscaler.sim.adapters import SimSignalSource
 from autoscaler.sim.baselines import Fixed
 from autoscaler.sim.cluster import SimCluster
 from autoscaler.sim.controlled import ControllerPolicy, product_planner
-from autoscaler.sim import policies
 from autoscaler.sim.policies import STANDARD, make_policy, policy_names, register
 from autoscaler.sim.report import report_json
 from autoscaler.sim.runner import simulate, with_warmup
