@@ -1,6 +1,7 @@
 """variant-autoscaler: SLO-aware, cost-optimal autoscaling for disaggregated vLLM serving.
 
-Layers (enforced by tests/core/test_layers.py):
+Layers (enforced by tests/core/test_layers.py, whose ``ALLOWED`` table says which parts each part may import;
+each package's docstring repeats its row):
 
 - ``autoscaler.core`` and ``autoscaler.perf``: pure decisions and performance math. No I/O, no clock,
   no Kubernetes, Prometheus or HTTP imports.

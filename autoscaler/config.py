@@ -78,7 +78,8 @@ class PrometheusSettings(_Section):
     )
     latency_quantiles: tuple[float, ...] = Field(
         (0.5, 0.9, 0.99), min_length=1, max_length=6,
-        description="TTFT and ITL quantiles read every cycle (each costs two queries); include your SLO's.",
+        description="TTFT and ITL quantiles read every cycle (computed from the bucket rates already read: no "
+                    "query of their own); include your SLO's.",
     )
     warmup_s: float = Field(
         120.0, ge=0,
@@ -114,8 +115,8 @@ class PrometheusSettings(_Section):
     )
     recording_rules: bool = Field(
         False,
-        description="Read rates and histogram buckets from the recording rules of manifests/base/"
-                    "recording-rules.yaml (variant:<signal>:<window>) instead of computing them per query: at "
+        description="Read rates and histogram buckets from the recording rules of manifests/recording-rules/"
+                    "prometheus-rule.yaml (variant:<signal>:<window>) instead of computing them per query: at "
                     "thousands of pods the bucket queries otherwise cost seconds each. The rules must be "
                     "generated for the same labels and rate_window (autoscaler.signals.rules).",
     )

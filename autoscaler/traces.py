@@ -409,7 +409,7 @@ class BucketedTrace:
 
     interval_s: float
     start_s: np.ndarray  # bucket start, seconds from arrival 0
-    requests_per_s: np.ndarray
+    arrivals_per_s: np.ndarray
     mean_input_tokens: np.ndarray  # NaN for an empty bucket: no information about the mix
     mean_output_tokens: np.ndarray
 
@@ -428,7 +428,7 @@ def bucket(trace: Trace, *, interval_s: float) -> BucketedTrace:
     return BucketedTrace(
         interval_s=interval_s,
         start_s=np.arange(steps, dtype=np.float64) * interval_s,
-        requests_per_s=counts / interval_s,
+        arrivals_per_s=counts / interval_s,
         mean_input_tokens=mean_in,
         mean_output_tokens=mean_out,
     )

@@ -232,7 +232,7 @@ def main() -> int:
             say(f"history failed: {str(exc)[:300]}")
             history = {}
         history_s = time.perf_counter() - started
-        points = sum(1 for h in history.values() for r in h.requests_per_s if r is not None)
+        points = sum(1 for h in history.values() for r in h.completions_per_s if r is not None)
 
         # Prometheus's own evaluation time of each query, asked once more, one at a time, with stats=all.
         evaluation = {}

@@ -31,7 +31,7 @@ from autoscaler.traces import bucket, read_trace
 
 TRACES = Path(__file__).resolve().parents[1] / "autoscaler" / "data" / "traces"
 TRACE_FILES = ("mooncake_conversation_trace.jsonl", "mooncake_synthetic_trace.jsonl", "azure_llm_2023_conv.csv")
-SERIES = ("requests_per_s", "mean_input_tokens", "mean_output_tokens")
+SERIES = ("arrivals_per_s", "mean_input_tokens", "mean_output_tokens")
 HORIZONS_S = (None, 60.0, 300.0)  # None = one cycle
 WARMUP_S = 300.0  # origins in the first five minutes are not scored: every method needs some history
 SELECTED = "selected"

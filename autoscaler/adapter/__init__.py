@@ -7,6 +7,9 @@ authorisation as aggregated API servers do them), ``api`` (routing without HTTP)
 certificate files), ``run`` (the ``variant-autoscaler adapter`` command).
 
 The names below are the public surface; submodules import without pulling in the HTTP server.
+
+Owns the external-metrics API and its TLS and auth. May import: certs, config, controller, core, errors, kube, logs,
+metrics.
 """
 
 from autoscaler.adapter.api import ExternalMetricsAPI, Response

@@ -124,8 +124,9 @@ METRICS: tuple[ExternalMetric, ...] = (
     DESIRED_REPLICAS,
     ExternalMetric("variant_current_replicas", "Replicas of the scale target when the decision was made.",
                    lambda src: float(src.decision.current)),
-    ExternalMetric("variant_request_rate", "Observed requests per second over the variant's pods.",
-                   _fresh(lambda s: s.requests_per_s)),
+    ExternalMetric("variant_completion_rate", "Requests completed per second over the variant's pods "
+                   "(vllm:request_success_total, aborts and errors excluded): not the arrival rate.",
+                   _fresh(lambda s: s.completions_per_s)),
     ExternalMetric("variant_prompt_token_rate", "Observed prompt tokens per second.",
                    _fresh(lambda s: s.prompt_tokens_per_s)),
     ExternalMetric("variant_generation_token_rate", "Observed generated tokens per second.",

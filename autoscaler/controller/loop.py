@@ -438,7 +438,7 @@ class Controller:
 
 
 _SEED_AGE_S = 1e-3
-_DEMAND_SIGNALS = ("running", "requests_per_s")
+_DEMAND_SIGNALS = ("running", "completions_per_s")
 """Optional signals without which a fresh variant is still decided, but never read as idle."""
 
 
@@ -449,7 +449,7 @@ WARM_START_POINTS = 10_000
 @dataclass(frozen=True, slots=True)
 class _JoinedSeries:
     timestamps: tuple[float, ...]
-    requests_per_s: tuple[float | None, ...]
+    completions_per_s: tuple[float | None, ...]
     prompt_tokens_mean: tuple[float | None, ...]
     generation_tokens_mean: tuple[float | None, ...]
 
@@ -462,7 +462,7 @@ def _joined(reads: Sequence[Mapping[VariantSpec, Any]]) -> dict[VariantSpec, Any
     if not reads or any(set(r) != set(reads[0]) for r in reads):
         return None
     return {spec: _JoinedSeries(*(tuple(v for r in reads for v in getattr(r[spec], name))
-                                  for name in ("timestamps", "requests_per_s", "prompt_tokens_mean",
+                                  for name in ("timestamps", "completions_per_s", "prompt_tokens_mean",
                                                "generation_tokens_mean")))
             for spec in reads[0]}
 

@@ -23,8 +23,11 @@ variation 0.73), so part of today's batch outlives ``t_d`` by far; replayed per 
 ``benchmarks/bench_early_rejection.py``), the predicted decode load missed the load a request met at entry by a
 standard deviation of 0.066-0.085 with the exponential model against 0.081-0.091 with the paper's.
 
-This module decides from pool totals once per control cycle; a gateway deciding per request, as Mooncake's Conductor
-does, uses :mod:`autoscaler.core.gateway_admission` over its own view of the queues and running sequences. What the
+The one admission engine: the planner calls :func:`assess_admission` once per control cycle on pool totals and
+exports its admission ratio; a gateway deciding per request, as Mooncake's Conductor does, calls the same function
+with the request's prompt (``input_tokens``) on its live view of the pools and takes its ``admit``
+(:mod:`autoscaler.sim.gateway` in the simulator). The research variants the benchmark compares per request (output
+length spread, break-even at the decode door) live with the simulator, :mod:`autoscaler.sim.gateway_rules`. What the
 prediction buys is measured in ``benchmarks/bench_early_rejection.py`` (Mooncake trace at 2x, KV- and TBT-bound
 decode): Mooncake's rule alone damps early rejection's anti-phase swings and wastes no prefill but rejects more than
 reactive rejection at the decode door, whose exact check serves smaller prompts first; the gateway's break-even rule
@@ -59,6 +62,7 @@ __all__ = [
     "decode_capacity",
     "decode_load",
     "decode_step_time",
+    "load_with_request",
     "predict_decode",
     "predicted_ttft",
     "prefill_seconds",
@@ -364,13 +368,19 @@ def predict_decode(*, prefill: PrefillPool, decode: DecodePool, mix: TrafficMix,
                          finished=finished, entered=entered)
 
 
+def load_with_request(pool: DecodePool, *, slo: LatencySLO, running: float, kv_tokens: float,
+                      prompt_tokens: float, reserve_tokens: float) -> float:
+    """Decode load of ``running`` sequences holding ``kv_tokens`` with one more of ``prompt_tokens`` whose KV may
+    grow by ``reserve_tokens``: the check every admission rule makes (at arrival, at the decode door)."""
+    total = running + 1.0
+    held = kv_tokens + prompt_tokens
+    return decode_load(pool, slo=slo, running=total, context_tokens=held / total, kv_tokens=held + reserve_tokens)
+
+
 def _load_with_candidate(pool: DecodePool, *, slo: LatencySLO, running: float, context_tokens: float,
                          prompt_tokens: float, reserve_tokens: float) -> float:
-    """Decode load with one more sequence of ``prompt_tokens`` whose KV may grow by ``reserve_tokens``."""
-    total = running + 1.0
-    step_context = (running * context_tokens + prompt_tokens) / total
-    kv = running * context_tokens + prompt_tokens + reserve_tokens
-    return decode_load(pool, slo=slo, running=total, context_tokens=step_context, kv_tokens=kv)
+    return load_with_request(pool, slo=slo, running=running, kv_tokens=running * context_tokens,
+                             prompt_tokens=prompt_tokens, reserve_tokens=reserve_tokens)
 
 
 def admit_to_decode(*, decode: DecodePool, slo: LatencySLO, context_tokens: float, threshold: float = 1.0,

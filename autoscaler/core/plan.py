@@ -59,6 +59,7 @@ from autoscaler.forecast import (
     SeriesForecast,
     new_mix,
     prime_mix,
+    tokens_per_completion,
     update_mix,
 )
 from autoscaler.perf.capacity import SloTargets, TrafficMix, estimate_capacity
@@ -253,14 +254,12 @@ def _sum_known(values: Sequence[float | None]) -> float | None:
 
 
 def _tokens_mean(sig: VariantSignals, *, prompt: bool) -> float | None:
-    """Mean tokens per request: from the histogram when read, else token rate over request rate."""
+    """Mean tokens per finished request: from the histogram when read, else token rate over completion rate."""
     mean = sig.prompt_tokens_mean if prompt else sig.generation_tokens_mean
     if mean is not None:
         return mean
-    rates = MixObservation.from_token_rates(requests_per_s=sig.requests_per_s,
-                                            prompt_tokens_per_s=sig.prompt_tokens_per_s,
-                                            generation_tokens_per_s=sig.generation_tokens_per_s)
-    return rates.mean_input_tokens if prompt else rates.mean_output_tokens
+    tokens = sig.prompt_tokens_per_s if prompt else sig.generation_tokens_per_s
+    return tokens_per_completion(tokens, sig.completions_per_s)
 
 
 def _serves_nothing(o: VariantObservation) -> bool:
@@ -269,18 +268,22 @@ def _serves_nothing(o: VariantObservation) -> bool:
 
 
 def _observe(model_obs: Sequence[VariantObservation]) -> tuple[MixObservation, float]:
-    """The model's traffic this cycle, and the requests waiting at its entry. A variant at zero pods takes no
-    traffic: it is left out rather than making the whole model's demand unknown for its siblings."""
+    """The model's admitted traffic this cycle, and the requests waiting at its entry. A variant at zero pods
+    takes no traffic: it is left out rather than making the whole model's demand unknown for its siblings.
+
+    vLLM counts requests when they finish (``request_success_total``), not when they arrive: the admitted arrival
+    rate is read as the entry's completion rate (a prefill finishes within seconds of its arrival), and what
+    arrived but has not finished is the waiting queue, which :func:`_demand` adds on top."""
     serving = [o for o in model_obs if not _serves_nothing(o)]
     entry, exit_ = _entry_and_exit(serving, lambda o: o.spec.role)
     if not entry or not all(_fresh(o.signals) for o in entry):
         return MixObservation(None, None, None), 0.0  # unknown: never read as zero demand
-    rate = _sum_known([o.signals.requests_per_s for o in entry])
+    admitted = _sum_known([o.signals.completions_per_s for o in entry])
     waiting = sum(o.signals.waiting or 0.0 for o in entry)
-    prompt = _weighted_mean([(_tokens_mean(o.signals, prompt=True), o.signals.requests_per_s) for o in entry])
-    output = _weighted_mean([(_tokens_mean(o.signals, prompt=False), o.signals.requests_per_s)
+    prompt = _weighted_mean([(_tokens_mean(o.signals, prompt=True), o.signals.completions_per_s) for o in entry])
+    output = _weighted_mean([(_tokens_mean(o.signals, prompt=False), o.signals.completions_per_s)
                              for o in exit_ if _fresh(o.signals)])
-    return MixObservation(rate, prompt, output), waiting
+    return MixObservation(admitted, prompt, output), waiting
 
 
 def _arrivals(observed: MixObservation, *, ratio: float | None, config: PlannerConfig) -> MixObservation:
@@ -364,44 +367,46 @@ def plan_cycle(
     config: PlannerConfig,
     now: float,
 ) -> tuple[Plan, PlannerState]:
+    """Steps 1-4 of the module docstring per model, then the fleet's allocation over every variant."""
     # A value that cannot be true is unknown from here on (autoscaler.core.screen), for every stage.
     observations = [replace(o, signals=screened(o.signals)) for o in observations]
+    variant_profiles = {str(o.spec.ref): resolve_profile(o.spec, profiles, policy) for o in observations}
+    planned, conditions = _plan_models(observations, state=state, variant_profiles=variant_profiles, policy=policy,
+                                       config=config, now=now)
+    capacity = {ref: rate for p in planned.values() for ref, rate in p.capacity.items()}
+    fleet = decide_fleet(variants=_fleet_inputs(observations, variant_profiles, state=state, capacity=capacity),
+                         demands={m: p.demand for m, p in planned.items() if p.demand is not None},
+                         policy=policy, now=now,
+                         predictive_floors={ref: f for p in planned.values() for ref, f in p.floors.items()})
+    outlooks = {m: _with_unserved(p.outlook, fleet.unserved_rate(m)) for m, p in planned.items()}
+    new_state = _next_state(state, planned, outlooks, fleet, live={o.spec.ref for o in observations})
+    return Plan(fleet.decisions, outlooks, tuple(conditions) + fleet.conditions, fleet), new_state
+
+
+def _plan_models(observations: Sequence[VariantObservation], *, state: PlannerState,
+                 variant_profiles: Mapping[str, PerformanceProfile | None], policy: PolicySet,
+                 config: PlannerConfig, now: float) -> tuple[dict[str, _ModelPlan], list[Condition]]:
+    """Each model's plan; a model whose numbers fail is left out (its variants are decided reactively this
+    cycle, its forecaster and mix keep last cycle's state) with a condition saying so."""
     by_model: dict[str, list[VariantObservation]] = defaultdict(list)
     for o in observations:
         by_model[o.spec.model].append(o)
-    variant_profiles = {str(o.spec.ref): resolve_profile(o.spec, profiles, policy) for o in observations}
-
-    mixes = dict(state.mixes)
-    levels = dict(state.mix_levels)
-    recent = dict(state.demand_history)
-    demands: dict[str, float | None] = {}
-    capacity: dict[VariantRef, float | None] = {}
-    floors: dict[VariantRef, Prediction] = {}
-    partial: dict[str, ModelOutlook] = {}
+    planned: dict[str, _ModelPlan] = {}
     conditions: list[Condition] = []
-    trims = dict(state.capacity_trims)
     for model, obs in by_model.items():
         try:
-            planned = _plan_model(model, obs, state=state, variant_profiles=variant_profiles, policy=policy,
-                                  config=config, now=now)
-        except (ValueError, ArithmeticError) as exc:
-            # One model's numbers must not stop the others: its variants are decided reactively this cycle,
-            # and its forecaster and mix keep last cycle's state.
+            planned[model] = _plan_model(model, obs, state=state, variant_profiles=variant_profiles, policy=policy,
+                                         config=config, now=now)
+        except (ValueError, ArithmeticError) as exc:  # one model's numbers must not stop the others
             conditions.append(Condition(Reason.SIGNALS_INVALID, model,
                                         f"planning failed ({type(exc).__name__}: {exc}): decided reactively"))
-            continue
-        mixes[model] = planned.mix
-        if planned.level is not None:
-            levels[model] = planned.level
-        if planned.recent is not None:
-            recent[model] = planned.recent
-        if planned.demand is not None:
-            demands[model] = planned.demand
-        capacity |= planned.capacity
-        floors |= planned.floors
-        partial[model] = planned.outlook
-        trims.update(planned.trims)
+    return planned, conditions
 
+
+def _fleet_inputs(observations: Sequence[VariantObservation],
+                  variant_profiles: Mapping[str, PerformanceProfile | None], *, state: PlannerState,
+                  capacity: Mapping[VariantRef, float | None]) -> list[VariantInput]:
+    """What the fleet allocation needs of each variant: its observation, history, capacity and price."""
     inputs = []
     for o in observations:
         profile = variant_profiles[str(o.spec.ref)]
@@ -411,14 +416,23 @@ def plan_cycle(
             gpus_per_replica=o.spec.gpus(profile.gpus_per_replica if profile else None),
             cost_per_replica_hour=_replica_price(o.spec, profile),
         ))
-    fleet = decide_fleet(variants=inputs, demands=demands, policy=policy, now=now, predictive_floors=floors)
-    outlooks = {m: _with_unserved(o, fleet.unserved_rate(m)) for m, o in partial.items()}
-    ratios = {m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0}
-    live = {o.spec.ref for o in observations}
-    new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories), admission_ratios=ratios,
-                             mix_levels=levels, demand_history=recent,
-                             capacity_trims={r: t for r, t in trims.items() if r in live})
-    return Plan(fleet.decisions, outlooks, tuple(conditions) + fleet.conditions, fleet), new_state
+    return inputs
+
+
+def _next_state(state: PlannerState, planned: Mapping[str, _ModelPlan], outlooks: Mapping[str, ModelOutlook],
+                fleet: FleetDecision, *, live: set[VariantRef]) -> PlannerState:
+    """Last cycle's state with each planned model's parts replaced (a model that failed keeps its own)."""
+    trims = dict(state.capacity_trims)
+    for p in planned.values():
+        trims.update(p.trims)
+    return PlannerState(
+        mixes={**state.mixes, **{m: p.mix for m, p in planned.items()}},
+        histories=dict(fleet.histories),
+        admission_ratios={m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0},
+        mix_levels={**state.mix_levels, **{m: p.level for m, p in planned.items() if p.level is not None}},
+        demand_history={**state.demand_history, **{m: p.recent for m, p in planned.items() if p.recent is not None}},
+        capacity_trims={r: t for r, t in trims.items() if r in live},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,20 +453,19 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
                 variant_profiles: Mapping[str, PerformanceProfile | None], policy: PolicySet,
                 config: PlannerConfig, now: float) -> _ModelPlan:
     """Steps 1-4 of the module docstring for one model."""
-    capacity: dict[VariantRef, float | None] = {}
-    floors: dict[VariantRef, Prediction] = {}
-    trims: dict[VariantRef, float] = {}
-    recent = None
+    # 1. observe: the admitted traffic, back to arrivals, into the forecaster (which follows the smoothed mix).
     admitted, waiting = _observe(obs)
     level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
     observed = _arrivals(admitted, ratio=state.admission_ratios.get(model), config=config)
-    if level is not None and level.at == now:  # the forecaster follows the smoothed mix, trend included
+    if level is not None and level.at == now:
         observed = replace(observed, mean_input_tokens=level.mean_input_tokens,
                            mean_output_tokens=level.mean_output_tokens)
     mix_state, forecast = update_mix(state.mixes.get(model) or new_mix(config.forecast), observation=observed,
                                      now=now, config=config.forecast)
+    # 2. size: the forecast's upper quantile over the lead time plus the backlog, once a rise has held.
     lead = _lead_time(obs, variant_profiles, config)
     demand, method = _demand(observed, forecast, waiting=waiting, lead_s=lead, config=config)
+    recent = None
     if demand is not None:
         recent, demand = _confirmed(state.demand_history.get(model, ()), demand, now=now,
                                     window_s=min(config.rise_confirm_max_s, config.rise_confirm_share * lead))
@@ -460,35 +473,26 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
     mean_out = _known(forecast.mean_output_tokens, level.mean_output_tokens if level else None, lead)
     # Each variant's SLO, field by field: its VariantAutoscaling's, the model's policy, the settings'.
     slos = {o.spec.ref: policy.slo_for(o.spec, config.default_slo) for o in obs}
+    capacity: dict[VariantRef, float | None] = {}
+    floors: dict[VariantRef, Prediction] = {}
+    trims: dict[VariantRef, float] = {}
     admission = None
     sized = None
     if config.predictive and demand is not None and mean_in and mean_out:
         sized = demand
-        hit = max((o.signals.prefix_cache_hit_ratio or 0.0 for o in obs), default=0.0)
-        spread = level.prompt_spread if level else DEFAULT_PROMPT_SPREAD
-        # Even a full prefix-cache hit computes the last prompt token (vLLM recomputes it for the logits).
-        mix = TrafficMix(mean_input_tokens=max(mean_in * (1 - hit), 1.0), p90_input_tokens=mean_in * spread,
-                         mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
+        # 3. price each variant's replica for the mix under the SLO, trimmed by the measured quantiles.
+        mix = _priced_mix(obs, demand=demand, mean_in=mean_in, mean_out=mean_out, level=level)
         trims = update_trims(state.capacity_trims, {
             o.spec.ref: measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slos[o.spec.ref].ttft_s,
                                        itl_s=slos[o.spec.ref].itl_s, percentile=slos[o.spec.ref].percentile)
             for o in obs}, settings=config.slo_feedback)
-        for o in obs:
-            profile = variant_profiles[str(o.spec.ref)]
-            if profile is None:
-                continue
-            est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slos[o.spec.ref])
-            trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
-            capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
+        capacity = _capacities(obs, variant_profiles, mix=mix, slos=slos, trims=trims, config=config)
+        # 4. admission: the ratio to admit, and a decode floor where committed load crosses the threshold.
         admission = _admission(obs, variant_profiles,
                                AdmissionMix(arrival_rate=observed.arrival_rate or demand,
                                             mean_input_tokens=mean_in, mean_output_tokens=mean_out),
                                _tightest(slos.values()), config)
-        decode = [o for o in obs if o.spec.role is Role.DECODE]
-        if admission is not None and admission.prescale_decode and len(decode) == 1:
-            floors[decode[0].spec.ref] = Prediction(
-                replicas=admission.decode_replicas_needed, reason=Reason.FORECAST,
-                message=f"decode load at admission horizon {admission.decode_load_at_horizon:.2f}")
+        floors = _decode_floor(obs, admission)
     outlook = ModelOutlook(model=model, observed_rps=observed.arrival_rate, demand_rps=demand,
                            forecast_method=method, mean_input_tokens=mean_in, mean_output_tokens=mean_out,
                            admission=admission, horizon_s=lead,
@@ -512,6 +516,43 @@ def _replica_price(spec: VariantSpec, profile: PerformanceProfile | None) -> flo
     if profile is None:
         return 0.0
     return profile.cost_per_gpu_hour * spec.gpus(profile.gpus_per_replica)
+
+
+def _priced_mix(obs: Sequence[VariantObservation], *, demand: float, mean_in: float, mean_out: float,
+                level: MixLevel | None) -> TrafficMix:
+    """The mix capacity is priced for: prompts less what the prefix cache skips, their spread, the outputs."""
+    hit = max((o.signals.prefix_cache_hit_ratio or 0.0 for o in obs), default=0.0)
+    spread = level.prompt_spread if level else DEFAULT_PROMPT_SPREAD
+    # Even a full prefix-cache hit computes the last prompt token (vLLM recomputes it for the logits).
+    return TrafficMix(mean_input_tokens=max(mean_in * (1 - hit), 1.0), p90_input_tokens=mean_in * spread,
+                      mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
+
+
+def _capacities(obs: Sequence[VariantObservation], variant_profiles: Mapping[str, PerformanceProfile | None], *,
+                mix: TrafficMix, slos: Mapping[VariantRef, SloTargets], trims: Mapping[VariantRef, float],
+                config: PlannerConfig) -> dict[VariantRef, float | None]:
+    """Each variant's replica rate within its SLO (None where the SLO cannot be met); no profile, no entry."""
+    capacity: dict[VariantRef, float | None] = {}
+    for o in obs:
+        profile = variant_profiles[str(o.spec.ref)]
+        if profile is None:
+            continue
+        est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slos[o.spec.ref])
+        trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
+        capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
+    return capacity
+
+
+def _decode_floor(obs: Sequence[VariantObservation], admission: AdmissionDecision | None) -> dict[VariantRef,
+                                                                                                  Prediction]:
+    """The decode variant's floor when the committed decode load crosses the threshold in time (one decode
+    variant only: the replicas needed are the pool's)."""
+    decode = [o for o in obs if o.spec.role is Role.DECODE]
+    if admission is None or not admission.prescale_decode or len(decode) != 1:
+        return {}
+    return {decode[0].spec.ref: Prediction(
+        replicas=admission.decode_replicas_needed, reason=Reason.FORECAST,
+        message=f"decode load at admission horizon {admission.decode_load_at_horizon:.2f}")}
 
 
 def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, lead_s: float,
@@ -568,7 +609,7 @@ class TrafficHistory(Protocol):
     @property
     def timestamps(self) -> tuple[float, ...]: ...
     @property
-    def requests_per_s(self) -> tuple[float | None, ...]: ...
+    def completions_per_s(self) -> tuple[float | None, ...]: ...
     @property
     def prompt_tokens_mean(self) -> tuple[float | None, ...]: ...
     @property
@@ -590,9 +631,9 @@ def warm_start(*, state: PlannerState, histories: Mapping[VariantSpec, TrafficHi
             continue  # misaligned series: starting cold beats learning from a skewed past
         points = []
         for i in range(len(timestamps)):
-            rate = _sum_known([h.requests_per_s[i] for _, h in entry])
-            prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.requests_per_s[i]) for _, h in entry])
-            output = _weighted_mean([(h.generation_tokens_mean[i], h.requests_per_s[i]) for _, h in exit_])
+            rate = _sum_known([h.completions_per_s[i] for _, h in entry])  # admitted arrivals, as _observe
+            prompt = _weighted_mean([(h.prompt_tokens_mean[i], h.completions_per_s[i]) for _, h in entry])
+            output = _weighted_mean([(h.generation_tokens_mean[i], h.completions_per_s[i]) for _, h in exit_])
             points.append(MixObservation(rate, prompt, output))
         mix = mixes.get(model) or new_mix(config.forecast)
         # The older past is taken in at once (what seasonal methods need: yesterday at this hour); only the

@@ -24,7 +24,7 @@ __all__ = ["screened"]
 _FRACTIONS = frozenset({"kv_usage_mean", "kv_usage_max", "kv_usage_window_mean", "prefix_cache_hit_ratio"})
 _UPPER: dict[str, float] = {
     "waiting": 1e6, "running": 1e6, "decoding": 1e6,
-    "requests_per_s": 1e6, "preemptions_per_s": 1e6,
+    "completions_per_s": 1e6, "preemptions_per_s": 1e6,
     "prompt_tokens_per_s": 1e10, "generation_tokens_per_s": 1e10,
     "prompt_tokens_mean": 1e7, "prompt_tokens_p90": 1e7, "generation_tokens_mean": 1e7,
     "generation_tokens_p90": 1e7, "prompt_tokens_sq_mean": 1e14,

@@ -130,7 +130,7 @@ class VariantSignals:
     kv_usage_max: float | None = None  # 0..1
     prompt_tokens_per_s: float | None = None
     generation_tokens_per_s: float | None = None
-    requests_per_s: float | None = None
+    completions_per_s: float | None = None
     ttft_p90_s: float | None = None
     itl_p90_s: float | None = None
     missing: tuple[str, ...] = ()
@@ -185,7 +185,7 @@ class VariantSignals:
     def quiet(self) -> bool:
         """No traffic counted: nothing finished, running or waiting, each known to be 0 (a window with nothing
         to learn from). Unknown (None) is never quiet."""
-        return self.requests_per_s == 0 and self.running == 0 and self.waiting == 0
+        return self.completions_per_s == 0 and self.running == 0 and self.waiting == 0
 
     @property
     def idle(self) -> bool:

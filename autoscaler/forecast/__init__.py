@@ -7,6 +7,8 @@ nothing.
     state = new_mix(config)
     state, forecast = update_mix(state, observation=MixObservation(...), now=t, config=config)
     forecast.arrival_rate.peak_upper(within_s=config.lead_time_s)   # what capacity should cover
+
+Owns the traffic forecasters and their state. May import: errors.
 """
 
 from autoscaler.forecast.clean import counter_increment, counter_increments, sanitize, sanitize_value
@@ -41,6 +43,7 @@ from autoscaler.forecast.types import (
     MixForecast,
     MixObservation,
     SeriesForecast,
+    tokens_per_completion,
 )
 
 __all__ = [
@@ -68,13 +71,14 @@ __all__ = [
     "mape",
     "new_mix",
     "new_series",
+    "pinball_loss",
     "prime_mix",
     "prime_series",
-    "pinball_loss",
     "sanitize",
     "sanitize_value",
     "scores",
     "select_method",
+    "tokens_per_completion",
     "update_mix",
     "update_series",
 ]

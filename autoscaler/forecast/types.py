@@ -169,20 +169,13 @@ class MixObservation:
     mean_input_tokens: float | None
     mean_output_tokens: float | None
 
-    @classmethod
-    def from_token_rates(
-        cls, *, requests_per_s: float | None, prompt_tokens_per_s: float | None,
-        generation_tokens_per_s: float | None,
-    ) -> MixObservation:
-        """From Prometheus-style rates: means are token rates divided by the request rate (none when idle)."""
 
-        def per_request(tokens: float | None) -> float | None:
-            if tokens is None or requests_per_s is None or not requests_per_s > 0:
-                return None
-            return tokens / requests_per_s
-
-        return cls(arrival_rate=requests_per_s, mean_input_tokens=per_request(prompt_tokens_per_s),
-                   mean_output_tokens=per_request(generation_tokens_per_s))
+def tokens_per_completion(tokens_per_s: float | None, completions_per_s: float | None) -> float | None:
+    """Mean tokens per finished request from Prometheus-style rates (token rate over completion rate); None when
+    either is unknown or nothing finished (an idle window has no mix)."""
+    if tokens_per_s is None or completions_per_s is None or not completions_per_s > 0:
+        return None
+    return tokens_per_s / completions_per_s
 
 
 @dataclass(frozen=True, slots=True)

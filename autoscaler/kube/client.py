@@ -31,6 +31,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from autoscaler.controller.ports import VariantInsight
+from autoscaler.core.nodes import nodes_for_pods
 from autoscaler.core.types import Decision, ReplicaCounts, VariantRef, VariantSpec
 from autoscaler.errors import ActuationError, ConfigError, SpecError
 from autoscaler.kube.api import (
@@ -45,7 +46,6 @@ from autoscaler.kube.drain import PodLoad, PodMarker
 from autoscaler.kube.events import FAILED_RESCALE, SUCCESSFUL_RESCALE, EventRecorder
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
 from autoscaler.kube.llmd_source import LlmdVariantSource
-from autoscaler.kube.machines import machines_needed
 from autoscaler.kube.pods import count_replicas, list_pods
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient, ScaleState
 from autoscaler.kube.status import ABLE_TO_SCALE, ConditionUpdate, find_condition, next_status, status_patch
@@ -387,13 +387,15 @@ class KubeScaler:
     def _scale_machines(self, va: VariantAutoscaling, replicas: int, *, grow: bool) -> None:
         group = va.spec.machine_set_ref
         assert group is not None
-        members = [(replicas, va.spec.gpus_per_replica)]
+        pods = [(va.spec.gpus_per_replica, replicas)]
         for other in (self._store.all() if self._store is not None else ()):
             if other.ref != va.ref and other.spec.machine_set_ref is not None \
                     and (other.spec.machine_set_ref.namespace, other.spec.machine_set_ref.name) \
                     == (group.namespace, group.name):
-                members.append((self._known_replicas(other), other.spec.gpus_per_replica))
-        needed = machines_needed(group, members)
+                pods.append((other.spec.gpus_per_replica, self._known_replicas(other)))
+        # The node plan's sizer (first-fit decreasing over every variant of the group), without its plan:
+        # this path serves a group the node plan does not manage (nodes disabled, or a MachineDeployment).
+        needed = nodes_for_pods(pods=pods, gpus_per_node=group.gpus_per_machine)
         state = self._scales.get(api_version=group.api_version, kind=group.kind, name=group.name,
                                  namespace=group.namespace)
         if (grow and needed > state.replicas) or (not grow and needed < state.replicas):

@@ -1,16 +1,11 @@
-"""GPU machines for a variant's replicas: how many a node group needs, and scaling it in the safe order;
-and the executor of the policy's fleet-wide node plan (:class:`NodePlanExecutor`).
-
-Order (the policy's rule): machines are added *before* the pods that need them, so new pods do not sit
-Pending for lack of GPUs, and removed *after* the pods, so no node goes away under a serving pod. Several
-variants may share one node group; its size is the sum of what each needs (no cross-variant packing, which
-over-provisions a little rather than strand a pod).
+"""The executor of the fleet-wide node plan (:class:`NodePlanExecutor`): carries out, in order, the actions
+:func:`autoscaler.core.nodes.plan_nodes` decided. How many machines a group needs is the core's
+(:func:`autoscaler.core.nodes.nodes_for_pods`), for this plan and for the scaler's per-variant groups alike.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import urllib3.exceptions
 from kubernetes import client
@@ -18,31 +13,10 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.core.nodes import DELETE_MACHINE_ANNOTATION, NodePlan, ScaleMachineSet
 from autoscaler.core.types import ScaleTarget, VariantRef
-from autoscaler.kube.api import MachineSetRef
 from autoscaler.kube.failures import KubeActuationError, Request, to_actuation_error
 from autoscaler.kube.scale import MERGE_PATCH, ScaleClient
 
-__all__ = ["NodePlanExecutor", "machines_for", "machines_needed"]
-
-
-def machines_for(*, replicas: int, gpus_per_replica: int, gpus_per_machine: int) -> int:
-    """Machines for ``replicas`` pods of one variant.
-
-    A replica that fits on a machine shares it with others (``gpus_per_machine // gpus_per_replica`` per
-    machine); a larger one spans whole machines (the CRD requires a multiple of ``gpus_per_machine``).
-    """
-    if replicas < 0 or gpus_per_replica < 1 or gpus_per_machine < 1:
-        raise ValueError(f"replicas ({replicas}) must be >= 0 and GPU counts >= 1 "
-                         f"(got {gpus_per_replica} per replica, {gpus_per_machine} per machine)")
-    if gpus_per_replica <= gpus_per_machine:
-        return math.ceil(replicas / (gpus_per_machine // gpus_per_replica))
-    return replicas * math.ceil(gpus_per_replica / gpus_per_machine)
-
-
-def machines_needed(group: MachineSetRef, members: Iterable[tuple[int, int]]) -> int:
-    """Machines ``group`` needs for its members, each given as (replicas, gpus per replica)."""
-    return sum(machines_for(replicas=replicas, gpus_per_replica=gpus, gpus_per_machine=group.gpus_per_machine)
-               for replicas, gpus in members)
+__all__ = ["NodePlanExecutor"]
 
 
 class NodePlanExecutor:

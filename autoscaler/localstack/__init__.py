@@ -3,4 +3,6 @@
 
 Import the submodule you need; this package imports nothing on its own so that using one component does not
 load the others.
+
+Owns starting and stopping real components locally. May import: core, emulator, errors, kube, logs.
 """

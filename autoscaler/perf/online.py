@@ -146,7 +146,7 @@ def prefill_observation(*, profile: PerformanceProfile, signals: VariantSignals,
 
     From the busy time when the window has it (any load), else from the prefill-time mean (light load only)."""
     prompt = _positive(signals.prompt_tokens_mean)
-    rate, pods = _positive(signals.requests_per_s), signals.pods
+    rate, pods = _positive(signals.completions_per_s), signals.pods
     if prompt is None or rate is None or not pods:
         return None
     hit = signals.prefix_cache_hit_ratio or 0.0

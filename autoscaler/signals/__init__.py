@@ -11,4 +11,6 @@ Pure (no I/O, tested without a network):
 I/O:
     transport   requests session: TLS, auth from files (re-read on rotation), headers, bounded retries
     prometheus  :class:`~autoscaler.signals.prometheus.PrometheusSignalSource`: collect, collect_all, history
+
+Owns reading Prometheus into :class:`~autoscaler.core.types.VariantSignals`. May import: core, errors, logs.
 """

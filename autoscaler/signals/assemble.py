@@ -185,7 +185,7 @@ def _build(
         kv_usage_max=raw.get("kv_usage_max"),
         prompt_tokens_per_s=raw.get("prompt_tokens_per_s"),
         generation_tokens_per_s=raw.get("generation_tokens_per_s"),
-        requests_per_s=raw.get("requests_per_s"),
+        completions_per_s=raw.get("completions_per_s"),
         ttft_p90_s=raw.get(quantile_name("ttft", 0.9)),
         itl_p90_s=raw.get(quantile_name("itl", 0.9)),
         missing=tuple(missing),

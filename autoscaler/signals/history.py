@@ -1,4 +1,7 @@
-"""Warm start: the recent arrival rate and traffic mix per variant, from range queries (pure part).
+"""Warm start: the recent completion rate and traffic mix per variant, from range queries (pure part).
+
+The planner reads the completion rate at a model's entry (prefill) as its admitted arrivals, as it does live
+(:func:`autoscaler.core.plan.warm_start`).
 
 After a restart or a leader change the forecaster would otherwise start cold; Prometheus already holds the
 history. The same PromQL as a live collection is evaluated over ``[start, end]`` every ``step`` seconds, with
@@ -36,7 +39,7 @@ __all__ = [
 
 MAX_POINTS = 11_000  # Prometheus refuses range queries of more points per series than this
 
-_FROM_SIGNALS = ("requests_per_s", "prompt_len_sum_per_s", "prompt_len_count_per_s", "generation_len_sum_per_s",
+_FROM_SIGNALS = ("completions_per_s", "prompt_len_sum_per_s", "prompt_len_count_per_s", "generation_len_sum_per_s",
                  "generation_len_count_per_s")
 # Quantiles server-side here: bucket series times points would make a large answer for a one-off read.
 _QUANTILES = {"prompt_tokens_p90": quantile_query("prompt_len", TOKEN_QUANTILE),
@@ -58,11 +61,11 @@ def duration_s(text: str) -> float:
 class HistorySeries:
     """One variant's recent traffic, aligned on ``timestamps``; ``None`` where Prometheus had no value.
 
-    Idle points (nothing finished) have request rate 0 and mix 0; skip them when learning the mix.
+    Idle points (nothing finished) have completion rate 0 and mix 0; skip them when learning the mix.
     """
 
     timestamps: tuple[float, ...]
-    requests_per_s: tuple[float | None, ...]
+    completions_per_s: tuple[float | None, ...]
     prompt_tokens_mean: tuple[float | None, ...]
     prompt_tokens_p90: tuple[float | None, ...]
     generation_tokens_mean: tuple[float | None, ...]
@@ -126,7 +129,7 @@ def assemble_history(
         p_count, g_count = col["prompt_len_count_per_s"], col["generation_len_count_per_s"]
         out[spec] = HistorySeries(
             timestamps=timestamps,
-            requests_per_s=tuple(col["requests_per_s"]),
+            completions_per_s=tuple(col["completions_per_s"]),
             prompt_tokens_mean=tuple(_mean(t, c) for t, c in zip(col["prompt_len_sum_per_s"], p_count)),
             prompt_tokens_p90=tuple(0.0 if c == 0 else v for v, c in zip(col["prompt_tokens_p90"], p_count)),
             generation_tokens_mean=tuple(_mean(t, c) for t, c in zip(col["generation_len_sum_per_s"], g_count)),

@@ -7,8 +7,8 @@ variant (per bucket for histograms), as cheap as a gauge. See ``benchmarks/bench
 
 The rules must be generated from the same label mapping and rate window as the controller's collector, since
 the recorded series are grouped by them; :func:`rule_file` gives the Prometheus rule file,
-:func:`prometheus_rule` the prometheus-operator ``PrometheusRule`` object (``manifests/base/recording-rules.yaml``
-is the latter for the default settings).
+:func:`prometheus_rule` the prometheus-operator ``PrometheusRule`` object
+(``manifests/recording-rules/prometheus-rule.yaml`` is the latter for the default settings).
 
 All rules sit in one group: Prometheus evaluates a group's rules at one timestamp, so ratios of two recorded
 rates (mean tokens, mean ITL) see the same window, as the collector's single evaluation instant ensures for

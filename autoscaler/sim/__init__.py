@@ -11,6 +11,9 @@ Modules: :mod:`~autoscaler.sim.cluster` (nodes, pods, engines, routing, KV trans
 :mod:`~autoscaler.sim.best_static` (the peers: static, HPAs, WVA, Dynamo, best static fleet, clairvoyant model),
 :mod:`~autoscaler.sim.report` and :mod:`~autoscaler.sim.plots` (JSON, table, PNGs),
 :mod:`~autoscaler.sim.theory` (agreement with the capacity model).
+
+Owns the simulated cluster, the peers and the research gateway rules (:mod:`~autoscaler.sim.gateway_rules`); it runs
+the real controller. May import: config, controller, core, errors, forecast, perf, traces.
 """
 
 from autoscaler.sim.policies import ABLATIONS, BASELINES, STANDARD, make_policy, policy_names, register

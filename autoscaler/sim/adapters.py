@@ -189,7 +189,7 @@ class SimSignalSource:
             kv_usage_max=float(np.max(kv)),
             prompt_tokens_per_s=per_s["prompt"],
             generation_tokens_per_s=per_s["generation"],
-            requests_per_s=per_s["requests"],
+            completions_per_s=per_s["requests"],
             ttft_p90_s=dict(ttft_q).get(0.9),
             itl_p90_s=dict(itl_q).get(0.9),
             prompt_tokens_mean=mix.get("prompt_mean"),

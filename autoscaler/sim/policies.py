@@ -26,10 +26,10 @@ NAIVE = ("hpa-queue-naive", "hpa-kv-naive")
 ABLATIONS = ("default-no-rejection", "default-mean-forecast", "default-gateway")
 """The default policy without one of its parts: early rejection at the gateway; the upper quantile (it sizes for
 the mean forecast). Without the forecaster (and so without early rejection) it is ``saturation``.
-``default-gateway`` swaps a part instead: its gateway decides each request on the pools' state (Mooncake's
-prediction-based rule with the spread of recent output lengths, :mod:`autoscaler.sim.gateway`) rather than
-admitting the cycle's ratio at random: what the controller achieves behind a gateway that runs
-:func:`autoscaler.core.gateway_admission.judge_request`."""
+``default-gateway`` swaps a part instead: its gateway decides each request on the pools' state (the planner's own
+admission decision, :func:`autoscaler.core.admission.assess_admission`, applied per request by
+:mod:`autoscaler.sim.gateway`) rather than admitting the cycle's ratio at random: what the controller achieves
+behind a gateway that runs the same decision per request."""
 
 
 def _clairvoyant_model() -> SimPolicy:

@@ -12,10 +12,9 @@ from kubernetes.client.exceptions import ApiException
 
 from autoscaler.core.types import Decision, DecisionStep, Reason, Role, ScaleTarget, VariantRef, VariantSpec
 from autoscaler.errors import SignalError
-from autoscaler.kube.api import MachineSetRef, VariantAutoscalingStatus
+from autoscaler.kube.api import VariantAutoscalingStatus
 from autoscaler.kube.drain import QueryPodLoad, choose_pods_to_remove
 from autoscaler.kube.failures import Request, to_actuation_error
-from autoscaler.kube.machines import machines_for, machines_needed
 from autoscaler.kube.status import (
     ABLE_TO_SCALE,
     SCALING_ACTIVE,
@@ -164,29 +163,3 @@ def test_pod_load_is_unknown_when_prometheus_fails() -> None:
 
     assert QueryPodLoad(query).running_requests(SPEC) is None
 
-
-# -- machines -----------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("replicas", "gpus", "per_machine", "machines"),
-    [
-        pytest.param(5, 4, 8, 3, id="two-per-machine"),
-        pytest.param(4, 8, 8, 4, id="one-per-machine"),
-        pytest.param(3, 3, 8, 2, id="fragmented-two-per-machine"),
-        pytest.param(2, 16, 8, 4, id="replica-spans-two-machines"),
-        pytest.param(0, 1, 8, 0, id="scaled-to-zero"),
-    ],
-)
-def test_machines_for_a_variant(replicas: int, gpus: int, per_machine: int, machines: int) -> None:
-    assert machines_for(replicas=replicas, gpus_per_replica=gpus, gpus_per_machine=per_machine) == machines
-
-
-def test_variants_sharing_a_node_group_add_up_without_cross_packing() -> None:
-    group = MachineSetRef(name="gpu", gpus_per_machine=8)
-    assert machines_needed(group, [(1, 4), (1, 4)]) == 2  # two half-empty machines, never one shared
-
-
-def test_negative_replicas_are_refused() -> None:
-    with pytest.raises(ValueError, match="replicas"):
-        machines_for(replicas=-1, gpus_per_replica=1, gpus_per_machine=8)

@@ -38,7 +38,7 @@ def spec(name: str, *, role: Role = Role.DECODE, namespace: str = "llm", model: 
 
 
 FRESH = VariantSignals(freshness=Freshness.FRESH, pods=2, waiting=1.0, running=4.0, kv_usage_mean=0.5,
-                       requests_per_s=7.5, prompt_tokens_per_s=1500.0, generation_tokens_per_s=300.0)
+                       completions_per_s=7.5, prompt_tokens_per_s=1500.0, generation_tokens_per_s=300.0)
 
 
 def outcome(s: VariantSpec, *, desired: int | None, current: int = 2, signals: VariantSignals | None = FRESH,
@@ -87,7 +87,7 @@ def test_a_selector_matching_several_variants_returns_one_item_each():
     [
         pytest.param("variant_desired_replicas", 5.0, id="desired"),
         pytest.param("variant_current_replicas", 2.0, id="current"),
-        pytest.param("variant_request_rate", 7.5, id="request-rate"),
+        pytest.param("variant_completion_rate", 7.5, id="completion-rate"),
         pytest.param("variant_prompt_token_rate", 1500.0, id="prompt-tokens"),
         pytest.param("variant_generation_token_rate", 300.0, id="generation-tokens"),
     ],
@@ -171,8 +171,8 @@ def test_a_failed_listing_forgets_nothing():
 @pytest.mark.parametrize(
     ("metric", "signals"),
     [
-        pytest.param("variant_request_rate", VariantSignals.unknown("prometheus down"), id="load-missing-signals"),
-        pytest.param("variant_request_rate", VariantSignals(freshness=Freshness.STALE, requests_per_s=9.0),
+        pytest.param("variant_completion_rate", VariantSignals.unknown("prometheus down"), id="load-missing-signals"),
+        pytest.param("variant_completion_rate", VariantSignals(freshness=Freshness.STALE, completions_per_s=9.0),
                      id="load-from-stale-signals"),
         pytest.param("variant_admission_ratio", FRESH, id="admission-ratio-not-computed"),
         pytest.param("variant_predicted_load", FRESH, id="prediction-not-computed"),

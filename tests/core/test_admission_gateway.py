@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, admit_to_decode
-from autoscaler.core.gateway_admission import (
+from autoscaler.sim.gateway_rules import (
     DecodingSequence,
     DoorRule,
     GatewayConfig,

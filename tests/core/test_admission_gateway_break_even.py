@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from autoscaler.core.admission import LatencySLO, RejectionPolicy
-from autoscaler.core.gateway_admission import (
+from autoscaler.sim.gateway_rules import (
     DecodingSequence,
     GatewayConfig,
     OutputLengths,

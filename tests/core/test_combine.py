@@ -31,7 +31,7 @@ FAST = Behavior(scale_down_window_s=0, max_step_up=0, max_step_down=0)
 
 def sig(waiting: float = 0.0, kv: float = 0.3, running: float = 4.0, rps: float = 1.0,
         freshness: Freshness = Freshness.FRESH) -> VariantSignals:
-    return VariantSignals(freshness=freshness, waiting=waiting, running=running, kv_usage_mean=kv, requests_per_s=rps)
+    return VariantSignals(freshness=freshness, waiting=waiting, running=running, kv_usage_mean=kv, completions_per_s=rps)
 
 
 IDLE = sig(waiting=0, kv=0.0, running=0, rps=0)

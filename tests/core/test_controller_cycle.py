@@ -136,7 +136,7 @@ def test_dry_run_writes_neither_scale_nor_status(dry_run):
 
 
 IDLE_LOW = VariantSignals(freshness=Freshness.FRESH, waiting=0.0, running=1.0, kv_usage_mean=0.05, pods=8,
-                          requests_per_s=0.5)
+                          completions_per_s=0.5)
 
 
 @pytest.mark.parametrize(("elapsed_s", "expected"), [
@@ -169,7 +169,7 @@ def test_a_new_controller_scales_up_at_once_with_a_zero_scale_up_window():
 def _decoding(itl_s: float, *, batch: float = 32.0, kv: float = 0.3, pods: int = 2) -> VariantSignals:
     # A decode window as the Prometheus source reports it, every pod past its warm-up.
     return VariantSignals(freshness=Freshness.FRESH, pods=pods, waiting=0.0, running=batch * pods,
-                          kv_usage_mean=kv, requests_per_s=5.0, itl_mean_s=itl_s, decoding=batch * pods,
+                          kv_usage_mean=kv, completions_per_s=5.0, itl_mean_s=itl_s, decoding=batch * pods,
                           kv_usage_window_mean=kv, warm_pods=tuple(f"p{i}" for i in range(pods)))
 
 

@@ -12,7 +12,7 @@ from autoscaler.controller import loop
 from autoscaler.core.types import Freshness, Reason, VariantSignals
 from tests.core.test_controller_cycle import Clock, Scaler, Variants, controller, spec
 
-LOADED = VariantSignals(freshness=Freshness.FRESH, pods=1, waiting=0.0, running=3.0, requests_per_s=5.5,
+LOADED = VariantSignals(freshness=Freshness.FRESH, pods=1, waiting=0.0, running=3.0, completions_per_s=5.5,
                         kv_usage_mean=0.35)
 
 
@@ -29,11 +29,11 @@ class Signals:
         return {}
 
 
-@pytest.mark.parametrize("unknown", ["running", "requests_per_s"])
+@pytest.mark.parametrize("unknown", ["running", "completions_per_s"])
 def test_a_fresh_variant_whose_running_or_rate_is_unknown_is_logged(unknown):
     s = spec("a")
     signals = Signals({s: VariantSignals(**{**{f: getattr(LOADED, f) for f in (
-        "freshness", "pods", "waiting", "running", "requests_per_s", "kv_usage_mean")}, unknown: None})})
+        "freshness", "pods", "waiting", "running", "completions_per_s", "kv_usage_mean")}, unknown: None})})
     with capture_logs() as logs:
         controller([s], Scaler({"a": 1}), signals=signals).run_cycle()
     partial = [e for e in logs if e["event"] == "signals_partial"]
@@ -42,7 +42,7 @@ def test_a_fresh_variant_whose_running_or_rate_is_unknown_is_logged(unknown):
 
 def test_an_implausible_value_is_logged_with_the_value():
     s = spec("a")
-    signals = Signals({s: VariantSignals(Freshness.FRESH, pods=1, waiting=1e308, running=3.0, requests_per_s=5.5,
+    signals = Signals({s: VariantSignals(Freshness.FRESH, pods=1, waiting=1e308, running=3.0, completions_per_s=5.5,
                                          kv_usage_mean=0.35)})
     with capture_logs() as logs:
         report = controller([s], Scaler({"a": 3}), signals=signals).run_cycle()
@@ -110,7 +110,7 @@ def test_a_one_shot_recommendation_can_recommend_a_scale_down(monkeypatch):
 
     monkeypatch.setattr(kube_client, "cluster_configured", lambda kubeconfig: True)  # the cluster path
     s = spec("a")
-    low = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=1.0, requests_per_s=1.0, kv_usage_mean=0.02)
+    low = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=1.0, completions_per_s=1.0, kv_usage_mean=0.02)
     monkeypatch.setattr(wiring, "build_controller",
                         lambda settings, dry_run: controller([s], Scaler({"a": 4}), signals=Signals({s: low}),
                                                              dry_run=dry_run))

@@ -29,7 +29,7 @@ SPECS = [VariantSpec(ref=VariantRef("ns", role.value), model=MODEL, role=role, a
          for role in (Role.PREFILL, Role.DECODE)]
 
 FRACTIONS = {"kv_usage_mean", "kv_usage_max", "kv_usage_window_mean", "prefix_cache_hit_ratio"}
-FIELDS = ["waiting", "running", "kv_usage_mean", "kv_usage_max", "requests_per_s", "prompt_tokens_per_s",
+FIELDS = ["waiting", "running", "kv_usage_mean", "kv_usage_max", "completions_per_s", "prompt_tokens_per_s",
           "generation_tokens_per_s", "prompt_tokens_mean", "prompt_tokens_p90", "generation_tokens_mean",
           "generation_tokens_p90", "prefix_cache_hit_ratio", "ttft_p90_s", "itl_p90_s", "preemptions_per_s",
           "itl_mean_s", "decoding", "kv_usage_window_mean", "prefill_time_mean_s", "prompt_tokens_sq_mean"]
@@ -73,8 +73,8 @@ def trusted(d: Drawn) -> bool:
 
 def known_idle(d: Drawn) -> bool:
     s = d.signals
-    return (trusted(d) and known(d, "running", "requests_per_s") and s.waiting == 0 and s.running == 0
-            and s.requests_per_s == 0 and s.kv_usage_mean is not None and s.kv_usage_mean <= 0.01)
+    return (trusted(d) and known(d, "running", "completions_per_s") and s.waiting == 0 and s.running == 0
+            and s.completions_per_s == 0 and s.kv_usage_mean is not None and s.kv_usage_mean <= 0.01)
 
 
 HOLD_REASONS = {Reason.SIGNALS_MISSING, Reason.SIGNALS_STALE, Reason.SIGNALS_INVALID}

@@ -22,6 +22,7 @@ from autoscaler.forecast import (
     new_mix,
     new_series,
     pinball_loss,
+    tokens_per_completion,
     update_mix,
     update_series,
 )
@@ -286,17 +287,16 @@ def test_counter_increments_treat_a_drop_as_a_restart(samples: list[float | None
 
 
 @pytest.mark.parametrize(("rates", "expected"), [
-    pytest.param((2.0, 2000.0, 300.0), (2.0, 1000.0, 150.0), id="busy"),
-    pytest.param((0.0, 0.0, 0.0), (0.0, None, None), id="idle-has-no-mix"),
-    pytest.param((None, 10.0, 10.0), (None, None, None), id="rate-missing"),
+    pytest.param((2.0, 2000.0, 300.0), (1000.0, 150.0), id="busy"),
+    pytest.param((0.0, 0.0, 0.0), (None, None), id="idle-has-no-mix"),
+    pytest.param((None, 10.0, 10.0), (None, None), id="rate-missing"),
 ])
-def test_the_mix_is_token_rates_divided_by_the_request_rate(
+def test_the_mix_is_token_rates_divided_by_the_completion_rate(
     rates: tuple[float | None, ...], expected: tuple[float | None, ...]
 ) -> None:
-    requests, prompt, generation = rates
-    observation = MixObservation.from_token_rates(requests_per_s=requests, prompt_tokens_per_s=prompt,
-                                                  generation_tokens_per_s=generation)
-    assert (observation.arrival_rate, observation.mean_input_tokens, observation.mean_output_tokens) == expected
+    completions, prompt, generation = rates
+    means = (tokens_per_completion(prompt, completions), tokens_per_completion(generation, completions))
+    assert means == expected
 
 
 def test_update_mix_forecasts_rate_and_token_means_separately() -> None:

@@ -14,24 +14,24 @@ from autoscaler.core.types import Freshness, Reason, Role, ScaleTarget, VariantR
 
 SPEC = VariantSpec(ref=VariantRef("ns", "d"), model="m", role=Role.DECODE, accelerator="H100",
                    target=ScaleTarget("apps/v1", "Deployment", "d"), min_replicas=1, max_replicas=10)
-IDLE = VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, requests_per_s=0.0, kv_usage_mean=0.0)
-BUSY = VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=3.0, requests_per_s=5.5, kv_usage_mean=0.35)
+IDLE = VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, completions_per_s=0.0, kv_usage_mean=0.0)
+BUSY = VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=3.0, completions_per_s=5.5, kv_usage_mean=0.35)
 
 
 @pytest.mark.parametrize(
     "signals",
     [
-        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=None, requests_per_s=None,
+        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=None, completions_per_s=None,
                                     kv_usage_mean=0.35), id="running-and-rate-unknown"),
-        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=None, requests_per_s=0.0,
+        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=None, completions_per_s=0.0,
                                     kv_usage_mean=0.0), id="running-unknown"),
-        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, requests_per_s=None,
+        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, completions_per_s=None,
                                     kv_usage_mean=0.0), id="rate-unknown"),
-        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, requests_per_s=0.0,
+        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, completions_per_s=0.0,
                                     kv_usage_mean=None), id="kv-unknown"),
-        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, requests_per_s=0.0,
+        pytest.param(VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=0.0, completions_per_s=0.0,
                                     kv_usage_mean=0.35), id="kv-in-use"),
-        pytest.param(VariantSignals(Freshness.STALE, pods=1, waiting=0.0, running=0.0, requests_per_s=0.0,
+        pytest.param(VariantSignals(Freshness.STALE, pods=1, waiting=0.0, running=0.0, completions_per_s=0.0,
                                     kv_usage_mean=0.0), id="stale"),
     ],
 )
@@ -75,7 +75,7 @@ def test_scale_to_zero_fires_on_a_default_policy_with_fifteen_second_cycles():
 
 
 def test_a_variant_serving_traffic_whose_running_and_rate_read_unknown_is_never_scaled_to_zero():
-    unknown = VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=None, requests_per_s=None,
+    unknown = VariantSignals(Freshness.FRESH, pods=1, waiting=0.0, running=None, completions_per_s=None,
                              kv_usage_mean=0.35)
     seen = run([BUSY] * 3 + [unknown] * 40, interval_s=5.0, behavior=Behavior(scale_down_window_s=0))
     assert all(n == 1 for _, n in seen), seen
@@ -88,10 +88,10 @@ def test_an_unknown_cycle_breaks_an_idle_run():
 
 
 def test_the_first_fresh_cycle_after_an_outage_still_waits_the_scale_down_window():
-    low = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=1.0, requests_per_s=1.0, kv_usage_mean=0.02)
+    low = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=1.0, completions_per_s=1.0, kv_usage_mean=0.02)
     outage = [VariantSignals.unknown("prometheus down")] * 40  # 200 s, longer than the 120 s window
     behavior = Behavior(scale_down_window_s=120, max_step_down=1)
-    loaded = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=9.0, requests_per_s=6.0,
+    loaded = VariantSignals(Freshness.FRESH, pods=4, waiting=0.0, running=9.0, completions_per_s=6.0,
                             kv_usage_mean=0.6)
     seen = run([loaded] + outage + [low] * 30, interval_s=5.0, behavior=behavior, current=4,
                history=(Recommendation(999.0, 4),))

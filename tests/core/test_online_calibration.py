@@ -32,7 +32,7 @@ def window(**changes: object) -> VariantSignals:
     """A fresh, warm, busy window of two pods whose decode and prefill numbers come from HIDDEN."""
     batch, context = 20.0, 1500.0
     base = VariantSignals(
-        freshness=Freshness.FRESH, pods=2, waiting=0.0, running=2 * batch, requests_per_s=4.0,
+        freshness=Freshness.FRESH, pods=2, waiting=0.0, running=2 * batch, completions_per_s=4.0,
         warm_pods=("a", "b"), itl_mean_s=HIDDEN.decode_step_time(batch, context), decoding=2 * batch,
         kv_usage_window_mean=batch * context / PRIOR.kv_capacity_tokens,
         prompt_tokens_mean=1000.0, prompt_tokens_sq_mean=1.2e6, prefix_cache_hit_ratio=0.0,
@@ -54,7 +54,7 @@ def stages(state: OnlineCalibration) -> dict[Stage, int]:
     pytest.param(Role.DECODE, window(warming_pods=("c",)), OnlineSettings(), {}, id="a-warming-pod-skips-it"),
     pytest.param(Role.DECODE, window(warm_pods=()), OnlineSettings(), {}, id="no-pod-known-warm"),
     pytest.param(Role.DECODE, window(missing=("pod_ages",)), OnlineSettings(), {}, id="pod-ages-unknown"),
-    pytest.param(Role.DECODE, window(requests_per_s=0.0, running=0.0, waiting=0.0), OnlineSettings(), {},
+    pytest.param(Role.DECODE, window(completions_per_s=0.0, running=0.0, waiting=0.0), OnlineSettings(), {},
                  id="idle-window"),
     pytest.param(Role.DECODE, window(freshness=Freshness.STALE), OnlineSettings(), {}, id="stale-window"),
     pytest.param(Role.DECODE, window(itl_mean_s=None), OnlineSettings(), {}, id="itl-not-exported"),
@@ -65,7 +65,7 @@ def stages(state: OnlineCalibration) -> dict[Stage, int]:
     pytest.param(Role.DECODE, window(pods=0), OnlineSettings(), {}, id="no-pods"),
     pytest.param(Role.PREFILL, window(prefill_time_mean_s=None), OnlineSettings(), {}, id="prefill-not-exported"),
     pytest.param(Role.PREFILL, window(prompt_tokens_mean=math.nan), OnlineSettings(), {}, id="prompt-nan"),
-    pytest.param(Role.PREFILL, window(requests_per_s=200.0), OnlineSettings(), {}, id="prefill-pods-too-busy"),
+    pytest.param(Role.PREFILL, window(completions_per_s=200.0), OnlineSettings(), {}, id="prefill-pods-too-busy"),
     pytest.param(Role.PREFILL, window(prefix_cache_hit_ratio=1.0), OnlineSettings(), {}, id="all-cached"),
 ])
 def test_observes_only_windows_that_measure_a_stage(role, signals, settings, expected):
@@ -120,7 +120,7 @@ def varied_state(n: int) -> OnlineCalibration:
         # Prompts spread log-uniformly over 16-16,000 tokens: a narrower spread does not tell a, b and c apart.
         batch, context, prompt = 2.0 + (i * 7) % 60, 200.0 + (i * 613) % 6000, 16.0 * 1000.0 ** ((i * 0.618) % 1)
         sig = window(decoding=2 * batch, itl_mean_s=HIDDEN.decode_step_time(batch, context),
-                     kv_usage_window_mean=batch * context / PRIOR.kv_capacity_tokens, requests_per_s=0.5,
+                     kv_usage_window_mean=batch * context / PRIOR.kv_capacity_tokens, completions_per_s=0.5,
                      prompt_tokens_mean=prompt, prompt_tokens_sq_mean=prompt * prompt,
                      prefill_time_mean_s=HIDDEN.prefill_time(prompt))
         state = observe(state, profile=PRIOR, role=Role.BOTH, signals=sig, now=float(i),

@@ -37,7 +37,7 @@ def signals(*, rps: float, prompt: float, output: float, waiting: float = 0, run
             kv: float = 0.3) -> VariantSignals:
     return VariantSignals(
         freshness=Freshness.FRESH, pods=1, waiting=waiting, running=running, kv_usage_mean=kv, kv_usage_max=kv,
-        requests_per_s=rps, prompt_tokens_per_s=rps * prompt, generation_tokens_per_s=rps * output,
+        completions_per_s=rps, prompt_tokens_per_s=rps * prompt, generation_tokens_per_s=rps * output,
         prompt_tokens_mean=prompt, prompt_tokens_p90=prompt * 1.5, generation_tokens_mean=output,
     )
 
@@ -162,7 +162,7 @@ def test_warm_start_teaches_the_forecaster_the_recent_past():
     @dataclass(frozen=True)
     class History:
         timestamps: tuple[float, ...]
-        requests_per_s: tuple[float | None, ...]
+        completions_per_s: tuple[float | None, ...]
         prompt_tokens_mean: tuple[float | None, ...]
         generation_tokens_mean: tuple[float | None, ...]
 
@@ -187,7 +187,7 @@ def test_warm_start_skips_misaligned_histories():
     @dataclass(frozen=True)
     class History:
         timestamps: tuple[float, ...]
-        requests_per_s: tuple[float | None, ...]
+        completions_per_s: tuple[float | None, ...]
         prompt_tokens_mean: tuple[float | None, ...]
         generation_tokens_mean: tuple[float | None, ...]
 

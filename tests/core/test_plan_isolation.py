@@ -38,7 +38,7 @@ def spec(role: Role, model: str = MODEL, accelerator: str = "H100") -> VariantSp
 def signals(**overrides: object) -> VariantSignals:
     base = VariantSignals(
         freshness=Freshness.FRESH, pods=2, waiting=1.0, running=8.0, kv_usage_mean=0.3, kv_usage_max=0.4,
-        requests_per_s=10.0, prompt_tokens_per_s=10_000.0, generation_tokens_per_s=2_000.0,
+        completions_per_s=10.0, prompt_tokens_per_s=10_000.0, generation_tokens_per_s=2_000.0,
         prompt_tokens_mean=1000.0, prompt_tokens_p90=1500.0, generation_tokens_mean=200.0,
         prefix_cache_hit_ratio=0.2,
     )
@@ -73,8 +73,8 @@ BAD = [
     pytest.param("kv_usage_mean", float("nan"), id="kv-nan"),
     pytest.param("kv_usage_mean", 7.0, id="kv-above-one"),
     pytest.param("running", 1e308, id="running-huge"),
-    pytest.param("requests_per_s", 1e308, id="rate-huge"),
-    pytest.param("requests_per_s", -1.0, id="rate-negative"),
+    pytest.param("completions_per_s", 1e308, id="rate-huge"),
+    pytest.param("completions_per_s", -1.0, id="rate-negative"),
     pytest.param("prompt_tokens_mean", 1e308, id="prompt-huge"),
     pytest.param("generation_tokens_mean", float("inf"), id="output-inf"),
     pytest.param("prefix_cache_hit_ratio", 1.5, id="hit-ratio-above-one"),
@@ -106,10 +106,10 @@ def test_a_bad_number_holds_its_variant_and_the_decision_says_which_value(field,
 
 
 def test_screening_drops_only_the_implausible_values_and_names_them():
-    sig = screened(signals(running=float("nan"), requests_per_s=1e308))
-    assert (sig.running, sig.requests_per_s, sig.waiting, sig.freshness) == (None, None, 1.0, Freshness.MISSING)
-    assert {"running", "requests_per_s"} <= set(sig.missing)
-    assert "running" in sig.note and "requests_per_s" in sig.note
+    sig = screened(signals(running=float("nan"), completions_per_s=1e308))
+    assert (sig.running, sig.completions_per_s, sig.waiting, sig.freshness) == (None, None, 1.0, Freshness.MISSING)
+    assert {"running", "completions_per_s"} <= set(sig.missing)
+    assert "running" in sig.note and "completions_per_s" in sig.note
 
 
 def test_screening_leaves_plausible_signals_untouched():

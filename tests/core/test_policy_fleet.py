@@ -19,8 +19,8 @@ from autoscaler.perf.capacity import TrafficMix, estimate_capacity
 from tests.core.test_slo_policy import H100_8B, SLO
 
 FAST = Behavior(scale_down_window_s=0, max_step_up=0, max_step_down=0)
-CALM = VariantSignals(freshness=Freshness.FRESH, waiting=0, running=2, kv_usage_mean=0.3, requests_per_s=1.0)
-SATURATED = VariantSignals(freshness=Freshness.FRESH, waiting=40, running=50, kv_usage_mean=0.95, requests_per_s=9.0)
+CALM = VariantSignals(freshness=Freshness.FRESH, waiting=0, running=2, kv_usage_mean=0.3, completions_per_s=1.0)
+SATURATED = VariantSignals(freshness=Freshness.FRESH, waiting=40, running=50, kv_usage_mean=0.95, completions_per_s=9.0)
 
 
 def spec(name: str, role: Role, acc: str, *, model: str = "llama", low: int = 1, high: int = 20) -> VariantSpec:
@@ -90,7 +90,7 @@ def test_a_quota_smaller_than_the_minimum_is_a_condition_and_keeps_the_minimum()
 
 
 def test_a_variant_without_capacity_is_decided_reactively_and_holds_its_gpus():
-    steady = VariantSignals(freshness=Freshness.FRESH, waiting=0, running=9, kv_usage_mean=0.5, requests_per_s=3.0)
+    steady = VariantSignals(freshness=Freshness.FRESH, waiting=0, running=9, kv_usage_mean=0.5, completions_per_s=3.0)
     variants = [variant("d-h100", Role.DECODE, "H100", capacity=5.0, current=1),
                 variant("d-l40s", Role.DECODE, "H100", capacity=None, current=3, signals=steady)]
     fleet = decide_fleet(variants=variants, demands={"llama": 30.0},
@@ -136,7 +136,7 @@ def test_policy_variant_bounds_apply_through_the_fleet():
 
 
 def busy(kv: float) -> VariantSignals:
-    return VariantSignals(freshness=Freshness.FRESH, waiting=0, running=4, kv_usage_mean=kv, requests_per_s=2.0)
+    return VariantSignals(freshness=Freshness.FRESH, waiting=0, running=4, kv_usage_mean=kv, completions_per_s=2.0)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def test_a_predictive_floor_from_early_rejection_raises_the_allocation():
 def test_scale_to_zero_through_the_fleet_waits_for_the_idle_window():
     models = (ModelPolicy("llama", variants=(VariantPolicy(Role.DECODE, "H100", scale_to_zero=True,
                                                            idle_window_s=60),)),)
-    idle = VariantSignals(freshness=Freshness.FRESH, waiting=0, running=0, kv_usage_mean=0.0, requests_per_s=0.0)
+    idle = VariantSignals(freshness=Freshness.FRESH, waiting=0, running=0, kv_usage_mean=0.0, completions_per_s=0.0)
     histories, current, seen = {}, 1, []
     for cycle in range(8):
         item = VariantInput(spec=spec("d", Role.DECODE, "H100"), signals=idle, current=current,

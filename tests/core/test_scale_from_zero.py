@@ -54,9 +54,9 @@ def test_a_variant_at_zero_with_requests_at_the_gateway_gets_one_replica(queued:
 
 
 def test_requests_waiting_at_the_gateway_mean_the_variant_is_not_idle() -> None:
-    quiet = VariantSignals(freshness=Freshness.FRESH, requests_per_s=0, running=0, waiting=0, kv_usage_mean=0.0)
+    quiet = VariantSignals(freshness=Freshness.FRESH, completions_per_s=0, running=0, waiting=0, kv_usage_mean=0.0)
     assert quiet.idle
-    assert not VariantSignals(freshness=Freshness.FRESH, requests_per_s=0, running=0, waiting=0, kv_usage_mean=0.0,
+    assert not VariantSignals(freshness=Freshness.FRESH, completions_per_s=0, running=0, waiting=0, kv_usage_mean=0.0,
                               gateway_waiting=2).idle
 
 

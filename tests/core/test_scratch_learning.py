@@ -29,7 +29,7 @@ def window(truth, *, batch: float, prompt: float, pods: int = 2, rate: float = 3
     passes = rate * 1.2  # forward passes per second, summed over pods
     busy = passes * truth.prefill_a + rate * (truth.prefill_b * prompt + truth.prefill_c * prompt * prompt)
     return VariantSignals(
-        freshness=Freshness.FRESH, pods=pods, waiting=0.0, running=pods * batch, requests_per_s=rate,
+        freshness=Freshness.FRESH, pods=pods, waiting=0.0, running=pods * batch, completions_per_s=rate,
         warm_pods=tuple(f"p{i}" for i in range(pods)), itl_mean_s=truth.decode_step_time(batch, context),
         decoding=pods * batch, kv_usage_window_mean=batch * context / PRIOR.kv_capacity_tokens,
         prompt_tokens_mean=prompt, prompt_tokens_sq_mean=prompt * prompt, busy_per_s=busy, iterations_per_s=passes)

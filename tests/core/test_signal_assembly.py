@@ -74,10 +74,10 @@ def test_failed_query_is_unknown_not_zero():
 def test_failed_read_of_demand_is_unknown_never_zero_demand():
     """Dynamo #14765: a failed read fabricated a confirmed idle window and the planner sized for no traffic."""
     failure = SignalError("read timed out")
-    sig = one(full_outcomes(requests_per_s=failure, prompt_len_count_per_s=failure, prompt_len_sum_per_s=failure,
+    sig = one(full_outcomes(completions_per_s=failure, prompt_len_count_per_s=failure, prompt_len_sum_per_s=failure,
                             waiting="0", running="0"))
-    assert sig.requests_per_s is None and sig.prompt_tokens_mean is None and sig.prompt_tokens_p90 == 0.5
-    assert not sig.idle and "requests_per_s" in sig.note
+    assert sig.completions_per_s is None and sig.prompt_tokens_mean is None and sig.prompt_tokens_p90 == 0.5
+    assert not sig.idle and "completions_per_s" in sig.note
 
 
 def test_failed_optional_query_leaves_the_variant_fresh_with_that_value_unknown():
@@ -88,25 +88,25 @@ def test_failed_optional_query_leaves_the_variant_fresh_with_that_value_unknown(
 
 def test_zero_traffic_is_zero_demand_and_stays_fresh():
     """Dynamo #6985: rate(_sum)/rate(_count) is 0/0 with no requests; that is zero demand, not NaN or no data."""
-    idle = {name: "0" for name in ("waiting", "running", "requests_per_s", "prompt_tokens_per_s",
+    idle = {name: "0" for name in ("waiting", "running", "completions_per_s", "prompt_tokens_per_s",
                                    "prompt_len_sum_per_s", "prompt_len_count_per_s", "generation_len_sum_per_s",
                                    "generation_len_count_per_s", "prefix_hits_per_s", "prefix_queries_per_s",
                                    "kv_usage_sum")}
     idle.update({name: buckets(("0.1", "0"), ("+Inf", "0")) for name in BUCKET_SIGNALS})  # no observations
     sig = one(full_outcomes(**idle))
     assert sig.freshness is Freshness.FRESH and sig.idle
-    assert (sig.requests_per_s, sig.prompt_tokens_mean, sig.prompt_tokens_p90) == (0.0, 0.0, 0.0)
+    assert (sig.completions_per_s, sig.prompt_tokens_mean, sig.prompt_tokens_p90) == (0.0, 0.0, 0.0)
     assert (sig.generation_tokens_mean, sig.generation_tokens_p90, sig.prefix_cache_hit_ratio) == (0.0, 0.0, 0.0)
     assert sig.ttft_p90_s is None  # no latency was observed: unknown, and not needed to decide
 
 
 def test_a_scrape_gap_longer_than_the_rate_window_leaves_rates_unknown_not_zero():
     """rate() needs two samples in its window; after a longer gap the series is absent for that query."""
-    gap = {name: [] for name in ("requests_per_s", "prompt_len_sum_per_s", "prompt_len_count_per_s",
+    gap = {name: [] for name in ("completions_per_s", "prompt_len_sum_per_s", "prompt_len_count_per_s",
                                  "prompt_tokens_per_s")}
     sig = one(full_outcomes(waiting="0", running="0", **gap))
-    assert sig.freshness is Freshness.FRESH and sig.requests_per_s is None and sig.prompt_tokens_mean is None
-    assert not sig.idle and "requests_per_s" in sig.missing
+    assert sig.freshness is Freshness.FRESH and sig.completions_per_s is None and sig.prompt_tokens_mean is None
+    assert not sig.idle and "completions_per_s" in sig.missing
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ def two(h100: str, a100: str, prefill: str = "1") -> list[dict]:
 
 def test_model_signals_add_up_accelerators_but_not_roles():
     outcomes = full_outcomes(waiting=two("3", "4", "100"), kv_usage_sum=two("1.5", "0.2"),
-                             kv_engines=two("2", "2"), requests_per_s=two("1", "3", "50"),
+                             kv_engines=two("2", "2"), completions_per_s=two("1", "3", "50"),
                              prompt_len_sum_per_s=two("100", "900"), prompt_len_count_per_s=two("1", "3"),
                              kv_usage_max=two("0.9", "0.1"), sample_age_s=two("20", "3"))
     # H100 observes everything below 0.1 s, A100 between 0.1 and 0.5 s; prefill is slow but another pool.
@@ -208,7 +208,7 @@ def test_model_signals_add_up_accelerators_but_not_roles():
                                 + buckets(("0.1", "0"), ("0.5", "2"), ("+Inf", "2"), accelerator="A100")
                                 + buckets(("0.1", "0"), ("0.5", "0"), ("+Inf", "9"), role="prefill"))
     sig = models(outcomes)[("ns", "m", "decode")]
-    assert (sig.waiting, sig.requests_per_s, sig.kv_usage_max) == (7.0, 4.0, 0.9)
+    assert (sig.waiting, sig.completions_per_s, sig.kv_usage_max) == (7.0, 4.0, 0.9)
     assert math.isclose(sig.kv_usage_mean, 1.7 / 4) and sig.prompt_tokens_mean == 250.0  # ratio of sums
     assert sig.ttft_quantile_s(0.5) == 0.1 and math.isclose(sig.ttft_p90_s, 0.1 + 0.4 * 0.8)
     assert sig.freshness is Freshness.FRESH
@@ -241,7 +241,7 @@ def test_hostile_responses_never_crash_and_never_yield_fresh_without_the_require
     outcomes = full_outcomes()
     outcomes.update(overrides)
     sig = one(outcomes)
-    for name in ("waiting", "running", "kv_usage_mean", "kv_usage_max", "requests_per_s", "prompt_tokens_mean",
+    for name in ("waiting", "running", "kv_usage_mean", "kv_usage_max", "completions_per_s", "prompt_tokens_mean",
                  "prompt_tokens_p90", "prefix_cache_hit_ratio", "ttft_p90_s"):
         value = getattr(sig, name)
         assert value is None or (math.isfinite(value) and value >= 0), name

@@ -52,8 +52,8 @@ def test_grid_includes_both_ends():
 
 def test_history_rate_window_is_widened_to_the_step():
     queries = history_queries(PLAN, step=300)
-    assert set(queries) == set(HISTORY_SIGNALS) and "[300s]" in queries["requests_per_s"]
-    assert "[60s]" in history_queries(PLAN, step=15)["requests_per_s"]
+    assert set(queries) == set(HISTORY_SIGNALS) and "[300s]" in queries["completions_per_s"]
+    assert "[60s]" in history_queries(PLAN, step=15)["completions_per_s"]
 
 
 def test_matrix_values_land_on_their_grid_points_and_gaps_stay_unknown():
@@ -65,7 +65,7 @@ def test_matrix_values_land_on_their_grid_points_and_gaps_stay_unknown():
 def test_history_gives_rate_and_mix_with_idle_points_as_zero_and_gaps_as_unknown():
     timestamps = grid(start=100, end=130, step=10)
     results = {
-        "requests_per_s": matrix("2", "0", None, "1"),
+        "completions_per_s": matrix("2", "0", None, "1"),
         "prompt_len_sum_per_s": matrix("400", "0", None, "50"),
         "prompt_len_count_per_s": matrix("2", "0", None, "1"),
         "prompt_tokens_p90": matrix("300", "NaN", None, "50"),
@@ -76,7 +76,7 @@ def test_history_gives_rate_and_mix_with_idle_points_as_zero_and_gaps_as_unknown
     h = assemble_history(variants=[SPEC], results=results, plan=PLAN, start=100, step=10,
                          timestamps=timestamps)[SPEC]
     assert len(h) == 4
-    assert h.requests_per_s == (2.0, 0.0, None, 1.0)
+    assert h.completions_per_s == (2.0, 0.0, None, 1.0)
     assert h.prompt_tokens_mean == (200.0, 0.0, None, 50.0)
     assert h.prompt_tokens_p90 == (300.0, 0.0, None, 50.0)
     assert h.generation_tokens_mean == (50.0, 0.0, None, 10.0)
@@ -87,4 +87,4 @@ def test_a_variant_without_history_gets_unknown_points_not_zeros():
                         target=ScaleTarget("apps/v1", "Deployment", "p"))
     timestamps = grid(start=0, end=20, step=10)
     h = assemble_history(variants=[other], results={}, plan=PLAN, start=0, step=10, timestamps=timestamps)[other]
-    assert h.requests_per_s == (None, None, None) and h.prompt_tokens_mean == (None, None, None)
+    assert h.completions_per_s == (None, None, None) and h.prompt_tokens_mean == (None, None, None)

@@ -87,7 +87,7 @@ def test_non_finite_samples_are_dropped_before_aggregation():
 
 
 def test_request_rate_keeps_finish_reasons_apart_while_deduplicating():
-    assert "engine, finished_reason)" in build_queries(LabelMap(), "1m")["requests_per_s"]
+    assert "engine, finished_reason)" in build_queries(LabelMap(), "1m")["completions_per_s"]
 
 
 def test_a_label_mapped_twice_appears_once_in_a_by_clause():
@@ -121,4 +121,4 @@ def test_swinging_gauges_are_read_over_the_cycle(signal, over):
 
 
 def test_the_request_rate_leaves_out_aborted_and_failed_requests():
-    assert 'finished_reason!~"abort|error"' in build_queries(LabelMap(), "1m")["requests_per_s"]
+    assert 'finished_reason!~"abort|error"' in build_queries(LabelMap(), "1m")["completions_per_s"]

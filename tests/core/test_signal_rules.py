@@ -73,5 +73,5 @@ def test_warm_start_reads_recorded_series_when_they_cover_every_point(step, reco
     assert set(queries) == set(HISTORY_SIGNALS)
     assert all(("variant:" in q) is recorded_read for q in queries.values())
     if recorded_read:
-        assert queries["requests_per_s"] == "variant:requests_per_s:1m"
+        assert queries["completions_per_s"] == "variant:completions_per_s:1m"
         assert queries["prompt_tokens_p90"] == "histogram_quantile(0.9, variant:prompt_len_buckets:1m)"

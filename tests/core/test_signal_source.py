@@ -223,7 +223,7 @@ def test_history_returns_rate_and_mix_per_variant():
     source, fake = make_source(range_handler(lambda: holder["q"]))
     holder["q"] = history_queries(source.plan, step=60)
     h = source.history([SPEC], start=0, end=120, step=60)[SPEC]
-    assert h.timestamps == (0, 60, 120) and h.requests_per_s == (2.0, 2.0, 2.0)
+    assert h.timestamps == (0, 60, 120) and h.completions_per_s == (2.0, 2.0, 2.0)
     assert h.prompt_tokens_mean == (1.0, 1.0, 1.0) and len(fake.sent) == len(holder["q"])
 
 
@@ -264,7 +264,7 @@ def test_hostile_http_answers_never_crash_and_never_yield_fresh_without_required
     source, _ = make_source(handler_for, max_parallel=1)
     collection = source.collect_all([SPEC], now=0.0)
     sig = collection.variants[SPEC]
-    for value in (sig.waiting, sig.kv_usage_mean, sig.requests_per_s, sig.prompt_tokens_mean):
+    for value in (sig.waiting, sig.kv_usage_mean, sig.completions_per_s, sig.prompt_tokens_mean):
         assert value is None or (math.isfinite(value) and value >= 0)
     if sig.freshness is Freshness.FRESH:
         assert sig.waiting is not None and sig.kv_usage_mean is not None

@@ -1,18 +1,19 @@
-"""The simulated per-request gateway: it decides as ``judge_request`` does on the pools' state a router sees, books
-what it admits, and the ``default-gateway`` policy runs end to end."""
+"""The simulated per-request gateway: it decides as the planner's ``assess_admission`` does, per request, on the
+pools' state a router sees, books what it admits, and the ``default-gateway`` policy runs end to end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autoscaler.core.admission import LatencySLO, RejectionPolicy
-from autoscaler.core.gateway_admission import (
-    GatewayConfig,
-    OutputLengths,
-    PoolsView,
-    PrefillJob,
-    judge_request,
+from autoscaler.core.admission import (
+    AdmissionConfig,
+    DecodePool,
+    LatencySLO,
+    PrefillPool,
+    RejectionPolicy,
+    TrafficMix,
+    assess_admission,
 )
 from autoscaler.core.types import Role
 from autoscaler.perf.engine import Request
@@ -45,10 +46,21 @@ def cluster_with(*, prefill: int, decode: int, queued: int, at_door: int, door_p
     return cluster
 
 
-def hand_view(*, prefill: int, decode: int, at_door: int, door_prompt: int) -> PoolsView:
-    return PoolsView(prefill_profile=PROFILE, decode_profile=PROFILE, prefill_free_at=(0.0,) * prefill,
-                     decode_replicas=decode, outputs=OutputLengths.fixed(FIRST_MEAN_OUTPUT),
-                     prefill_jobs=tuple(PrefillJob(done_at=0.0, prompt_tokens=door_prompt) for _ in range(at_door)))
+def by_hand(*, prefill: int, decode: int, queued: int, at_door: int, door_prompt: int):
+    """The planner's decision for the probe on the pools counted by hand: ``queued`` 8k-token requests spread over
+    the prefill replicas (the free-soonest takes each), the door's requests as committed decode load."""
+    backlog = [0.0] * prefill
+    for _ in range(queued):
+        backlog[backlog.index(min(backlog))] += PROFILE.prefill_time(8000)
+    pools = PrefillPool(replicas=prefill, profile=PROFILE, queued_requests=float(queued),
+                        queued_tokens=8000.0 * queued, queued_context_tokens=8000.0 * queued,
+                        backlog_s=tuple(backlog))
+    door = DecodePool(replicas=decode, profile=PROFILE, running=float(at_door),
+                      mean_context_tokens=float(door_prompt) if at_door else 0.0)
+    mix = TrafficMix(arrival_rate=0.0, mean_input_tokens=8000.0 if queued else PROBE,
+                     mean_output_tokens=FIRST_MEAN_OUTPUT)
+    return assess_admission(prefill=pools, decode=door, mix=mix, slo=SLO, config=AdmissionConfig(),
+                            input_tokens=PROBE)
 
 
 @pytest.mark.parametrize(("prefill", "decode", "queued", "at_door", "door_prompt", "admits"), [
@@ -59,8 +71,8 @@ def hand_view(*, prefill: int, decode: int, at_door: int, door_prompt: int) -> P
     pytest.param(1, 2, 0, 20, 1000, True, id="a-light-decode-door-admits"),
     pytest.param(1, 0, 0, 0, 0, False, id="no-ready-decode-pod-rejects"),
 ])
-def test_the_hook_admits_as_judge_request_does_on_the_pools_a_router_sees(prefill, decode, queued, at_door,
-                                                                          door_prompt, admits):
+def test_the_hook_admits_as_the_planners_decision_does_on_the_pools_a_router_sees(prefill, decode, queued,
+                                                                                   at_door, door_prompt, admits):
     cluster = cluster_with(prefill=prefill, decode=max(decode, 1), queued=queued, at_door=at_door,
                            door_prompt=door_prompt)
     if decode == 0:
@@ -69,15 +81,7 @@ def test_the_hook_admits_as_judge_request_does_on_the_pools_a_router_sees(prefil
     gateway = SimGateway(cluster=cluster, slo=SLO)
     for i in range(queued):  # the gateway books its own admissions ahead of the probe
         assert gateway(i, 0.0)
-    view = hand_view(prefill=prefill, decode=decode, at_door=at_door, door_prompt=door_prompt)
-    for _ in range(queued):
-        free = list(view.prefill_free_at)
-        replica = free.index(min(free))
-        free[replica] += PROFILE.prefill_time(8000)
-        view = PoolsView(prefill_profile=PROFILE, decode_profile=PROFILE, prefill_free_at=tuple(free),
-                         decode_replicas=decode, outputs=view.outputs,
-                         prefill_jobs=(*view.prefill_jobs, PrefillJob(done_at=free[replica], prompt_tokens=8000)))
-    expected = judge_request(view, prompt_tokens=PROBE, now=0.0, config=GatewayConfig(slo=SLO))
+    expected = by_hand(prefill=prefill, decode=decode, queued=queued, at_door=at_door, door_prompt=door_prompt)
     assert gateway(queued, 0.0) is expected.admit is admits
 
 
@@ -86,48 +90,33 @@ def test_the_hook_admits_as_judge_request_does_on_the_pools_a_router_sees(prefil
     pytest.param(1, 3, 0, id="queued-prefill"),
     pytest.param(1, 0, 600, id="crowded-decode-door"),
 ])
-def test_the_verdict_reports_the_loads_judge_request_computes(prefill, queued, at_door):
+def test_the_verdict_reports_the_loads_the_planners_decision_computes(prefill, queued, at_door):
     cluster = cluster_with(prefill=prefill, decode=1, queued=queued, at_door=at_door, door_prompt=2000)
     gateway = SimGateway(cluster=cluster, slo=SLO)
     for i in range(queued):
         gateway(i, 0.0)
-    view = gateway._current_view()
     verdict = gateway.judge(queued, 0.0)
-    expected = judge_request(view, prompt_tokens=PROBE, now=0.0, config=GatewayConfig(slo=SLO))
-    assert (verdict.prefill_load, verdict.decode_load_at_entry) == pytest.approx(
-        (expected.prefill_load, expected.decode_load_at_entry))
-
-
-class CheckedGateway(SimGateway):
-    """Asserts at every arrival that the hook (its bound included) decides as ``judge_request`` does."""
-
-    decided: int = 0
-
-    def __call__(self, index: int, at: float) -> bool:
-        view = self._current_view()
-        expected = judge_request(view, prompt_tokens=float(self.cluster.trace.input_tokens[index]), now=at,
-                                 config=GatewayConfig(slo=self.slo, policy=self.policy))
-        admit = super().__call__(index, at)
-        assert admit is expected.admit, (index, at, expected.reason)
-        self.decided += 1
-        return admit
+    expected = by_hand(prefill=prefill, decode=1, queued=queued, at_door=at_door, door_prompt=2000)
+    assert (verdict.prefill_load, verdict.decode_load_at_horizon) == pytest.approx(
+        (expected.prefill_load, expected.decode_load_at_horizon))
 
 
 @pytest.mark.parametrize("policy", [
     pytest.param(RejectionPolicy.PREDICTIVE, id="predictive"),
     pytest.param(RejectionPolicy.EARLY, id="early"),
 ])
-def test_the_hook_decides_as_judge_request_at_every_arrival_of_an_overloaded_run(policy):
+def test_an_overloaded_run_is_decided_at_every_arrival_and_both_answers_are_given(policy):
     trace = poisson_trace(rate_rps=40.0, duration_s=60.0, prompt_tokens=3000, mean_output_tokens=300, seed=5)
     cluster = SimCluster(trace=trace, scenario=Scenario(), profile=PROFILE, kv_bytes_per_token=131072)
     cluster.warm_start(Role.PREFILL, 2)
     cluster.warm_start(Role.DECODE, 1)
-    gateway = CheckedGateway(cluster=cluster, slo=SLO, policy=policy)
+    gateway = SimGateway(cluster=cluster, slo=SLO, policy=policy)
     cluster.admission = gateway
     while cluster.now < 60.0:
         cluster.step(cluster.now + cluster.scenario.tick_s)
-    assert gateway.decided == len(trace)
-    assert 0 < gateway.counts.admitted < len(trace)  # both answers were given
+    counts = gateway.counts
+    assert counts.admitted + counts.rejected_for_ttft + counts.rejected_for_decode == len(trace)
+    assert 0 < counts.admitted < len(trace)
 
 
 def test_rejections_are_counted_by_the_limit_that_turned_them_away():

@@ -12,6 +12,7 @@ import pytest
 from autoscaler.core.types import Freshness, Role
 from autoscaler.errors import ConfigError
 from autoscaler.perf.profiles import default_profiles
+from autoscaler.sim import policies
 from autoscaler.sim.adapters import SimSignalSource
 from autoscaler.sim.baselines import Fixed
 from autoscaler.sim.cluster import SimCluster
@@ -43,15 +44,11 @@ def test_every_standard_policy_is_known_and_fresh_objects_are_made_per_run():
         make_policy("nope")
 
 
-def test_default_can_be_replaced():
-    from autoscaler.sim import policies
-
-    original = policies._FACTORIES["default"]
-    try:
-        register("default", lambda: Fixed(prefill=2, decode=2, name="default"))
-        assert isinstance(make_policy("default"), Fixed)
-    finally:
-        register("default", original)  # the factory, not one instance every later test would share
+def test_default_can_be_replaced(monkeypatch):
+    # The registry is restored as it was, factory and all: later tests get fresh policies, not this one's.
+    monkeypatch.setattr(policies, "_FACTORIES", dict(policies._FACTORIES))
+    register("default", lambda: Fixed(prefill=2, decode=2, name="default"))
+    assert isinstance(make_policy("default"), Fixed)
 
 
 def test_a_run_is_deterministic_for_a_seed():
@@ -81,7 +78,7 @@ def test_the_default_policy_is_configured_as_the_product_is_with_the_scenarios_s
     assert planner.predictive and planner.forecast.interval_s == 15.0
     assert planner.forecast.lead_time_s == PROFILE.node_startup_s + PROFILE.startup_s
     tuned, tuned_scaling = product_planner(scenario=Scenario(), profile=PROFILE, overrides={
-        "planner": {"backlog_drain_s": 30.0}, "behavior": {"scale_down": {"stabilization_window_s": 60.0}}})
+        "planner": {"backlog_drain_s": 30.0}, "behavior": {"scale_down_window_s": 60.0}})
     assert tuned.backlog_drain_s == 30.0 and tuned_scaling.behavior.scale_down_window_s == 60.0
     assert scaling.behavior.scale_down_window_s != 60.0
 
@@ -147,7 +144,7 @@ def test_the_signal_source_gives_what_prometheus_would():
         cluster.step(cluster.now + 0.5)
     sig = source.signals(Role.DECODE, now=cluster.now)
     assert sig.freshness is Freshness.FRESH and sig.pods == 1
-    assert sig.requests_per_s == pytest.approx(8.0, rel=0.3)
+    assert sig.completions_per_s == pytest.approx(8.0, rel=0.3)
     assert sig.generation_tokens_per_s == pytest.approx(8.0 * 120, rel=0.3)
     assert sig.prompt_tokens_mean == pytest.approx(3000)
     assert 0 < sig.kv_usage_mean <= sig.kv_usage_max <= 1

@@ -14,7 +14,7 @@ SETTINGS = SloFeedback()
 
 def window(*, ttft=((0.5, 1.0), (0.9, 2.0), (0.99, 4.0)), itl=((0.5, 0.02), (0.9, 0.03), (0.99, 0.04)),
            **changes) -> VariantSignals:
-    base = dict(freshness=Freshness.FRESH, pods=2, waiting=0.0, running=4.0, requests_per_s=3.0,
+    base = dict(freshness=Freshness.FRESH, pods=2, waiting=0.0, running=4.0, completions_per_s=3.0,
                 ttft_quantiles_s=ttft, itl_quantiles_s=itl)
     base.update(changes)
     return VariantSignals(**base)
@@ -25,7 +25,7 @@ def window(*, ttft=((0.5, 1.0), (0.9, 2.0), (0.99, 4.0)), itl=((0.5, 0.02), (0.9
     pytest.param(Role.BOTH, window(), (0.2, 0.4), id="aggregated-reads-ttft"),
     pytest.param(Role.DECODE, window(), (0.6, 0.8), id="decode-reads-itl"),
     pytest.param(Role.PREFILL, window(freshness=Freshness.STALE), None, id="stale-says-nothing"),
-    pytest.param(Role.PREFILL, window(requests_per_s=0.0, running=0.0, waiting=0.0), None, id="idle-says-nothing"),
+    pytest.param(Role.PREFILL, window(completions_per_s=0.0, running=0.0, waiting=0.0), None, id="idle-says-nothing"),
     pytest.param(Role.PREFILL, window(ttft=((0.5, 1.0),)), None, id="no-quantile-at-the-percentile"),
     pytest.param(Role.PREFILL, window(ttft=((0.9, math.nan),)), None, id="nan-quantile"),
 ])

@@ -256,6 +256,6 @@ def test_bucket_gives_rates_and_means_with_nan_for_empty_steps() -> None:
     trace = make_trace([0.0, 1.0, 9.5, 25.0])  # inputs 100..400, outputs 10..40
     bucketed = bucket(trace, interval_s=10.0)
     np.testing.assert_allclose(bucketed.start_s, [0.0, 10.0, 20.0])
-    np.testing.assert_allclose(bucketed.requests_per_s, [0.3, 0.0, 0.1])
+    np.testing.assert_allclose(bucketed.arrivals_per_s, [0.3, 0.0, 0.1])
     np.testing.assert_allclose(bucketed.mean_input_tokens, [200.0, np.nan, 400.0])
     np.testing.assert_allclose(bucketed.mean_output_tokens, [20.0, np.nan, 40.0])

@@ -31,7 +31,7 @@ def daily_rate(t: float) -> float:
 @dataclass(frozen=True)
 class History:
     timestamps: tuple[float, ...]
-    requests_per_s: tuple[float | None, ...]
+    completions_per_s: tuple[float | None, ...]
     prompt_tokens_mean: tuple[float | None, ...]
     generation_tokens_mean: tuple[float | None, ...]
 

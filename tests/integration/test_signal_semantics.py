@@ -136,8 +136,8 @@ def test_an_engine_without_the_by_reason_split_is_read_by_its_total_smoothed_ove
 def test_the_request_rate_counts_only_the_reasons_that_mean_served_work(collected):  # type: ignore[no-untyped-def]
     # stop + length: 2/s; with abort it would read 3/s, with error too 3.25/s. (10%: a loaded machine delays
     # the exporter's answer past the scrape's timestamp.)
-    assert collected[NEW].requests_per_s == pytest.approx(2.0, rel=0.1)
-    assert collected[OLD].requests_per_s == pytest.approx(1.0, rel=0.1)
+    assert collected[NEW].completions_per_s == pytest.approx(2.0, rel=0.1)
+    assert collected[OLD].completions_per_s == pytest.approx(1.0, rel=0.1)
 
 
 def test_a_decode_pods_transferred_prompt_is_read_as_not_prefilled_there(collected):  # type: ignore[no-untyped-def]

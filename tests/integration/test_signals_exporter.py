@@ -190,7 +190,7 @@ def test_a_counter_reset_reads_as_a_normal_rate(prometheus: PrometheusServer):
         time.sleep(wait)
     sig = source(prometheus).collect([spec("restart")], now=time.time())[spec("restart")]
     assert sig.freshness is Freshness.FRESH, sig.note
-    assert 7.0 < sig.requests_per_s < 13.0
+    assert 7.0 < sig.completions_per_s < 13.0
     assert math.isclose(sig.prompt_tokens_mean, 500.0)
 
 

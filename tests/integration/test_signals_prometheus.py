@@ -85,7 +85,7 @@ def test_values_read_back_through_prometheus_match_the_emulator(emulated_stack: 
         assert math.isclose(sig.kv_usage_max, max(p.stats.kv_usage for p in pods), abs_tol=1e-12)
         assert math.isclose(sig.prompt_tokens_mean, PROMPT)  # rate(_sum)/rate(_count): exact whatever the window
         assert 1000 < sig.prompt_tokens_p90 <= 2000  # histogram_quantile inside the 1-2-5 bucket holding 1024
-        assert 0.3 * 8.0 < sig.requests_per_s < 1.7 * 8.0
+        assert 0.3 * 8.0 < sig.completions_per_s < 1.7 * 8.0
         assert sig.prompt_tokens_per_s > 0 and sig.generation_tokens_per_s > 0
 
     prefill = collection.variants[spec_of(pre)]
@@ -98,7 +98,7 @@ def test_values_read_back_through_prometheus_match_the_emulator(emulated_stack: 
 
     idle = collection.variants[spec_of(quiet)]  # zero traffic: zero demand, fresh (Dynamo #6985)
     assert idle.freshness is Freshness.FRESH and idle.idle
-    assert (idle.requests_per_s, idle.prompt_tokens_mean, idle.prompt_tokens_p90) == (0.0, 0.0, 0.0)
+    assert (idle.completions_per_s, idle.prompt_tokens_mean, idle.prompt_tokens_p90) == (0.0, 0.0, 0.0)
 
     model = collection.models[("team-a", "llama-8b", "decode")]
     assert (model.waiting, model.pods, model.prompt_tokens_mean) == (decode.waiting, 2, decode.prompt_tokens_mean)
@@ -118,7 +118,7 @@ def test_values_read_back_through_prometheus_match_the_emulator(emulated_stack: 
 
     end = wall_clock()
     history = source.history([spec_of(pre)], start=end - 8, end=end, step=2)[spec_of(pre)]
-    assert len(history) == 5 and all(r is not None and r > 0 for r in history.requests_per_s[-3:])
+    assert len(history) == 5 and all(r is not None and r > 0 for r in history.completions_per_s[-3:])
     assert all(m is None or math.isclose(m, PROMPT) for m in history.prompt_tokens_mean)
     assert history.prompt_tokens_mean[-1] is not None  # points before the first scrapes may be unknown
 
@@ -166,7 +166,7 @@ def test_a_vanished_pod_does_not_break_collection_for_its_variant(emulated_stack
     sig = after[spec_of(dec)]
     assert sig.freshness is Freshness.FRESH and sig.pods == 2, sig.note
     assert sig.warm_pods == tuple(sorted(p.pod for p in pods))
-    assert sig.waiting == sum(p.stats.waiting for p in pods) and sig.requests_per_s > 0
+    assert sig.waiting == sum(p.stats.waiting for p in pods) and sig.completions_per_s > 0
     assert after[spec_of(other)].freshness is Freshness.FRESH
 
 
@@ -186,5 +186,5 @@ def test_underscore_names_of_an_openmetrics_exposition_are_read_in_auto_mode(
     sig = read["auto"]
     assert sig.freshness is Freshness.FRESH and sig.pods == 2 and sig.calibration_ready, sig.note
     assert math.isclose(sig.kv_usage_mean, sum(p.stats.kv_usage for p in pods) / len(pods), abs_tol=0.05)
-    assert sig.itl_mean_s is not None and sig.requests_per_s > 0
+    assert sig.itl_mean_s is not None and sig.completions_per_s > 0
     assert read["v1"].freshness is Freshness.MISSING  # the strict switch does not guess

@@ -79,7 +79,7 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
     assert pre.pods == dec.pods == 1
     assert pre.generation_tokens_mean == 1 and dec.generation_tokens_mean == OUTPUT
     assert pre.prompt_tokens_mean == dec.prompt_tokens_mean == PROMPT
-    assert pre.requests_per_s > 0 and dec.requests_per_s > 0
+    assert pre.completions_per_s > 0 and dec.completions_per_s > 0
     assert pre.ttft_p90_s is not None and dec.itl_p90_s is not None
 
     # The decode pod computed only the tail its connector could not supply; the engine's own counters agree.

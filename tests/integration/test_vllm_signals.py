@@ -163,8 +163,8 @@ def test_every_signal_read_from_a_real_vllm_under_load_agrees_with_the_engine_an
     served: list[Served] = load.served_between(w.at - WINDOW_S, w.at)
     engine_rate = served_rate(before, after)
     client_rate = len(served) / WINDOW_S
-    assert signals.requests_per_s == pytest.approx(engine_rate, rel=0.05)
-    assert signals.requests_per_s == pytest.approx(client_rate, rel=0.05)
+    assert signals.completions_per_s == pytest.approx(engine_rate, rel=0.05)
+    assert signals.completions_per_s == pytest.approx(client_rate, rel=0.05)
     engine_gen = (after.value("vllm:generation_tokens_total") - before.value("vllm:generation_tokens_total")) / (
         after.at - before.at)
     assert signals.generation_tokens_per_s == pytest.approx(engine_gen, rel=0.05)

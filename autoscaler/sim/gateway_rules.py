@@ -1,4 +1,9 @@
-"""Per-request early rejection at a gateway: Mooncake's prediction-based rule, decided as each request arrives.
+"""Per-request early rejection rules a gateway could run, as the early-rejection benchmark compares them
+(``benchmarks/bench_early_rejection.py``): Mooncake's prediction-based rule over per-sequence state, and the variants
+beyond it. No policy decides with them: the controller's admission engine is :mod:`autoscaler.core.admission`,
+which the simulated per-request gateway (:mod:`autoscaler.sim.gateway`) applies per request too. The loads and the
+check with the request in it are that engine's (:func:`~autoscaler.core.admission.decode_load`,
+:func:`~autoscaler.core.admission.load_with_request`).
 
 Source: Qin et al., "Mooncake: Trading More Storage for Less Computation", FAST'25 (arXiv 2407.00079), section 7.
 Its Conductor decides at arrival whether to take a request, on the prefill load (predicted TTFT / TTFT SLO) and the
@@ -60,7 +65,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, decode_load, prefill_seconds
+from autoscaler.core.admission import (
+    DecodePool,
+    LatencySLO,
+    RejectionPolicy,
+    load_with_request,
+    prefill_seconds,
+)
 from autoscaler.perf.profile import PerformanceProfile
 
 __all__ = [
@@ -444,9 +455,8 @@ def _fit_probability(view: PoolsView, *, slo: LatencySLO, outlook: DecodeForecas
 def decode_load_with(view: PoolsView, *, slo: LatencySLO, running: float, kv_tokens: float,
                      prompt_tokens: float) -> float:
     """Decode load with one more sequence of ``prompt_tokens`` holding KV for a mean output besides."""
-    total = running + 1.0
-    return decode_load(_pool(view), slo=slo, running=total, context_tokens=(kv_tokens + prompt_tokens) / total,
-                       kv_tokens=kv_tokens + prompt_tokens + view.outputs.mean)
+    return load_with_request(_pool(view), slo=slo, running=running, kv_tokens=kv_tokens, prompt_tokens=prompt_tokens,
+                             reserve_tokens=view.outputs.mean)
 
 
 def judge_request(view: PoolsView, *, prompt_tokens: float, cached_tokens: float = 0.0, now: float,
@@ -566,7 +576,9 @@ def seat_from_door(*, instances: Sequence[DecodePool], waiting: Sequence[float],
     _check("seat_from_door", "reserve_tokens", reserve_tokens)
     candidates = waiting[:1] if rule is DoorRule.FIFO else waiting
     for position, prompt in enumerate(candidates):
-        loads = [_instance_load_with(pool, slo=slo, prompt_tokens=prompt, reserve_tokens=reserve_tokens)
+        loads = [load_with_request(pool, slo=slo, running=pool.running,
+                                   kv_tokens=pool.running * pool.mean_context_tokens, prompt_tokens=prompt,
+                                   reserve_tokens=reserve_tokens) if pool.replicas else math.inf
                  for pool in instances]
         if loads:
             best = min(range(len(loads)), key=loads.__getitem__)
@@ -574,10 +586,3 @@ def seat_from_door(*, instances: Sequence[DecodePool], waiting: Sequence[float],
                 return position, best
     return None
 
-
-def _instance_load_with(pool: DecodePool, *, slo: LatencySLO, prompt_tokens: float, reserve_tokens: float) -> float:
-    if pool.replicas == 0:
-        return math.inf
-    total = pool.running + 1.0
-    held = pool.running * pool.mean_context_tokens + prompt_tokens
-    return decode_load(pool, slo=slo, running=total, context_tokens=held / total, kv_tokens=held + reserve_tokens)
