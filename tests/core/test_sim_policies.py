@@ -78,7 +78,7 @@ def test_the_default_policy_is_configured_as_the_product_is_with_the_scenarios_s
     assert planner.predictive and planner.forecast.interval_s == 15.0
     assert planner.forecast.lead_time_s == PROFILE.node_startup_s + PROFILE.startup_s
     tuned, tuned_scaling = product_planner(scenario=Scenario(), profile=PROFILE, overrides={
-        "planner": {"backlog_drain_s": 30.0}, "behavior": {"scale_down_window_s": 60.0}})
+        "planner": {"backlog_drain_s": 30.0}, "behavior": {"scale_down": {"stabilization_window_s": 60.0}}})
     assert tuned.backlog_drain_s == 30.0 and tuned_scaling.behavior.scale_down_window_s == 60.0
     assert scaling.behavior.scale_down_window_s != 60.0
 
