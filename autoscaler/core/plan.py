@@ -469,16 +469,20 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
         # Even a full prefix-cache hit computes the last prompt token (vLLM recomputes it for the logits).
         mix = TrafficMix(mean_input_tokens=max(mean_in * (1 - hit), 1.0), p90_input_tokens=mean_in * spread,
                          mean_output_tokens=max(mean_out, 1.0), request_rate_rps=demand)
-        trims = update_trims(state.capacity_trims, {
-            o.spec.ref: measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slo.ttft_s, itl_s=slo.itl_s,
-                                       percentile=slo.percentile) for o in obs}, settings=config.slo_feedback)
+        modelled: dict[VariantRef, float | None] = {}
         for o in obs:
             profile = variant_profiles[str(o.spec.ref)]
             if profile is None:
                 continue
             est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slo)
-            trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
-            capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
+            modelled[o.spec.ref] = est.max_rate_rps if est.feasible and est.max_rate_rps > 0 else None
+        trims = update_trims(state.capacity_trims, {
+            o.spec.ref: None if _overloaded(o, modelled.get(o.spec.ref), state.capacity_trims.get(o.spec.ref, 1.0))
+            else measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slo.ttft_s, itl_s=slo.itl_s,
+                                percentile=slo.percentile) for o in obs}, settings=config.slo_feedback)
+        for ref, per_replica in modelled.items():
+            trim = trims.get(ref, 1.0) if config.slo_feedback.enabled else 1.0
+            capacity[ref] = per_replica * trim if per_replica is not None else None
         admission = _admission(obs, variant_profiles,
                                AdmissionMix(arrival_rate=observed.arrival_rate or demand,
                                             mean_input_tokens=mean_in, mean_output_tokens=mean_out),
@@ -493,6 +497,17 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
                            admission=admission, horizon_s=lead,
                            forecast_error=_forecast_error(forecast.arrival_rate, method))
     return _ModelPlan(mix_state, level, recent, sized, capacity, floors, outlook, trims)
+
+
+def _overloaded(o: VariantObservation, per_replica: float | None, trim: float) -> bool:
+    """Did the variant take more requests than its serving replicas are modelled (trim included) to serve within
+    the SLO? Then a breach is what the model predicts for that load, not an error in it: sizing already follows
+    the demand, and trimming the capacity too would count the overload twice (on the 70B Azure load x8 the trim
+    fell to its floor in a rise the lead time could not meet, and doubled the replicas ordered after it)."""
+    rate = o.signals.requests_per_s
+    if per_replica is None or rate is None or not math.isfinite(rate):
+        return False
+    return rate > _serving(o) * per_replica * trim
 
 
 def _demand(observed: MixObservation, forecast: MixForecast, *, waiting: float, lead_s: float,
