@@ -100,6 +100,11 @@ class PlannerConfig:
     rate an admitted share of the arrivals; without one, dividing by the ratio would read a phantom surge
     (so off unless said: the settings' ``planner.gateway_enforces_admission``)."""
     min_admission_ratio: float = 0.1
+    rate_window_s: float = 60.0
+    """Window the observed request rate is averaged over (Prometheus' ``rate()`` window). The rate admitted over
+    it was admitted at the ratios of every cycle in it, so arrivals are recovered with their time-weighted mean:
+    dividing by the last cycle's alone read the surge scenario's 80 req/s as 45-160 req/s from cycle to cycle,
+    and the admission ratio set from that swung 0.23-0.77 with the queue (TTFT p90 5-10 s for the admitted)."""
     """Smallest admission ratio the observed rate is divided by to recover arrivals (bounds the
     amplification of a noisy rate when nearly everything was rejected)."""
     rise_confirm_share: float = 0.5
@@ -141,6 +146,9 @@ class PlannerState:
     would shrink capacity as rejection grows, and reject more)."""
     mix_levels: Mapping[str, MixLevel] = field(default_factory=dict)
     """Per model, the smoothed mix capacity is priced for."""
+    admission_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    """Per model, (time set, admission ratio) of the recent cycles, 1 included: the ratios the observed rate's
+    window was admitted at (``PlannerConfig.rate_window_s``). Empty: the last ratio alone is used."""
     demand_history: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
     """Per model, recent (time, demand) pairs: the window a rise must hold for."""
     capacity_trims: Mapping[VariantRef, float] = field(default_factory=dict)
@@ -283,6 +291,40 @@ def _observe(model_obs: Sequence[VariantObservation]) -> tuple[MixObservation, f
     return MixObservation(rate, prompt, output), waiting
 
 
+def _window_ratio(state: PlannerState, model: str, *, now: float, config: PlannerConfig) -> float | None:
+    """The admission ratio the observed rate's window was admitted at: the time-weighted mean of the ratios in
+    force over ``[now - rate_window_s, now]`` (1 before the first one known), else the last cycle's."""
+    history = state.admission_history.get(model)
+    if not history:
+        return state.admission_ratios.get(model)
+    start = now - config.rate_window_s
+    total = 0.0
+    covered = start
+    in_force = 1.0
+    for at, ratio in history:
+        if at > covered:
+            end = min(at, now)
+            total += in_force * (end - covered)
+            covered = end
+        in_force = ratio
+    if now > covered:
+        total += in_force * (now - covered)
+    return total / config.rate_window_s if config.rate_window_s > 0 else in_force
+
+
+def _remember_ratios(history: Mapping[str, tuple[tuple[float, float], ...]], ratios: Mapping[str, float], *,
+                     now: float, config: PlannerConfig) -> dict[str, tuple[tuple[float, float], ...]]:
+    """Each model's ratio history with this cycle's appended, keeping the one in force at the window's start."""
+    out = {}
+    for model, ratio in ratios.items():
+        kept = [(t, r) for t, r in history.get(model, ()) if t < now]
+        older = [i for i, (t, _) in enumerate(kept) if t <= now - config.rate_window_s]
+        if older:
+            kept = kept[older[-1]:]
+        out[model] = (*kept, (now, ratio))
+    return out
+
+
 def _arrivals(observed: MixObservation, *, ratio: float | None, config: PlannerConfig) -> MixObservation:
     """The observed (admitted) rate scaled back to arrivals by last cycle's admission ratio."""
     if observed.arrival_rate is None or ratio is None or ratio >= 1.0 or not config.admission_enforced:
@@ -415,8 +457,10 @@ def plan_cycle(
     outlooks = {m: _with_unserved(o, fleet.unserved_rate(m)) for m, o in partial.items()}
     ratios = {m: o.admission_ratio for m, o in outlooks.items() if o.admission_ratio < 1.0}
     live = {o.spec.ref for o in observations}
+    history = _remember_ratios(state.admission_history, {m: o.admission_ratio for m, o in outlooks.items()},
+                               now=now, config=config)
     new_state = PlannerState(mixes=mixes, histories=dict(fleet.histories), admission_ratios=ratios,
-                             mix_levels=levels, demand_history=recent,
+                             mix_levels=levels, demand_history=recent, admission_history=history,
                              capacity_trims={r: t for r, t in trims.items() if r in live})
     return Plan(fleet.decisions, outlooks, tuple(conditions) + fleet.conditions, fleet), new_state
 
@@ -445,7 +489,7 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
     recent = None
     admitted, waiting = _observe(obs)
     level = _mix_level(obs, admitted, previous=state.mix_levels.get(model), now=now, config=config)
-    observed = _arrivals(admitted, ratio=state.admission_ratios.get(model), config=config)
+    observed = _arrivals(admitted, ratio=_window_ratio(state, model, now=now, config=config), config=config)
     if level is not None and level.at == now:  # the forecaster follows the smoothed mix, trend included
         observed = replace(observed, mean_input_tokens=level.mean_input_tokens,
                            mean_output_tokens=level.mean_output_tokens)

@@ -54,6 +54,8 @@ def product_settings(*, scenario: Scenario, profile: PerformanceProfile, predict
     s = scenario
     base: dict[str, Any] = {
         "controller": {"interval_s": s.interval_s},
+        # The signals' rate window is the simulator's (the planner recovers arrivals over it).
+        "prometheus": {"rate_window": f"{s.rate_window_s:g}s"},
         "planner": {"predictive": predictive, "slo_ttft_s": s.slo_ttft_s, "slo_itl_s": s.slo_itl_s,
                     "slo_percentile": s.slo_percentile, "gateway_enforces_admission": admission_enforced,
                     # Every pod the simulated cluster adds beyond a free GPU waits for a new node.
