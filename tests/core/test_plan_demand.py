@@ -177,3 +177,22 @@ def test_each_cycle_remembers_its_ratio_and_forgets_what_left_the_window():
     # The ratio in force at the window's start (940: the one set at 800) stays, older ones go; this cycle's
     # (admit all) is added.
     assert after.admission_history[MODEL] == ((800.0, 0.5), (950.0, 0.7), (1000.0, 1.0))
+
+
+def _overloaded_entry(ttft_p90: float):
+    # Two prefill replicas taking 60 req/s of 2000-token prompts on the 8B H100 profile, decode roomy.
+    obs = pools(rps=60.0, prompt=2000.0, output=100.0, current=2, decode_running=4, kv=0.05)
+    prefill = replace(obs[0].signals, ttft_quantiles_s=((0.5, ttft_p90 / 2), (0.9, ttft_p90), (0.99, ttft_p90)))
+    return [replace(obs[0], signals=prefill), obs[1]]
+
+
+def test_early_rejection_admits_what_the_ready_entry_serves_within_the_slo_once_its_ttft_nears_the_target():
+    config = replace(LONG_REACH, rate_window_s=60.0)
+    breaching, _ = plan(_overloaded_entry(ttft_p90=1.5), config=config)
+    slack, _ = plan(_overloaded_entry(ttft_p90=0.1), config=config)
+    outlook = breaching.outlooks[MODEL]
+    assert outlook.admission is not None and "ready within the SLO" in outlook.admission.reason
+    # The modelled capacity of the two ready replicas over the arrivals: below what the bare budget admits.
+    assert outlook.admission_ratio < slack.outlooks[MODEL].admission_ratio
+    # A pool meeting its TTFT at that load (an engine faster than the profile) is not held to the model.
+    assert "ready within the SLO" not in slack.outlooks[MODEL].admission.reason
