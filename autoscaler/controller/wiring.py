@@ -29,8 +29,8 @@ from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import default_profiles, load_profiles
 from autoscaler.policy.store import PolicyStore, require_gateway_for_scale_to_zero
 from autoscaler.signals.discover import MetricsOnlyScaler, PrometheusVariantSource
-from autoscaler.signals.history import duration_s
 from autoscaler.signals.gateway_queue import GatewayQueueSource
+from autoscaler.signals.history import duration_s
 from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
