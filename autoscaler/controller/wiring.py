@@ -28,6 +28,7 @@ from autoscaler.perf.profiles import default_profiles, load_profiles
 from autoscaler.policy.store import PolicyStore, require_gateway_for_scale_to_zero
 from autoscaler.signals.discover import MetricsOnlyScaler, PrometheusVariantSource
 from autoscaler.signals.gateway_queue import GatewayQueueSource
+from autoscaler.signals.history import duration_s
 from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from autoscaler.signals.transport import HttpOptions
@@ -228,4 +229,5 @@ def planner_config(settings: Settings) -> PlannerConfig:
         admission_enforced=p.gateway_enforces_admission,
         # The admission ratio a cycle reports holds until the next cycle.
         admission=AdmissionConfig(interval_s=interval),
+        rate_window_s=duration_s(settings.prometheus.rate_window),
     )

@@ -55,6 +55,8 @@ def product_settings(*, scenario: Scenario, profile: PerformanceProfile, predict
     base: dict[str, Any] = {
         "controller": {"interval_s": s.interval_s},
         "slo": {"ttft_s": s.slo_ttft_s, "itl_s": s.slo_itl_s, "percentile": s.slo_percentile},
+        # The signals' rate window is the simulator's (the planner recovers arrivals over it).
+        "prometheus": {"rate_window": f"{s.rate_window_s:g}s"},
         "planner": {"predictive": predictive, "gateway_enforces_admission": admission_enforced,
                     # Every pod the simulated cluster adds beyond a free GPU waits for a new node.
                     "nodes_on_demand": s.node_delay(profile) > 0,

@@ -151,3 +151,48 @@ def test_a_rise_in_demand_is_sized_for_once_it_has_held_for_part_of_the_lead_tim
     assert result.outlooks[MODEL].demand_rps == pytest.approx(expected_rps, rel=0.01)
     assert state.demand_history[MODEL][-1][0] == 1000.0
     assert all(1000.0 - t <= WINDOW + 1e-9 for t, _ in state.demand_history[MODEL])
+
+
+@pytest.mark.parametrize(
+    ("history", "mean_ratio"),
+    [
+        pytest.param(((940.0, 1.0), (985.0, 0.25)), (45 * 1.0 + 15 * 0.25) / 60, id="cut-to-a-quarter-15s-ago"),
+        pytest.param(((900.0, 0.25), (985.0, 1.0)), (45 * 0.25 + 15 * 1.0) / 60, id="lifted-15s-ago"),
+        pytest.param(((985.0, 0.5),), (45 * 1.0 + 15 * 0.5) / 60, id="nothing-known-before-is-admitted-in-full"),
+        pytest.param(((700.0, 0.5), (800.0, 0.4)), 0.4, id="one-ratio-over-the-whole-window"),
+    ],
+)
+def test_arrivals_are_recovered_with_the_ratios_the_rate_window_was_admitted_at(history, mean_ratio):
+    # The rate is a one-minute window; the ratio changes every 15 s cycle. Dividing by the last ratio alone read
+    # a quarter cut 15 s ago as a fourfold surge (and the ratio set from it swung with the queue).
+    state = PlannerState(admission_ratios={MODEL: history[-1][1]}, admission_history={MODEL: history})
+    result, _ = plan(pools(rps=10.0), state=state, config=replace(LONG_REACH, rate_window_s=60.0), now=1000.0)
+    assert result.outlooks[MODEL].observed_rps == pytest.approx(10.0 / mean_ratio)
+
+
+def test_each_cycle_remembers_its_ratio_and_forgets_what_left_the_window():
+    state = PlannerState(admission_history={MODEL: ((700.0, 0.3), (800.0, 0.5), (950.0, 0.7))})
+    _, after = plan(pools(rps=2, current=2), state=state, config=replace(LONG_REACH, rate_window_s=60.0),
+                    now=1000.0)
+    # The ratio in force at the window's start (940: the one set at 800) stays, older ones go; this cycle's
+    # (admit all) is added.
+    assert after.admission_history[MODEL] == ((800.0, 0.5), (950.0, 0.7), (1000.0, 1.0))
+
+
+def _overloaded_entry(ttft_p90: float):
+    # Two prefill replicas taking 60 req/s of 2000-token prompts on the 8B H100 profile, decode roomy.
+    obs = pools(rps=60.0, prompt=2000.0, output=100.0, current=2, decode_running=4, kv=0.05)
+    prefill = replace(obs[0].signals, ttft_quantiles_s=((0.5, ttft_p90 / 2), (0.9, ttft_p90), (0.99, ttft_p90)))
+    return [replace(obs[0], signals=prefill), obs[1]]
+
+
+def test_early_rejection_admits_what_the_ready_entry_serves_within_the_slo_once_its_ttft_nears_the_target():
+    config = replace(LONG_REACH, rate_window_s=60.0)
+    breaching, _ = plan(_overloaded_entry(ttft_p90=1.5), config=config)
+    slack, _ = plan(_overloaded_entry(ttft_p90=0.1), config=config)
+    outlook = breaching.outlooks[MODEL]
+    assert outlook.admission is not None and "ready within the SLO" in outlook.admission.reason
+    # The modelled capacity of the two ready replicas over the arrivals: below what the bare budget admits.
+    assert outlook.admission_ratio < slack.outlooks[MODEL].admission_ratio
+    # A pool meeting its TTFT at that load (an engine faster than the profile) is not held to the model.
+    assert "ready within the SLO" not in slack.outlooks[MODEL].admission.reason
