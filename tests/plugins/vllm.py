@@ -1,9 +1,10 @@
 """Fixtures for real CPU vLLM instances (``autoscaler.localstack.vllm``) as the pods of a variant.
 
-``vllm_engine`` requires the engine `make setup` installs (skip locally, fail with CI=true). ``vllm_stack``
-is a factory: each call creates, in a fresh namespace of the session's kube-apiserver, a Deployment and a
-VariantAutoscaling per variant, starts vLLM instances that follow the Deployments' ``spec.replicas`` and a
-Prometheus scraping them every second; all torn down after the test (or module, for ``vllm_module_stack``).
+``vllm_engine`` requires the engine `make setup` installs (skip locally, fail with CI=true; VAS_SKIP_VLLM=1, the
+explicit opt-out, skips). ``vllm_stack`` is a factory: each call creates, in a fresh namespace of the session's
+kube-apiserver, a Deployment and a VariantAutoscaling per variant, starts vLLM instances that follow the
+Deployments' ``spec.replicas`` and a Prometheus scraping them every 2 s; all torn down after the test (or
+module, for ``vllm_module_stack``).
 
 At most two instances run at once (``MAX_INSTANCES``): each takes about 3.3 GB, and the suite runs beside
 them on a 24 GB, 2-core machine; two is also what a prefill/decode pair or a 1 -> 2 scale-up needs.
@@ -13,6 +14,7 @@ them on a 24 GB, 2-core machine; two is also what a prefill/decode pair or a 1 -
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 import urllib.request
@@ -41,6 +43,8 @@ SCRAPE_INTERVAL_S = 2.0  # a cold start on a loaded 2-core machine (imports, pro
 
 @pytest.fixture(scope="session")
 def vllm_engine() -> VllmEngine:
+    if os.environ.get("VAS_SKIP_VLLM") == "1":  # the user's explicit opt-out (scripts/setup-vllm.sh honours it too)
+        pytest.skip("VAS_SKIP_VLLM=1: the real-vLLM tests are opted out")
     found = locate_engine()
     require(found is not None, f"vLLM engine: {SETUP_HINT}")
     assert found is not None
