@@ -8,6 +8,7 @@ prefill pod with ``max_tokens=1`` (its KV is saved), then to the decode pod (its
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -42,9 +43,6 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
     stack = vllm_stack(pair(str(tmp_path / "kv")), {"tiny-prefill": 1, "tiny-decode": 1})
     prefill_v, decode_v = stack.variants
     prefill, decode = stack.pods.ready(prefill_v)[0], stack.pods.ready(decode_v)[0]
-    source = PrometheusSignalSource(url=stack.prometheus.url, labels=LabelMap(), rate_window="2m",
-                                    cycle="10s", staleness_s=30.0, warmup_s=0.0,
-                                    timeout_s=30.0, budget_s=60.0)  # a loaded machine: every query answered
     rng = random.Random(0)
     prompts = [[rng.randrange(3, 2000) for _ in range(PROMPT)] for _ in range(REQUESTS)]  # distinct: no local hits
     errors: list[str] = []
@@ -69,7 +67,11 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
     assert not errors, errors[:3]
     assert len(done) == REQUESTS
     stack.wait_for_scrape(pods=[prefill.pod, decode.pod], after=time.time() + 0.1)
-    assert time.time() - started < 110, "the load did not fit the 2m rate window"
+    # One rate window over the whole load, however long a loaded machine took to serve it (a minute or two).
+    window_s = math.ceil(time.time() - started) + 30
+    source = PrometheusSignalSource(url=stack.prometheus.url, labels=LabelMap(), rate_window=f"{window_s}s",
+                                    cycle="10s", staleness_s=30.0, warmup_s=0.0,
+                                    timeout_s=30.0, budget_s=60.0)  # a loaded machine: every query answered
     specs = [stack.spec_of(prefill_v), stack.spec_of(decode_v)]
     collected = source.collect_all(specs, now=time.time()).variants
     pre, dec = collected[specs[0]], collected[specs[1]]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
