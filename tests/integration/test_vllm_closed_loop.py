@@ -96,6 +96,7 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
         "behavior": {"scale_down_window_s": SCALE_DOWN_WINDOW_S, "max_step_up": 1, "max_step_down": 1},
     })
     controller = build_controller(settings, api_client=stack.api)
+    ref = stack.spec_of(variant).ref  # the controller lists every namespace: only this test's variant is judged
     first = stack.pods.ready(variant)[0]
 
     # Up: 16 clients on 4 batch slots queue about 12 requests on the one replica. The cycles go on while the
@@ -131,7 +132,7 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
         held += cycle_until(controller, lambda _r: time.monotonic() > until, timeout_s=120,
                             what="a scale-down window of garbage")
         assert replicas(stack, variant) == 2
-        decisions = [o.decision for r in held for o in r.outcomes if o.decision is not None]
+        decisions = [o.decision for r in held for o in r.outcomes if o.decision is not None and o.decision.variant == ref]
         assert decisions and all(d.desired == 2 for d in decisions), [(d.desired, d.reason) for d in decisions]
         st = status(stack, variant)
         assert st.get("reason") in HELD, st
@@ -156,7 +157,7 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
             dead_status.append(status(stack, variant))
     dead = cycle_until(controller, lambda _r: bool(stack.pods.ready(variant)), timeout_s=START_TIMEOUT_S,
                        what="a replacement of the killed pods to serve", every=while_dead)
-    decisions = [o.decision for r in dead for o in r.outcomes if o.decision is not None]
+    decisions = [o.decision for r in dead for o in r.outcomes if o.decision is not None and o.decision.variant == ref]
     assert len(dead_status) >= 3, "a replacement served before three cycles ran without metrics"
     assert decisions and all(d.desired == 2 for d in decisions), [(d.desired, d.reason) for d in decisions]
     # The first cycle may still read the killed pods' last samples; from the next on, no series.

@@ -20,7 +20,7 @@ from autoscaler.localstack.vllm import VllmVariant, completion
 from autoscaler.signals.prometheus import PrometheusSignalSource
 from autoscaler.signals.queries import LabelMap
 from tests.integration.test_vllm_signals import Engine, wait_until
-from tests.plugins.vllm import scrape
+from tests.plugins.vllm import collect_until, scrape
 
 # Engine start-ups (a minute or two each on a loaded 2-core machine) count against the test: more than the default.
 pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(900)]
@@ -73,7 +73,8 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
                                     cycle="10s", staleness_s=30.0, warmup_s=0.0,
                                     timeout_s=30.0, budget_s=60.0)  # a loaded machine: every query answered
     specs = [stack.spec_of(prefill_v), stack.spec_of(decode_v)]
-    collected = source.collect_all(specs, now=time.time()).variants
+    collected = collect_until(source, specs, lambda s: None not in (
+        s.generation_tokens_mean, s.prompt_tokens_mean, s.prefix_cache_hit_ratio, s.ttft_p90_s, s.itl_p90_s))
     pre, dec = collected[specs[0]], collected[specs[1]]
     assert pre.freshness is Freshness.FRESH and dec.freshness is Freshness.FRESH, (pre.note, dec.note)
 
