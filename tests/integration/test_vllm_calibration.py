@@ -17,7 +17,7 @@ expectation.
 
 What holds and what does not yet (issue 15): the fit moves the prediction most of the way from the prior to the
 engine (the first test). The issue's 25% (the second test) is not met yet: on this shared machine the fitted
-prediction ended 30% and 87% above the engine's TTFT. Two causes, measured here: the engine's own speed swings
+prediction ended 27% and 33% above the engine's TTFT in the last two runs (30% and 87% in earlier layouts). Two causes, measured here: the engine's own speed swings
 several-fold within minutes when other suites share its core (a 1,024-token prefill measured 23 to 166 ms),
 faster than alternating blocks average out, so the windows scatter (the fit's own relative error 0.47-0.57); and
 the engine's TTFT carries a front-end share (request intake, IPC to the engine core, output) that the
