@@ -1,5 +1,6 @@
 """The controller scales a real vLLM variant through the real API server (issue 15, test 3): up under a queue,
-held while its metrics are missing (the scrape stopped, then answered with garbage), down once the load is gone.
+held while its metrics are missing (the scrape stopped, then answered with garbage, then the engines killed), down
+once the load is gone.
 
 The controller runs its real cycle (Prometheus -> decision -> scale subresource -> status); the vLLM instances
 follow the Deployment's ``spec.replicas``. Reactive saturation scaling only: the tiny CPU model has no profile.
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.vllm, pytest.mark.timeout(900
 
 INTERVAL_S = 6.0  # the queue is smoothed over a cycle: 3 scrapes, not the one of a 2 s cycle
 SCALE_DOWN_WINDOW_S = 30.0  # wide enough that one quiet reading between batches does not undo the scale-up
+HELD = {"SignalsMissing", "SignalsStale", "SignalsInvalid"}  # the reasons a variant without usable metrics is held
 
 
 def replicas(stack, variant) -> int:  # type: ignore[no-untyped-def]
@@ -95,6 +97,7 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
                      "scale_down": {"stabilization_window_s": SCALE_DOWN_WINDOW_S, "max_step": 1}},
     })
     controller = build_controller(settings, api_client=stack.api)
+    ref = stack.spec_of(variant).ref  # the controller lists every namespace: only this test's variant is judged
     first = stack.pods.ready(variant)[0]
 
     # Up: 16 clients on 4 batch slots queue about 12 requests on the one replica. The cycles go on while the
@@ -130,10 +133,10 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
         held += cycle_until(controller, lambda _r: time.monotonic() > until, timeout_s=120,
                             what="a scale-down window of garbage")
         assert replicas(stack, variant) == 2
-        decisions = [o.decision for r in held for o in r.outcomes if o.decision is not None]
+        decisions = [o.decision for r in held for o in r.outcomes if o.decision is not None and o.decision.variant == ref]
         assert decisions and all(d.desired == 2 for d in decisions), [(d.desired, d.reason) for d in decisions]
         st = status(stack, variant)
-        assert st.get("reason") in {"SignalsMissing", "SignalsStale"}, st
+        assert st.get("reason") in HELD, st
         assert "signals" in st.get("message", ""), st
     finally:
         load.stop()
@@ -142,7 +145,28 @@ def test_the_controller_scales_a_real_vllm_variant_up_under_a_queue_holds_withou
         for pod in [i.pod for i in stack.pods.instances(variant)]:
             stack.pods.redirect(pod, None)
 
+    # Dead: both engines are killed (an OOM kill, a crash); their pods leave the targets until the
+    # replacements serve, a minute or two later. Every cycle meanwhile holds, and the status says why. (Once one
+    # replacement serves, its metrics are the variant's again: the hold is for the cycles with no pod serving.)
+    for pod in pods:
+        stack.pods.kill(pod)
+    dead_status: list[dict] = []
+
+    def while_dead(report: CycleReport) -> None:
+        _log(report)
+        if not stack.pods.ready(variant):
+            dead_status.append(status(stack, variant))
+    dead = cycle_until(controller, lambda _r: bool(stack.pods.ready(variant)), timeout_s=START_TIMEOUT_S,
+                       what="a replacement of the killed pods to serve", every=while_dead)
+    decisions = [o.decision for r in dead for o in r.outcomes if o.decision is not None and o.decision.variant == ref]
+    assert len(dead_status) >= 3, "a replacement served before three cycles ran without metrics"
+    assert decisions and all(d.desired == 2 for d in decisions), [(d.desired, d.reason) for d in decisions]
+    # The first cycle may still read the killed pods' last samples; from the next on, no series.
+    assert all(st.get("reason") in HELD and "signals" in st.get("message", "") for st in dead_status[1:]), (
+        dead_status)
+    assert replicas(stack, variant) == 2
+
     # Down: the metrics are back, nothing waits or runs: one replica is enough.
-    cycle_until(controller, lambda _r: replicas(stack, variant) == 1, timeout_s=SCALE_DOWN_WINDOW_S + 90,
+    cycle_until(controller, lambda _r: replicas(stack, variant) == 1, timeout_s=SCALE_DOWN_WINDOW_S + 150,
                 what="a scale-down to 1")
     wait_until(lambda: len(stack.pods.instances(variant)) == 1, timeout_s=60, what="the second pod to stop")
