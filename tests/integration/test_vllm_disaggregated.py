@@ -40,7 +40,7 @@ def pair(shared: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.xfail(strict=False, reason=(
     "issue 15, open: in 3 of its last 5 runs the prefill pod's window read no served request after "
-    "all 48 had been served (requests_per_s 0, means 0 or unknown), whatever the window (60 s to the whole load); "
+    "all 48 had been served (completions_per_s 0, means 0 or unknown), whatever the window (60 s to the whole load); "
     "cause not found"))
 def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transferred_prompt_as_not_prefilled(
         vllm_stack, tmp_path):  # type: ignore[no-untyped-def]
@@ -77,7 +77,7 @@ def test_a_prefill_decode_pair_reads_each_role_apart_and_the_decode_pods_transfe
                                     cycle="10s", staleness_s=30.0, warmup_s=0.0,
                                     timeout_s=30.0, budget_s=60.0)  # a loaded machine: every query answered
     specs = [stack.spec_of(prefill_v), stack.spec_of(decode_v)]
-    collected = collect_until(source, specs, lambda s: bool(s.requests_per_s) and None not in (
+    collected = collect_until(source, specs, lambda s: bool(s.completions_per_s) and None not in (
         s.generation_tokens_mean, s.prompt_tokens_mean, s.prefix_cache_hit_ratio, s.ttft_p90_s, s.itl_p90_s))
     pre, dec = collected[specs[0]], collected[specs[1]]
     assert pre.freshness is Freshness.FRESH and dec.freshness is Freshness.FRESH, (pre.note, dec.note)
