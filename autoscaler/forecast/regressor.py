@@ -152,12 +152,18 @@ class _Forest:
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """Each model's prediction for the rows of ``x`` (float64, no categorical features)."""
         x = np.asarray(x, dtype=np.float64)
-        rows = np.arange(len(x))[:, None]
+        flat_x = x.ravel()
+        row_start = (np.arange(len(x)) * x.shape[1])[:, None]
         node = np.broadcast_to(np.concatenate(self.roots)[None, :], (len(x), sum(len(r) for r in self.roots)))
+        total = self.child.shape[1]
+        flat_child = self.child.ravel()
         for _ in range(self.depth):
-            v = x[rows, self.feature[node]]
-            go_right = np.where(np.isnan(v), ~self.nan_left[node], ~(v <= self.threshold[node]))
-            node = self.child[go_right.astype(np.intp), node]
+            v = flat_x[row_start + self.feature[node]]
+            go_right = np.where(v != v, ~self.nan_left[node], ~(v <= self.threshold[node]))
+            moved = flat_child[go_right * total + node]
+            if np.array_equal(moved, node):  # every walk is at its leaf
+                break
+            node = moved
         leaves = self.value[node]
         out, start = [], 0
         for roots, baseline in zip(self.roots, self.baselines, strict=True):
