@@ -159,7 +159,7 @@ class _Forest:
         flat_child = self.child.ravel()
         for _ in range(self.depth):
             v = flat_x[row_start + self.feature[node]]
-            go_right = np.where(v != v, ~self.nan_left[node], ~(v <= self.threshold[node]))
+            go_right = np.where(np.isnan(v), ~self.nan_left[node], ~(v <= self.threshold[node]))
             moved = flat_child[go_right * total + node]
             if np.array_equal(moved, node):  # every walk is at its leaf
                 break

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoscaler.forecast.regressor import GradientBoosting, _Forest, lag_features, _lags
+from autoscaler.forecast.regressor import GradientBoosting, _Forest, _lags, lag_features
 from autoscaler.forecast.types import ForecastConfig
 
 
