@@ -14,7 +14,7 @@ Fitting costs about a second on three days of 30 s samples, so the online foreca
 OpenMP is held to one thread: on a shared 2-core machine its spinning threads made a fit 10-80x slower.
 
 Predicting is every cycle, for ten rows: scikit-learn's ``predict`` spends ~2 ms of it validating the input and
-calling each of the 60 trees in turn, 35,000 times in a two-day replay. So after a fit the trees of both models
+calling each of the 60 trees in turn, 35,000 times in a two-day replay (the walk takes about half). So after a fit the trees of both models
 are copied into flat arrays (:class:`_Forest`) and walked all at once with NumPy, with scikit-learn's arithmetic:
 the same comparisons (NaN goes where the node says, else ``x <= threshold`` goes left) and the same sum (the
 baseline, then each tree's leaf in order), so the predictions are the same to the last bit
