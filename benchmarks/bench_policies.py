@@ -148,7 +148,7 @@ def _cell(entry: dict[str, Any]) -> str:
     spread = entry.get("resample")
     if spread:
         g, a = spread["gpu_hours"], spread["attainment"]
-        text += f" [{g['p5']:.1f}-{g['p95']:.1f}; {100 * a['p5']:.1f}-{100 * a['p95']:.1f}%]"
+        text += f" [{g['p5']:.2f}-{g['p95']:.2f}; {100 * a['p5']:.2f}-{100 * a['p95']:.2f}%]"
     return text
 
 

@@ -12,6 +12,14 @@ the season. HistGradientBoosting takes NaN features natively, so gaps and a miss
 Fitting costs about a second on three days of 30 s samples, so the online forecaster refits it every
 ``ForecastConfig.gbm_refit_every`` cycles and predicts from fresh lags with the last fit in between.
 OpenMP is held to one thread: on a shared 2-core machine its spinning threads made a fit 10-80x slower.
+
+Predicting is every cycle, for ten rows: scikit-learn's ``predict`` spends ~2 ms of it validating the input and
+calling each of the 60 trees in turn, 35,000 times in a two-day replay (the walk takes about half). So after a fit the trees of both models
+are copied into flat arrays (:class:`_Forest`) and walked all at once with NumPy, with scikit-learn's arithmetic:
+the same comparisons (NaN goes where the node says, else ``x <= threshold`` goes left) and the same sum (the
+baseline, then each tree's leaf in order), so the predictions are the same to the last bit
+(tests/core/test_forecast_regressor.py checks it). A model the copy does not understand (categorical splits, a
+future scikit-learn without these attributes) is predicted by scikit-learn itself.
 """
 
 from __future__ import annotations
@@ -99,6 +107,73 @@ def lag_features(*, lags: _Lags, origins: np.ndarray, horizons: np.ndarray, end_
     ])
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Forest:
+    """The trees of some fitted HistGradientBoostingRegressors as flat arrays, walked together (see the module
+    docstring). ``roots[m]`` are model m's trees in boosting order; ``baselines[m]`` its starting value."""
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    nan_left: np.ndarray
+    child: np.ndarray  # (2, nodes): left, right; a leaf points at itself, so finished walks stay put
+    value: np.ndarray
+    roots: tuple[np.ndarray, ...]
+    baselines: tuple[float, ...]
+    depth: int
+
+    @classmethod
+    def of(cls, *models: HistGradientBoostingRegressor) -> _Forest | None:
+        try:
+            trees = [[p.nodes for (p,) in m._predictors] for m in models]
+            baselines = tuple(float(np.asarray(m._baseline_prediction).reshape(-1)[0]) for m in models)
+            if any(np.asarray(m._baseline_prediction).size != 1 for m in models):
+                return None
+            nodes = [n for model in trees for n in model]
+            if any(bool(n["is_categorical"].any()) for n in nodes):
+                return None
+        except (AttributeError, TypeError, ValueError, KeyError):
+            return None
+        offsets = np.cumsum([0] + [len(n) for n in nodes])
+        flat = np.concatenate(nodes)
+        own = np.arange(len(flat))
+        shift = np.repeat(offsets[:-1], [len(n) for n in nodes])
+        leaf = flat["is_leaf"].astype(bool)
+        left = np.where(leaf, own, flat["left"].astype(np.int64) + shift)
+        right = np.where(leaf, own, flat["right"].astype(np.int64) + shift)
+        starts, roots, i = offsets[:-1], [], 0
+        for model in trees:
+            roots.append(starts[i:i + len(model)].astype(np.int64))
+            i += len(model)
+        return cls(feature=flat["feature_idx"].astype(np.int64), threshold=flat["num_threshold"].astype(np.float64),
+                   nan_left=flat["missing_go_to_left"].astype(bool), child=np.stack([left, right]),
+                   value=flat["value"].astype(np.float64), roots=tuple(roots), baselines=baselines,
+                   depth=int(flat["depth"].max()))
+
+    def predict(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Each model's prediction for the rows of ``x`` (float64, no categorical features)."""
+        x = np.asarray(x, dtype=np.float64)
+        flat_x = x.ravel()
+        row_start = (np.arange(len(x)) * x.shape[1])[:, None]
+        node = np.broadcast_to(np.concatenate(self.roots)[None, :], (len(x), sum(len(r) for r in self.roots)))
+        total = self.child.shape[1]
+        flat_child = self.child.ravel()
+        for _ in range(self.depth):
+            v = flat_x[row_start + self.feature[node]]
+            go_right = np.where(np.isnan(v), ~self.nan_left[node], ~(v <= self.threshold[node]))
+            moved = flat_child[go_right * total + node]
+            if np.array_equal(moved, node):  # every walk is at its leaf
+                break
+            node = moved
+        leaves = self.value[node]
+        out, start = [], 0
+        for roots, baseline in zip(self.roots, self.baselines, strict=True):
+            # scikit-learn's sum: the baseline, then each tree's value added in order (accumulate is sequential)
+            column = np.concatenate((np.full((len(x), 1), baseline), leaves[:, start:start + len(roots)]), axis=1)
+            out.append(np.add.accumulate(column, axis=1)[:, -1])
+            start += len(roots)
+        return tuple(out)
+
+
 def _regressor(loss: str, quantile: float | None = None) -> HistGradientBoostingRegressor:
     kwargs: dict[str, object] = {"loss": loss, "max_iter": 60, "learning_rate": 0.15, "max_leaf_nodes": 15,
                                  "min_samples_leaf": 20, "early_stopping": False, "random_state": 0}
@@ -113,6 +188,7 @@ class _FittedGradientBoosting:
     mean_model: HistGradientBoostingRegressor
     upper: HistGradientBoostingRegressor
     empty_columns: np.ndarray  # features with no value in training (e.g. no season yet): fed as 0
+    forest: _Forest | None = None  # both models' trees, walked at once (None: scikit-learn predicts)
 
     def predict(self, *, history: np.ndarray, end_time_s: float) -> Prediction | None:
         if not np.isfinite(history).any():
@@ -124,9 +200,13 @@ class _FittedGradientBoosting:
         x = lag_features(lags=lags, origins=origins, horizons=horizons, end_time_s=end_time_s, config=self.config)
         x[:, self.empty_columns] = 0.0
         base = lags.level[-1]
-        with _one_thread():
-            mean = base + self.mean_model.predict(x)
-            upper = base + self.upper.predict(x)
+        if self.forest is not None:
+            mean_change, upper_change = self.forest.predict(x)
+            mean, upper = base + mean_change, base + upper_change
+        else:
+            with _one_thread():
+                mean = base + self.mean_model.predict(x)
+                upper = base + self.upper.predict(x)
         return Prediction(mean=mean, upper=np.maximum(mean, upper))
 
 
@@ -165,4 +245,5 @@ class GradientBoosting:
         with _one_thread():
             mean_model = _regressor("squared_error").fit(x, y)
             upper = _regressor("quantile", self.config.quantile).fit(x, y)
-        return _FittedGradientBoosting(config=self.config, mean_model=mean_model, upper=upper, empty_columns=empty)
+        return _FittedGradientBoosting(config=self.config, mean_model=mean_model, upper=upper, empty_columns=empty,
+                                       forest=_Forest.of(mean_model, upper))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_right
 from collections import deque
 
 import numpy as np
@@ -67,6 +68,13 @@ class FluidEngine:
         """The pod is ready (weights loaded) from here: its clock may start earlier, in the tick it gets ready."""
         # prefill: the iterations planned, in order: [start, end, tokens, attention, [(request, last chunk?)]]
         self._iterations_planned: deque[list] = deque()  # type: ignore[type-arg]
+        # ... and beside them, for the router's question "prompt tokens done by t" in O(log n): each planned
+        # iteration's end (non-decreasing: an iteration starts at or after the previous one's end) and the running
+        # sum of the prompts whose last chunk it runs; entries before _head are done (returned by advance).
+        self._ends: list[float] = []
+        self._done_cum: list[int] = []
+        self._head = 0
+        self._done_popped = 0  # the running sum at the last iteration returned
         self._outstanding = 0
         # decode: future arrivals (heap), arrived and not admitted, and the decoding sequences
         self._pending: list[tuple[float, int, Request]] = []
@@ -111,10 +119,10 @@ class FluidEngine:
             tail = iterations[-1] if iterations else None
             if tail is None or at >= tail[1]:  # the engine is idle by then: an iteration starts at once
                 tail = [at, at, 0, 0, []]
-                iterations.append(tail)
+                self._new_iteration(tail)
             elif at > tail[0] or tail[2] >= budget:  # the last one runs already (or is full): the next one
                 tail = [tail[1], tail[1], 0, 0, []]
-                iterations.append(tail)
+                self._new_iteration(tail)
             take = min(left, budget - tail[2])
             tail[2] += take
             tail[3] += (done_tokens + take) ** 2 - done_tokens ** 2  # attention of this chunk, per sequence
@@ -122,18 +130,30 @@ class FluidEngine:
             left -= take
             tail[1] = tail[0] + p.prefill_a + p.prefill_b * tail[2] + p.prefill_c * tail[3]
             tail[4].append((request, left == 0))
+            self._ends[-1] = tail[1]  # only the newest iteration ever grows
+            if left == 0:
+                self._done_cum[-1] += request.prompt_tokens
             at = tail[0]  # the next chunk goes in a later iteration
+
+    def _new_iteration(self, iteration: list) -> None:  # type: ignore[type-arg]
+        self._iterations_planned.append(iteration)
+        self._ends.append(iteration[1])
+        self._done_cum.append(self._done_cum[-1] if len(self._done_cum) > self._head else self._done_popped)
+
+    def _pop_iteration(self) -> list:  # type: ignore[type-arg]
+        self._done_popped = self._done_cum[self._head]
+        self._head += 1
+        if self._head >= 1024 and 2 * self._head >= len(self._ends):  # drop what is done, now and then
+            del self._ends[:self._head], self._done_cum[:self._head]
+            self._head = 0
+        return self._iterations_planned.popleft()
 
     def prefilled_tokens_by(self, t: float) -> int:
         """Prompt tokens of the requests planned to finish by ``t`` and not yet returned by :meth:`advance`: what a
         router that sees completions as they happen (whole prompts, as it counts them) no longer counts as
         outstanding at ``t``, within a tick."""
-        done = 0
-        for _, end, _, _, chunks in self._iterations_planned:
-            if end > t:
-                break
-            done += sum(r.prompt_tokens for r, last in chunks if last)
-        return done
+        k = bisect_right(self._ends, t, self._head)  # iterations done by t: their ends are in order
+        return self._done_cum[k - 1] - self._done_popped if k > self._head else 0
 
     # ------------------------------------------------------------------ time
 
@@ -151,7 +171,7 @@ class FluidEngine:
         done: list[Completion] = []
         iterations = self._iterations_planned
         while iterations and iterations[0][1] <= t1:
-            start, end, _, _, chunks = iterations.popleft()
+            start, end, _, _, chunks = self._pop_iteration()
             self._busy += end - start
             self._iterations += 1
             for r, last in chunks:
@@ -334,6 +354,7 @@ class FluidEngine:
         requests.sort(key=lambda r: r.arrival_s)
         requests += [r for _, _, r in sorted(self._pending)]
         self._iterations_planned.clear()
+        self._ends, self._done_cum, self._head, self._done_popped = [], [], 0, 0
         self._outstanding = 0
         self._pending.clear()
         self._waiting.clear()

@@ -43,6 +43,26 @@ def test_prompts_queued_together_share_an_iteration_as_the_per_step_engine_batch
     assert len(set(fluid_ends)) < len(fluid_ends)  # 8192-token batches: four prompts end together
 
 
+def test_prompt_tokens_done_by_a_time_are_those_of_the_prompts_whose_prefill_ends_by_then():
+    rng = np.random.default_rng(3)
+    engine = FluidEngine(profile=PROFILE, role=Role.PREFILL)
+    prompts: dict[int, int] = {}
+    at, i = 0.0, 0
+    for tick in range(60):  # prompts of every size (multi-chunk ones too); some ticks idle, some queued
+        for _ in range(int(rng.integers(0, 40))):
+            at = max(at, tick * 15.0) + float(rng.exponential(0.3))
+            prompts[i] = int(rng.choice([200, 3000, 9000, 20000]))
+            engine.submit(_request(i, prompts[i], at=at))
+            i += 1
+        probes = [engine.now_s + x for x in (0.0, 0.5, 7.5, 14.99, 15.0)]
+        asked = [engine.prefilled_tokens_by(t) for t in probes]
+        done = engine.advance(15.0)  # returns exactly the prefills planned to end within the tick
+        for t, got in zip(probes, asked, strict=True):
+            assert got == sum(prompts[c.request.id] for c in done if c.finish_s <= t)
+        assert asked[-1] > 0 or not done
+    assert engine.prefilled_tokens_by(engine.now_s) == 0  # what advance returned no longer counts
+
+
 def test_a_lone_decode_request_takes_one_step_per_token():
     engine = FluidEngine(profile=PROFILE, role=Role.DECODE)
     engine.submit(_request(1, 1000, output=200, at=1.0))
