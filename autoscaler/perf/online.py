@@ -50,9 +50,9 @@ __all__ = [
     "OnlineSettings",
     "calibrated_profiles",
     "decode_observation",
+    "learnt_profiles",
     "observe",
     "prefill_observation",
-    "learnt_profiles",
     "scratch_prior",
 ]
 

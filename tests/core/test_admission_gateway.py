@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from autoscaler.core.admission import DecodePool, LatencySLO, RejectionPolicy, admit_to_decode
+from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.sim.gateway_rules import (
     DecodingSequence,
     DoorRule,
@@ -33,7 +34,6 @@ from autoscaler.sim.gateway_rules import (
     request_ttft,
     seat_from_door,
 )
-from autoscaler.perf.profile import PerformanceProfile
 
 PROFILE = PerformanceProfile(
     name="simple", model="m", accelerator="x", gpus_per_replica=1,

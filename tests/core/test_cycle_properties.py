@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from autoscaler.core.behavior import Behavior
 from autoscaler.core.plan import PlannerConfig, PlannerState, VariantObservation, plan_cycle
 from autoscaler.core.policyset import ModelPolicy, PolicySet, VariantPolicy
-from autoscaler.core.types import Freshness, Reason, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Freshness,
+    Reason,
+    Role,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 from autoscaler.forecast import ForecastConfig
 from autoscaler.perf.profiles import default_profiles
 

@@ -10,7 +10,15 @@ from autoscaler.core.combine import is_idle
 from autoscaler.core.decide import ScalingPolicy, decide
 from autoscaler.core.policyset import VariantPolicy
 from autoscaler.core.slo_policy import Prediction
-from autoscaler.core.types import Freshness, Reason, Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
+from autoscaler.core.types import (
+    Freshness,
+    Reason,
+    Role,
+    ScaleTarget,
+    VariantRef,
+    VariantSignals,
+    VariantSpec,
+)
 
 SPEC = VariantSpec(ref=VariantRef("ns", "d"), model="m", role=Role.DECODE, accelerator="H100",
                    target=ScaleTarget("apps/v1", "Deployment", "d"), min_replicas=1, max_replicas=10)

@@ -199,9 +199,9 @@ def test_the_crd_cost_per_hour_wins_over_the_policy_gpu_price():
 def test_recommend_explain_adds_each_variants_settings_to_the_json(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    import autoscaler.controller.wiring as wiring
     import autoscaler.kube.client as kube_client
     from autoscaler import cli
+    from autoscaler.controller import wiring
 
     spec = to_variant_spec(crd("decode", slo={"itl": "30ms"}))
 

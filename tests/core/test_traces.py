@@ -12,7 +12,6 @@ from autoscaler import traces
 from autoscaler.errors import ConfigError
 from autoscaler.traces import (
     Trace,
-    block_bootstrap,
     bucket,
     load_scale,
     parse_trace,

@@ -217,7 +217,7 @@ def test_hostile_prometheus_409_storms_and_a_leader_kill_cause_no_wrong_scale_do
 
     writes = scale_writes(scene["audit"], namespace)
     ours = writes  # the test and the emulator never write a scale: every one is a controller's
-    floor_at = lambda w: REPLICAS if w.at < lowered else 2  # noqa: E731 - the lowest right answer at the time
+    floor_at = lambda w: REPLICAS if w.at < lowered else 2
     wrong = [w for w in ours if w.replicas is not None and w.replicas < floor_at(w)]
     conflicts = [w for w in ours if w.code == 409]
     by_dead = [w for w in ours if w.writer.endswith(leader.identity) and w.at > killed]

@@ -70,7 +70,7 @@ class Exporter:
         started, counter = time.monotonic(), [0]
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 counter[0] += 1
                 body = exposition(counter[0], time.monotonic() - started).encode()
                 self.send_response(200)

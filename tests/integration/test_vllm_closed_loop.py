@@ -73,7 +73,7 @@ def _log(report: CycleReport) -> None:
 class Garbage(http.server.BaseHTTPRequestHandler):
     """A /metrics that answers 200 with text no Prometheus parser accepts."""
 
-    def do_GET(self) -> None:  # noqa: N802 - the http.server API
+    def do_GET(self) -> None:
         body = b"vllm:num_requests_waiting{model_name=\"tiny\" 3 garbage {{{\n\x00\xff not metrics\n"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
