@@ -528,7 +528,7 @@ def _plan_model(model: str, obs: Sequence[VariantObservation], *, state: Planner
         # 3. price each variant's replica for the mix under the SLO, trimmed by the measured quantiles where the
         # model said the pool had room (a breach under more load than modelled is the demand's, see _overloaded).
         mix = _priced_mix(obs, demand=demand, mean_in=mean_in, mean_out=mean_out, level=level)
-        modelled = _capacities(obs, variant_profiles, mix=mix, slos=slos, trims={}, config=config)
+        modelled = _capacities(obs, variant_profiles, mix=mix, slos=slos)
         trims = update_trims(state.capacity_trims, {
             o.spec.ref: None if _overloaded(o, modelled.get(o.spec.ref), state.capacity_trims.get(o.spec.ref, 1.0))
             else measured_ratio(role=o.spec.role, signals=o.signals, ttft_s=slos[o.spec.ref].ttft_s,
@@ -582,17 +582,16 @@ def _priced_mix(obs: Sequence[VariantObservation], *, demand: float, mean_in: fl
 
 
 def _capacities(obs: Sequence[VariantObservation], variant_profiles: Mapping[str, PerformanceProfile | None], *,
-                mix: TrafficMix, slos: Mapping[VariantRef, SloTargets], trims: Mapping[VariantRef, float],
-                config: PlannerConfig) -> dict[VariantRef, float | None]:
-    """Each variant's replica rate within its SLO (None where the SLO cannot be met); no profile, no entry."""
+                mix: TrafficMix, slos: Mapping[VariantRef, SloTargets]) -> dict[VariantRef, float | None]:
+    """Each variant's modelled replica rate within its SLO, before any trim (None where the SLO cannot be met);
+    no profile, no entry."""
     capacity: dict[VariantRef, float | None] = {}
     for o in obs:
         profile = variant_profiles[str(o.spec.ref)]
         if profile is None:
             continue
         est = estimate_capacity(profile=profile, role=o.spec.role, mix=mix, slo=slos[o.spec.ref])
-        trim = trims.get(o.spec.ref, 1.0) if config.slo_feedback.enabled else 1.0
-        capacity[o.spec.ref] = est.max_rate_rps * trim if est.feasible and est.max_rate_rps > 0 else None
+        capacity[o.spec.ref] = est.max_rate_rps if est.feasible and est.max_rate_rps > 0 else None
     return capacity
 
 

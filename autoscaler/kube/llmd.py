@@ -190,15 +190,14 @@ def _required_node_values(pod_spec: Mapping[str, Any]) -> dict[str, str]:
     and nor does a key whose terms disagree (terms are ORed: the pod may land on either)."""
     affinity = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
     required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {}
-    seen: dict[str, set[str]] = {}
+    allowed: dict[str, list[object]] = {}  # per key, each In expression's one value (None: not exactly one)
     for term in required.get("nodeSelectorTerms") or ():
         for expression in (term or {}).get("matchExpressions") or ():
-            values = (expression or {}).get("values") or ()
-            if (expression or {}).get("operator") == "In" and len(values) == 1 and isinstance(values[0], str):
-                seen.setdefault(str(expression.get("key")), set()).add(values[0])
-            elif (expression or {}).get("operator") == "In":
-                seen.setdefault(str(expression.get("key")), set()).update(("", "ambiguous"))
-    return {key: next(iter(values)) for key, values in seen.items() if len(values) == 1}
+            if (expression or {}).get("operator") == "In":
+                values = expression.get("values") or ()
+                allowed.setdefault(str(expression.get("key")), []).append(values[0] if len(values) == 1 else None)
+    return {key: first for key, (first, *rest) in allowed.items()
+            if isinstance(first, str) and all(v == first for v in rest)}
 
 
 def _pod_template(workload: Mapping[str, Any]) -> Mapping[str, Any]:
