@@ -41,6 +41,7 @@ from autoscaler.core.plan import (
     PlannerState,
     VariantObservation,
     plan_cycle,
+    replica_gpus,
     resolve_profile,
     warm_start,
 )
@@ -255,7 +256,8 @@ class Controller:
         nodes: NodeOutcome | None = None
         by_plan: dict[VariantRef, str] = {}  # variants the node plan scaled ("") or could not (why)
         if self.nodes is not None:
-            nodes, by_plan = self._run_node_plan(self.nodes, observations, decisions, log)
+            gpus = {o.spec.ref: replica_gpus(o.spec, self.profiles, policy) for o in observations}
+            nodes, by_plan = self._run_node_plan(self.nodes, observations, decisions, gpus, log)
         reports = {(r.profile, r.stage): r for r in calibrations}
         outcomes = [self._apply(o, decisions[o.spec.ref], now, by_plan=by_plan.get(o.spec.ref),
                                 insight=variant_insight(plan.outlooks.get(o.spec.model),
@@ -346,14 +348,14 @@ class Controller:
         get_logger("controller").info("warm_started", variants=len(merged), seconds=round(last - first + step, 1))
 
     def _run_node_plan(self, provisioner: NodeProvisioner, observations: Sequence[VariantObservation],
-                       decisions: Mapping[VariantRef, Decision | None],
+                       decisions: Mapping[VariantRef, Decision | None], gpus: Mapping[VariantRef, int],
                        log: FilteringBoundLogger) -> tuple[NodeOutcome, dict[VariantRef, str]]:
         """Plan and (unless dry-run) execute the node plan. Returns its outcome and, per variant the plan
         scales, "" when it was scaled or why it was not."""
         try:
             seen = provisioner.observe([o.spec for o in observations])
             demands = pod_demands(observations=observations, decisions=decisions, placements=seen.placements,
-                                  accelerators={ms.accelerator for ms in seen.machinesets})
+                                  accelerators={ms.accelerator for ms in seen.machinesets}, gpus=gpus)
             plan = plan_nodes(pods=demands, machinesets=seen.machinesets, nodes=seen.nodes)
         except (AutoscalerError, ValueError) as exc:  # ValueError: MachineSets the planner cannot pool
             log.error("node_plan_failed", error=str(exc))
@@ -520,9 +522,11 @@ def variant_insight(outlook: ModelOutlook | None,
 def pod_demands(
     *, observations: Sequence[VariantObservation], decisions: Mapping[VariantRef, Decision | None],
     placements: Mapping[VariantRef, VariantPlacement], accelerators: Collection[str],
+    gpus: Mapping[VariantRef, int],
 ) -> tuple[PodDemand, ...]:
     """The decided replicas as the node planner needs them: only variants with a placement, a decision and
-    an accelerator some managed MachineSet provides. A dry-run variant will not change: it demands its own."""
+    an accelerator some managed MachineSet provides. A dry-run variant will not change: it demands its own.
+    ``gpus``: each variant's GPUs per replica as the planner counts them."""
     demands = []
     for obs in observations:
         ref = obs.spec.ref
@@ -530,7 +534,7 @@ def pod_demands(
         if place is None or decision is None or obs.spec.accelerator not in accelerators:
             continue
         desired = obs.current if obs.spec.dry_run else decision.desired
-        demands.append(PodDemand(ref, obs.spec.accelerator, place.gpus_per_replica, obs.current, desired,
+        demands.append(PodDemand(ref, obs.spec.accelerator, gpus[ref], obs.current, desired,
                                  place.unschedulable))
     return tuple(demands)
 

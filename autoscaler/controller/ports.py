@@ -88,9 +88,9 @@ class ReplicaReader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class VariantPlacement:
-    """What the node planner needs of one variant beyond its spec and decision."""
+    """What the node planner needs of one variant beyond its spec and decision (its GPUs per replica are the
+    planner's count: :func:`autoscaler.core.plan.replica_gpus`)."""
 
-    gpus_per_replica: int
     unschedulable: int = 0  # pods Pending now for lack of GPUs (PodScheduled=False, Unschedulable)
 
 

@@ -43,7 +43,7 @@ from pydantic import ValidationError
 
 from autoscaler.config import RuntimeSettings, Settings, format_validation_error, runtime_environment
 from autoscaler.controller.loop import Controller, CycleReport
-from autoscaler.controller.wiring import build_controller, llmd_source
+from autoscaler.controller.wiring import build_controller, gpus_counter, llmd_source
 from autoscaler.errors import AutoscalerError, ConfigError
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, VariantStore, load_api_client
 from autoscaler.kube.drain import QueryPodLoad
@@ -194,7 +194,7 @@ class ControllerRuntime:
         llmd = llmd_source(self.settings, self.api, may_write=self.may_write, namespaces=self.namespaces)
         scaler = KubeScaler(self.api, store=self.source.store, identity=self.identity, may_write=self.may_write,
                             dry_run=base.dry_run, pod_load=pod_load, timeout_s=self.runtime.api_timeout_s,
-                            llmd=llmd)
+                            llmd=llmd, gpus_for=gpus_counter(base))
         return dataclasses.replace(base, variants=MergedVariantSource(self.source, llmd), scaler=scaler)
 
     def _cycle_done(self, report: CycleReport) -> None:

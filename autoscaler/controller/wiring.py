@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from kubernetes import client
@@ -17,8 +18,9 @@ from autoscaler.controller.ports import (
     WallClock,
 )
 from autoscaler.core.admission import AdmissionConfig
-from autoscaler.core.plan import PlannerConfig
+from autoscaler.core.plan import PlannerConfig, replica_gpus
 from autoscaler.core.policyset import PolicySet
+from autoscaler.core.types import VariantSpec
 from autoscaler.forecast import ForecastConfig
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, load_api_client
 from autoscaler.kube.llmd_source import LlmdVariantSource, MergedVariantSource
@@ -38,6 +40,7 @@ __all__ = [
     "assemble_controller",
     "build_controller",
     "build_metrics_only_controller",
+    "gpus_counter",
     "label_map",
     "llmd_source",
     "load_planner_profiles",
@@ -63,7 +66,7 @@ def build_controller(
     _, source = signal_sources(settings)
     effective_dry_run = settings.controller.dry_run if dry_run is None else dry_run
     llmd = llmd_source(settings, api, may_write=may_write or (lambda: not effective_dry_run))
-    return assemble_controller(
+    controller = assemble_controller(
         settings,
         variants=MergedVariantSource(KubeVariantSource(api, namespace=settings.kube.namespace), llmd),
         signals=source,
@@ -74,6 +77,13 @@ def build_controller(
         on_cycle=on_cycle,
         nodes=node_provisioner(settings, api, may_write=may_write),
     )
+    # The scaler sizes MachineSets with the planner's GPU count, which needs the controller's profiles and policy.
+    return dataclasses.replace(controller, scaler=KubeScaler(api, llmd=llmd, gpus_for=gpus_counter(controller)))
+
+
+def gpus_counter(controller: Controller) -> Callable[[VariantSpec], int]:
+    """A variant's GPUs per replica as the controller's planner counts them (its profiles, its current policy)."""
+    return lambda spec: replica_gpus(spec, controller.profiles, controller.current_policy())
 
 
 def build_metrics_only_controller(settings: Settings) -> Controller:

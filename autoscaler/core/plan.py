@@ -74,6 +74,7 @@ __all__ = [
     "TrafficHistory",
     "VariantObservation",
     "plan_cycle",
+    "replica_gpus",
     "resolve_profile",
     "warm_start",
 ]
@@ -230,6 +231,13 @@ def resolve_profile(spec: VariantSpec, profiles: Mapping[str, PerformanceProfile
                     canonical_accelerator(short.split("-")[0])):
             return profile
     return None
+
+
+def replica_gpus(spec: VariantSpec, profiles: Mapping[str, PerformanceProfile], policy: PolicySet) -> int:
+    """GPUs one replica of the variant uses: its declaration, else its profile's count, else 1 (the count the
+    planner's quotas and prices use, and the scaler's MachineSet sizing)."""
+    profile = resolve_profile(spec, profiles, policy)
+    return spec.gpus(profile.gpus_per_replica if profile else None)
 
 
 def _fresh(sig: VariantSignals) -> bool:

@@ -163,9 +163,11 @@ class VariantAutoscalingSpec(_Model):
     slo: ServiceLevelObjective | None = Field(
         None, description="Latency objectives the replicas are sized for; each target set here overrides the "
                           "policy file's and the controller's for this variant.")
-    gpus_per_replica: Int32 = Field(
-        1, ge=1, description="GPUs one replica uses (tensor x pipeline parallel): the one count quotas, prices "
-                             "and MachineSet sizing use.")
+    # No default: an object that leaves it out takes its profile's count (a TP4 70B uses 4), which a
+    # schema default of 1 would hide from the controller.
+    gpus_per_replica: Int32 | None = Field(
+        None, ge=1, description="GPUs one replica uses (tensor x pipeline parallel): the one count quotas, prices "
+                                "and MachineSet sizing use. Unset: the model's performance profile's count.")
     cost_per_hour: DecimalText | None = Field(
         None, description="Cost of one replica for one hour in US dollars; overrides the policy's GPU-hour "
                           "price and the profile's list price."
@@ -177,8 +179,8 @@ class VariantAutoscalingSpec(_Model):
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"{MIN_LE_MAX[1]} (minReplicas {self.min_replicas} > maxReplicas {self.max_replicas})")
         ms = self.machine_set_ref
-        if ms is not None and self.gpus_per_replica > ms.gpus_per_machine \
-                and self.gpus_per_replica % ms.gpus_per_machine:
+        gpus = self.gpus_per_replica
+        if ms is not None and gpus is not None and gpus > ms.gpus_per_machine and gpus % ms.gpus_per_machine:
             raise ValueError(REPLICA_FITS_MACHINES[1])
         return self
 

@@ -224,7 +224,10 @@ class KubeScaler:
         conflict_retries: int = 3,
         now: Callable[[], dt.datetime] = _utc_now,
         llmd: LlmdVariantSource | None = None,
+        gpus_for: Callable[[VariantSpec], int] = VariantSpec.gpus,
     ) -> None:
+        """``gpus_for``: a variant's GPUs per replica as the planner counts them (declared, else its profile's:
+        :func:`autoscaler.core.plan.replica_gpus`), so MachineSets are sized as quotas and prices count."""
         self._custom = client.CustomObjectsApi(api)
         self._scales = ScaleClient(api, timeout_s=timeout_s, may_write=may_write)
         self._events = EventRecorder(api, instance=identity, may_write=may_write, timeout_s=timeout_s, now=now)
@@ -237,6 +240,7 @@ class KubeScaler:
         self._timeout_s = timeout_s
         self._conflict_retries = conflict_retries
         self._now = now
+        self._gpus_for = gpus_for
         self._llmd = llmd  # llm-d's objects: actuated by their HPA, status written the way WVA writes it
         self._observed: dict[VariantRef, ScaleState] = {}  # the scale read before this cycle's decision
         # The pods counted this cycle, by the selector they were listed with: a scale-down marks from them.
@@ -387,12 +391,12 @@ class KubeScaler:
     def _scale_machines(self, va: VariantAutoscaling, replicas: int, *, grow: bool) -> None:
         group = va.spec.machine_set_ref
         assert group is not None
-        pods = [(va.spec.gpus_per_replica, replicas)]
+        pods = [(self._gpus_for(to_variant_spec(va)), replicas)]
         for other in (self._store.all() if self._store is not None else ()):
             if other.ref != va.ref and other.spec.machine_set_ref is not None \
                     and (other.spec.machine_set_ref.namespace, other.spec.machine_set_ref.name) \
                     == (group.namespace, group.name):
-                pods.append((other.spec.gpus_per_replica, self._known_replicas(other)))
+                pods.append((self._gpus_for(to_variant_spec(other)), self._known_replicas(other)))
         # The node plan's sizer (first-fit decreasing over every variant of the group), without its plan:
         # this path serves a group the node plan does not manage (nodes disabled, or a MachineDeployment).
         needed = nodes_for_pods(pods=pods, gpus_per_node=group.gpus_per_machine)

@@ -125,7 +125,7 @@ class KubeNodePool:
             pods_on_node.update(on_nodes)
             va = vas.get(spec.ref)
             if va is not None and spec.ref in planned:
-                placements[spec.ref] = VariantPlacement(va.spec.gpus_per_replica, unschedulable)
+                placements[spec.ref] = VariantPlacement(unschedulable)
 
         states: list[MachineSetState] = []
         node_states: list[NodeState] = []

@@ -23,7 +23,8 @@ from autoscaler.core.nodes import (
     ScaleMachineSet,
     ScaleVariant,
 )
-from autoscaler.core.plan import VariantObservation
+from autoscaler.core.plan import VariantObservation, replica_gpus
+from autoscaler.core.policyset import PolicySet
 from autoscaler.core.types import (
     Decision,
     Freshness,
@@ -36,13 +37,14 @@ from autoscaler.core.types import (
 )
 from autoscaler.errors import ActuationError, ConfigError
 from autoscaler.kube.nodepool import KubeNodePool
+from autoscaler.perf.profiles import default_profiles
 from tests.core.test_controller_cycle import SATURATED, Clock, Scaler, Signals, Variants
 
 
-def spec(name: str, *, accelerator: str = "H100", dry_run: bool = False) -> VariantSpec:
+def spec(name: str, *, accelerator: str = "H100", dry_run: bool = False, gpus: int | None = None) -> VariantSpec:
     return VariantSpec(ref=VariantRef("ns", name), model="m", role=Role.DECODE, accelerator=accelerator,
                        target=ScaleTarget("apps/v1", "Deployment", name), min_replicas=1, max_replicas=10,
-                       dry_run=dry_run)
+                       dry_run=dry_run, gpus_per_replica=gpus)
 
 
 def observed(s: VariantSpec, current: int) -> VariantObservation:
@@ -54,21 +56,21 @@ def observed(s: VariantSpec, current: int) -> VariantObservation:
 @pytest.mark.parametrize(
     ("variant", "placement", "decided", "expected"),
     [
-        pytest.param(spec("a"), VariantPlacement(4, unschedulable=1), 5,
+        pytest.param(spec("a"), VariantPlacement(unschedulable=1), 5,
                      PodDemand(VariantRef("ns", "a"), "H100", 4, 2, 5, 1), id="decided-replicas-with-gpus-and-pending"),
-        pytest.param(spec("a", dry_run=True), VariantPlacement(4), 5,
+        pytest.param(spec("a", dry_run=True), VariantPlacement(), 5,
                      PodDemand(VariantRef("ns", "a"), "H100", 4, 2, 2, 0), id="a-dry-run-variant-demands-what-it-has"),
         pytest.param(spec("a"), None, 5, None, id="no-placement-left-out"),
-        pytest.param(spec("a", accelerator="A100"), VariantPlacement(1), 5, None,
+        pytest.param(spec("a", accelerator="A100"), VariantPlacement(), 5, None,
                      id="accelerator-without-machinesets-left-out"),
-        pytest.param(spec("a"), VariantPlacement(1), None, None, id="no-decision-left-out"),
+        pytest.param(spec("a"), VariantPlacement(), None, None, id="no-decision-left-out"),
     ],
 )
 def test_turns_decisions_into_pod_demands(variant, placement, decided, expected):
     decisions = {variant.ref: None if decided is None else Decision(variant.ref, 2, decided)}
     placements = {} if placement is None else {variant.ref: placement}
     demands = pod_demands(observations=[observed(variant, 2)], decisions=decisions, placements=placements,
-                          accelerators={"H100"})
+                          accelerators={"H100"}, gpus={variant.ref: 4})
     assert demands == (() if expected is None else (expected,))
 
 
@@ -125,9 +127,9 @@ def loop(specs, scaler, pool, **kw) -> Controller:
 
 
 def test_adds_nodes_before_scaling_up_the_pods_that_need_them():
-    a = spec("a")
+    a = spec("a", gpus=4)
     log: list = []
-    scaler, pool = LoggingScaler({"a": 2}, log=log), Pool(placements={a.ref: VariantPlacement(4)}, log=log)
+    scaler, pool = LoggingScaler({"a": 2}, log=log), Pool(placements={a.ref: VariantPlacement()}, log=log)
     report = loop([a], scaler, pool).run_cycle()
 
     assert log == [("machineset", "gpu", 2), ("variant", "a", 4)]  # 4 pods x 4 GPUs need 2 nodes
@@ -142,7 +144,7 @@ def test_variants_the_node_plan_does_not_cover_are_scaled_as_before():
     a, cpu = spec("a"), spec("cpu", accelerator="none")
     log: list = []
     scaler = LoggingScaler({"a": 1, "cpu": 1}, log=log)
-    pool = Pool(placements={a.ref: VariantPlacement(1), cpu.ref: VariantPlacement(1)}, log=log)
+    pool = Pool(placements={a.ref: VariantPlacement(), cpu.ref: VariantPlacement()}, log=log)
     report = loop([a, cpu], scaler, pool).run_cycle()
 
     assert ("variant", "cpu", 3) in log and ("variant", "a", 3) in log
@@ -151,9 +153,9 @@ def test_variants_the_node_plan_does_not_cover_are_scaled_as_before():
 
 
 def test_dry_run_plans_nodes_but_executes_nothing():
-    a = spec("a")
+    a = spec("a", gpus=4)
     log: list = []
-    scaler, pool = LoggingScaler({"a": 2}, log=log), Pool(placements={a.ref: VariantPlacement(4)}, log=log)
+    scaler, pool = LoggingScaler({"a": 2}, log=log), Pool(placements={a.ref: VariantPlacement()}, log=log)
     report = loop([a], scaler, pool, dry_run=True).run_cycle()
 
     assert log == [] and scaler.statuses == []
@@ -163,10 +165,10 @@ def test_dry_run_plans_nodes_but_executes_nothing():
 
 
 def test_pods_after_a_failed_node_step_are_not_scaled_and_say_why():
-    a = spec("a")
+    a = spec("a", gpus=4)
     log: list = []
     scaler = LoggingScaler({"a": 2}, log=log)
-    pool = Pool(placements={a.ref: VariantPlacement(4)}, stop_after=0, log=log)
+    pool = Pool(placements={a.ref: VariantPlacement()}, stop_after=0, log=log)
     report = loop([a], scaler, pool).run_cycle()
 
     assert log == []  # no pods without the nodes they need
@@ -184,8 +186,8 @@ def test_pods_after_a_failed_node_step_are_not_scaled_and_say_why():
     ],
 )
 def test_trouble_with_the_pools_falls_back_to_scaling_the_variants(error):
-    a = spec("a")
-    scaler, pool = LoggingScaler({"a": 2}), Pool(placements={a.ref: VariantPlacement(4)}, observe_error=error)
+    a = spec("a", gpus=4)
+    scaler, pool = LoggingScaler({"a": 2}), Pool(placements={a.ref: VariantPlacement()}, observe_error=error)
     report = loop([a], scaler, pool).run_cycle()
 
     assert scaler.log == [("variant", "a", 4)]
@@ -198,7 +200,7 @@ def test_node_conditions_reach_the_cycle_report():
     a = spec("a")
     scaler = LoggingScaler({"a": 2})
     # 3 nodes, only one busy; the pods scale up, so no node may be removed this cycle.
-    pool = Pool(machineset_replicas=3, busy_nodes=1, placements={a.ref: VariantPlacement(1)})
+    pool = Pool(machineset_replicas=3, busy_nodes=1, placements={a.ref: VariantPlacement()})
     report = loop([a], scaler, pool).run_cycle()
 
     assert any(c.reason is Reason.NODE_BUSY and c.subject == "H100" for c in report.conditions)
@@ -206,9 +208,9 @@ def test_node_conditions_reach_the_cycle_report():
 
 
 def test_held_variants_are_not_handed_to_the_node_plan():
-    a = spec("a")
+    a = spec("a", gpus=4)
     scaler = LoggingScaler({"a": 2})
-    pool = Pool(placements={a.ref: VariantPlacement(4)})
+    pool = Pool(placements={a.ref: VariantPlacement()})
     idle = VariantSignals(freshness=Freshness.MISSING)
     c = Controller(variants=Variants([a]), signals=Signals({a: idle}), scaler=scaler,
                    policy=ScalingPolicy(behavior=Behavior(max_step_up=2)), clock=Clock(), nodes=pool)
@@ -228,3 +230,34 @@ def test_the_node_provisioner_is_wired_only_when_enabled(enabled):
 def test_a_bad_node_setting_is_refused_naming_the_field():
     with pytest.raises(ConfigError, match="nodes.accelerator_label"):
         load_settings(None, {"nodes": {"enabled": True, "accelerator_label": ""}})
+
+
+def test_a_variant_without_declared_gpus_demands_its_profiles_gpus_per_pod():
+    # The 70B TP4 profile counts 4 GPUs a replica; a variant that does not declare its GPUs must not be packed
+    # as one-GPU pods (the count the planner's quotas and prices use is the node plan's too).
+    a = VariantSpec(ref=VariantRef("ns", "a"), model="meta-llama/Llama-3.1-70B-Instruct", role=Role.DECODE,
+                    accelerator="H100", target=ScaleTarget("apps/v1", "Deployment", "a"), min_replicas=1,
+                    max_replicas=10)
+    log: list = []
+    scaler, pool = LoggingScaler({"a": 2}, log=log), Pool(placements={a.ref: VariantPlacement()}, log=log)
+    report = loop([a], scaler, pool, profiles=default_profiles()).run_cycle()
+
+    [outcome] = report.outcomes
+    desired = outcome.decision.desired
+    assert desired >= 3  # at 1 GPU a pod, this many would fit the one 8-GPU node
+    assert log == [("machineset", "gpu", -(-desired * 4 // 8)), ("variant", "a", desired)]
+
+
+@pytest.mark.parametrize(
+    ("declared", "model", "expected"),
+    [
+        pytest.param(2, "meta-llama/Llama-3.1-70B-Instruct", 2, id="declared-wins-over-the-profile"),
+        pytest.param(None, "meta-llama/Llama-3.1-70B-Instruct", 4, id="undeclared-takes-the-profiles"),
+        pytest.param(None, "unknown/model", 1, id="no-declaration-no-profile-one"),
+    ],
+)
+def test_replica_gpus_is_the_declaration_else_the_profiles_count(declared, model, expected):
+    s = VariantSpec(ref=VariantRef("ns", "a"), model=model, role=Role.DECODE, accelerator="H100",
+                    target=ScaleTarget("apps/v1", "Deployment", "a"), min_replicas=1, max_replicas=10,
+                    gpus_per_replica=declared)
+    assert replica_gpus(s, default_profiles(), PolicySet()) == expected

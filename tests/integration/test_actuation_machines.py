@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 from kubernetes import client as kube_client
 
+from autoscaler.core.plan import replica_gpus
+from autoscaler.core.policyset import PolicySet
 from autoscaler.kube import api
 from autoscaler.kube.client import KubeScaler, KubeVariantSource, VariantStore, apply_crd
+from autoscaler.perf.profiles import default_profiles
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +115,13 @@ def _deployment(apps: kube_client.AppsV1Api, namespace: str, name: str, replicas
 
 
 def _variant(custom: kube_client.CustomObjectsApi, namespace: str, name: str, target: str, *,
-             group: dict[str, Any], gpus_per_replica: int) -> None:
+             group: dict[str, Any], gpus_per_replica: int | None, model: str = "llama") -> None:
+    spec = {"model": model, "role": "decode", "accelerator": "H100", "minReplicas": 0, "maxReplicas": 16,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target}, "machineSetRef": group}
+    if gpus_per_replica is not None:
+        spec["gpusPerReplica"] = gpus_per_replica
     custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, {
-        "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name},
-        "spec": {"model": "llama", "role": "decode", "accelerator": "H100", "minReplicas": 0, "maxReplicas": 16,
-                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
-                 "gpusPerReplica": gpus_per_replica, "machineSetRef": group}})
+        "apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name}, "spec": spec})
 
 
 def _version(obj: Any) -> int:
@@ -164,6 +168,28 @@ def test_machines_grow_before_the_pods_and_shrink_after_them(
     machines, pods = read()
     assert (machines["spec"]["replicas"], pods.spec.replicas) == (1, 1)
     assert _version(pods) < _version(machines), "pods must be removed before their machines"
+
+
+def test_a_variant_that_leaves_out_gpus_per_replica_is_sized_by_its_profiles_count(
+        kube_api_client: kube_client.ApiClient, kube_namespace: str) -> None:
+    # A TP4 70B whose object does not say gpusPerReplica: the API server must not default it to 1, and the
+    # scaler counts the profile's 4 GPUs as the planner's quotas and prices do (5 pods x 4 GPUs = 3 machines).
+    apps, custom = kube_client.AppsV1Api(kube_api_client), kube_client.CustomObjectsApi(kube_api_client)
+    _node_group(custom, MACHINESET, kube_namespace, "gpu-h100", replicas=1)
+    _deployment(apps, kube_namespace, "decode", replicas=1)
+    group = {"name": "gpu-h100", "namespace": kube_namespace, "gpusPerMachine": 8}
+    _variant(custom, kube_namespace, "llama-70b-decode", "decode", group=group, gpus_per_replica=None,
+             model="meta-llama/Llama-3.1-70B-Instruct")
+    store = VariantStore()
+    [spec], _ = KubeVariantSource(kube_api_client, namespace=kube_namespace, store=store).list_variants()
+    assert spec.gpus_per_replica is None
+    profiles, policy = default_profiles(), PolicySet()
+    scaler = KubeScaler(kube_api_client, store=store, gpus_for=lambda s: replica_gpus(s, profiles, policy))
+    scaler.current_replicas(spec)
+    scaler.scale(spec, 5)
+    machines = custom.get_namespaced_custom_object("machine.openshift.io", "v1beta1", kube_namespace, "machinesets",
+                                                   "gpu-h100")
+    assert machines["spec"]["replicas"] == 3
 
 
 def test_a_shared_node_group_keeps_the_machines_of_the_other_variant(kube_api_client: kube_client.ApiClient,
