@@ -56,11 +56,12 @@ def test_api_server_fills_defaults_the_models_declare(custom: kube_client.Custom
     created = _create(custom, kube_namespace, valid_spec(minReplicas=None, machineSetRef={"name": "gpu", "gpusPerMachine": 8}))
     defaults = api.VariantAutoscalingSpec.model_validate(valid_spec(machineSetRef={"name": "gpu", "gpusPerMachine": 8}))
     stored = created["spec"]
-    assert (stored["minReplicas"], stored["gpusPerReplica"], stored["machineSetRef"]["apiVersion"],
-            stored["machineSetRef"]["namespace"]) == (
-        defaults.min_replicas, defaults.gpus_per_replica, defaults.machine_set_ref.api_version,  # type: ignore[union-attr]
+    assert (stored["minReplicas"], stored["machineSetRef"]["apiVersion"], stored["machineSetRef"]["namespace"]) == (
+        defaults.min_replicas, defaults.machine_set_ref.api_version,  # type: ignore[union-attr]
         defaults.machine_set_ref.namespace,  # type: ignore[union-attr]
     )
+    # No default for GPUs per replica on either side: left out, the profile's count applies (not 1).
+    assert "gpusPerReplica" not in stored and defaults.gpus_per_replica is None
 
 
 def test_api_server_refuses_a_status_the_models_would_refuse(custom: kube_client.CustomObjectsApi,
