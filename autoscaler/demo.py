@@ -90,7 +90,7 @@ def run_demo(*, duration_s: float = 150.0, interval_s: float = 5.0, console: Con
     console = console or Console(width=None if Console().is_terminal else 150)
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     started = time.monotonic()
-    load: Callable[[float], float] = lambda _t: 0.0  # replaced once the stack is up
+    load: Callable[[float], float]  # the offered load, bound once the stack is up (show runs only after that)
     unit = "req/s"
 
     def show(report: CycleReport) -> None:

@@ -26,10 +26,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families
 
-from autoscaler.core.types import Role  # noqa: E402
-from autoscaler.localstack.vllm import SETUP_HINT, VllmPods, VllmVariant, completion, locate_engine  # noqa: E402
+from autoscaler.core.types import Role
+from autoscaler.localstack.vllm import SETUP_HINT, VllmPods, VllmVariant, completion, locate_engine
 
 FIXTURE = REPO / "tests" / "fixtures" / "vllm-metrics.json"
 IDENTITY_LABELS = {"model_name", "engine"}

@@ -23,7 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from autoscaler.core import combine as combining
-from autoscaler.core.behavior import Behavior, Recommendation, clamp, cooldown, rate_limit, remember, stabilise
+from autoscaler.core.behavior import (
+    Behavior,
+    Recommendation,
+    clamp,
+    cooldown,
+    rate_limit,
+    remember,
+    stabilise,
+)
 from autoscaler.core.policyset import VariantPolicy, variant_bounds
 from autoscaler.core.saturation import SaturationThresholds, consolidation_floor, recommend_saturation
 from autoscaler.core.slo_policy import Prediction

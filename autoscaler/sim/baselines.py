@@ -14,14 +14,21 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.types import Role
-from autoscaler.sim.hpa import HpaBehavior, HpaPolicy, HpaRules, HpaState, PolicyKind, hpa_step, pod_metric_replicas
+from autoscaler.sim.hpa import (
+    HpaBehavior,
+    HpaPolicy,
+    HpaRules,
+    HpaState,
+    PolicyKind,
+    hpa_step,
+    pod_metric_replicas,
+)
 from autoscaler.sim.runner import SimContext
 from autoscaler.sim.sizing import Sizing, mix_of, size_pools
 

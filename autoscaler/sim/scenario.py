@@ -19,8 +19,18 @@ from autoscaler.perf.capacity import SloTargets
 from autoscaler.perf.profile import PerformanceProfile
 from autoscaler.perf.profiles import ProfileFile, default_models_dir, default_profiles
 
-__all__ = ["AUTO_COARSE_AFTER_S", "COARSE", "DEFAULT_PROFILE", "ENGINE_MODES", "STEP", "WARMUP_HEAD_S",
-           "engine_mode_for", "Scenario", "kv_bytes_per_token", "resolve_profile"]
+__all__ = [
+    "AUTO_COARSE_AFTER_S",
+    "COARSE",
+    "DEFAULT_PROFILE",
+    "ENGINE_MODES",
+    "STEP",
+    "WARMUP_HEAD_S",
+    "Scenario",
+    "engine_mode_for",
+    "kv_bytes_per_token",
+    "resolve_profile",
+]
 
 DEFAULT_PROFILE = "llama-3.1-8b/h100"
 

@@ -4,6 +4,7 @@ the best static fleet found with the simulator in the loop."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 
@@ -11,8 +12,22 @@ import pytest
 
 from autoscaler.perf.profiles import default_profiles
 from autoscaler.sim.best_static import find_best_static, find_best_static_fast, replay_fixed
-from autoscaler.sim.dynamo import PrefillFit, decode_engine_rps, fit_prefill, prefill_engine_rps, throughput_replicas
-from autoscaler.sim.hpa import HpaBehavior, HpaPolicy, HpaRules, HpaState, PolicyKind, hpa_step, pod_metric_replicas
+from autoscaler.sim.dynamo import (
+    PrefillFit,
+    decode_engine_rps,
+    fit_prefill,
+    prefill_engine_rps,
+    throughput_replicas,
+)
+from autoscaler.sim.hpa import (
+    HpaBehavior,
+    HpaPolicy,
+    HpaRules,
+    HpaState,
+    PolicyKind,
+    hpa_step,
+    pod_metric_replicas,
+)
 from autoscaler.sim.policies import STANDARD, make_policy
 from autoscaler.sim.runner import simulate
 from autoscaler.sim.scenario import Scenario
@@ -111,7 +126,7 @@ def test_wva_in_the_simulator_never_adds_more_than_one_replica_per_control_inter
                                   seed=3)])
     result = simulate(surge, Scenario(**FAST), make_policy("wva"))
     for series in (result.timeline.prefill_replicas, result.timeline.decode_replicas):
-        steps = [b - a for a, b in zip(series, series[1:], strict=False)]
+        steps = [b - a for a, b in itertools.pairwise(series)]
         assert max(steps) <= 1
     assert max(result.timeline.prefill_replicas) > result.timeline.prefill_replicas[0]
 

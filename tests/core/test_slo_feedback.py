@@ -14,8 +14,8 @@ SETTINGS = SloFeedback()
 
 def window(*, ttft=((0.5, 1.0), (0.9, 2.0), (0.99, 4.0)), itl=((0.5, 0.02), (0.9, 0.03), (0.99, 0.04)),
            **changes) -> VariantSignals:
-    base = dict(freshness=Freshness.FRESH, pods=2, waiting=0.0, running=4.0, completions_per_s=3.0,
-                ttft_quantiles_s=ttft, itl_quantiles_s=itl)
+    base = {"freshness": Freshness.FRESH, "pods": 2, "waiting": 0.0, "running": 4.0, "completions_per_s": 3.0,
+                "ttft_quantiles_s": ttft, "itl_quantiles_s": itl}
     base.update(changes)
     return VariantSignals(**base)
 

@@ -74,7 +74,7 @@ def scale_writes(audit_log: Path, namespace: str) -> list[ScaleWrite]:
         if (ref.get("namespace"), ref.get("name"), ref.get("subresource")) != (namespace, DEPLOYMENT, "scale"):
             continue
         replicas = ((event.get("requestObject") or {}).get("spec") or {}).get("replicas")
-        out.append(ScaleWrite(dt.datetime.fromisoformat(event["stageTimestamp"].replace("Z", "+00:00")),
+        out.append(ScaleWrite(dt.datetime.fromisoformat(event["stageTimestamp"]),
                               event.get("userAgent", ""), replicas, (event.get("responseStatus") or {}).get("code", 0)))
     return sorted(out, key=lambda w: w.at)
 

@@ -41,8 +41,8 @@ def new_vllm(scrape: int, elapsed: float) -> str:
         f'vllm:prompt_tokens_total{{model_name="m",engine="0"}} {tokens}',
         f'vllm:prompt_tokens_by_source_total{{model_name="m",engine="0",source="local_compute"}} {0.1 * tokens}',
         f'vllm:prompt_tokens_by_source_total{{model_name="m",engine="0",source="local_cache_hit"}} {0.0}',
-        f'vllm:prompt_tokens_by_source_total{{model_name="m",engine="0",source="external_kv_transfer"}} '
-        f'{0.9 * tokens}',
+        (f'vllm:prompt_tokens_by_source_total{{model_name="m",engine="0",source="external_kv_transfer"}} '
+        f'{0.9 * tokens}'),
         f'vllm:prefix_cache_queries_total{{model_name="m",engine="0"}} {0.1 * tokens}',
         'vllm:prefix_cache_hits_total{model_name="m",engine="0"} 0',
         "",

@@ -23,7 +23,6 @@ from autoscaler.emulator import EmulatedVariant, Emulator
 from autoscaler.localstack import prometheus
 from tests.plugins.require import require
 
-
 T = TypeVar("T")
 
 
