@@ -35,7 +35,12 @@ from autoscaler.localstack.ports import free_port
 
 pytestmark = pytest.mark.integration
 
-LEASE_S, RENEW_S, RETRY_S = 3.0, 2.0, 0.5
+# Long enough that a controller starved of CPU for a few seconds on a loaded 2-core machine still renews in
+# time; the protocol bounds below are asserted with a slack (SCHEDULING_S) for the same reason.
+LEASE_S, RENEW_S, RETRY_S = 8.0, 5.0, 1.0
+SCHEDULING_S = 2.0
+# Deadlines for things that must happen, not bounds on how fast: generous, so that load only makes them slower.
+START_S = 90.0
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -57,7 +62,7 @@ class ControllerProcess:
             "VAS_RUNTIME_LEASE_DURATION_S": str(lease[0]),
             "VAS_RUNTIME_RENEW_DEADLINE_S": str(lease[1]),
             "VAS_RUNTIME_RETRY_PERIOD_S": str(lease[2]),
-            "VAS_RUNTIME_API_TIMEOUT_S": "1.5",
+            "VAS_RUNTIME_API_TIMEOUT_S": "3",
             "VAS_RUNTIME_HEALTH_BIND": "127.0.0.1",
             "VAS_RUNTIME_HEALTH_PORT": str(self.health_port),
             "VAS_RUNTIME_METRICS_PORT": str(self.metrics_port),
@@ -83,7 +88,7 @@ class ControllerProcess:
 
     def probe(self, path: str) -> int:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/{path}", timeout=2) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/{path}", timeout=10) as response:
                 return int(response.status)
         except urllib.error.HTTPError as exc:
             return exc.code
@@ -91,7 +96,7 @@ class ControllerProcess:
             return 0
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             return str(response.read().decode())
 
     def stop(self) -> None:
@@ -245,13 +250,13 @@ def test_exactly_one_of_two_controllers_acts(scene: str, control_plane: kube.Con
                                              kube_api_client: kube_client.ApiClient,
                                              processes: list[ControllerProcess], tmp_path: Path) -> None:
     a, b = start_pair(scene, control_plane, processes, tmp_path)
-    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=30, what="a lease holder")
+    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=START_S, what="a lease holder")
     leader, follower = (a, b) if leader_id == a.identity else (b, a)
-    eventually(lambda: follower.probe("readyz") == 200, timeout_s=15, what="the standby to be ready")
+    eventually(lambda: follower.probe("readyz") == 200, timeout_s=START_S, what="the standby to be ready")
     for done in range(4):  # give the leader something to do, four times
         reset_replicas(kube_api_client, scene)
         # generous: on a loaded CI machine one cycle (API calls, a refused Prometheus) can take seconds
-        eventually(lambda n=done: len(rescaled_by(kube_api_client, scene)) > n, timeout_s=30, what="a rescale")
+        eventually(lambda n=done: len(rescaled_by(kube_api_client, scene)) > n, timeout_s=START_S, what="a rescale")
 
     assert {who for who, _ in rescaled_by(kube_api_client, scene)} == {leader.identity}
     assert leader.logged("cycle") and not follower.logged("cycle")
@@ -265,10 +270,10 @@ def test_the_standby_takes_over_within_the_lease_duration_when_the_leader_dies(
     processes: list[ControllerProcess], tmp_path: Path,
 ) -> None:
     a, b = start_pair(scene, control_plane, processes, tmp_path)
-    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=30, what="a lease holder")
+    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=START_S, what="a lease holder")
     leader, follower = (a, b) if leader_id == a.identity else (b, a)
-    eventually(lambda: follower.logged("leader_election_started"), timeout_s=15, what="the standby to campaign")
-    eventually(lambda: leader.logged("cycle"), timeout_s=10, what="the leader's first cycle")
+    eventually(lambda: follower.logged("leader_election_started"), timeout_s=START_S, what="the standby to campaign")
+    eventually(lambda: leader.logged("cycle"), timeout_s=START_S, what="the leader's first cycle")
 
     leader.popen.send_signal(signal.SIGKILL)  # no release, no goodbye
     killed = time.monotonic()
@@ -277,10 +282,10 @@ def test_the_standby_takes_over_within_the_lease_duration_when_the_leader_dies(
     takeover_s = time.monotonic() - killed
     reset_replicas(kube_api_client, scene)
     eventually(lambda: any(who == follower.identity for who, _ in rescaled_by(kube_api_client, scene)),
-               timeout_s=10, what="the new leader to act")
+               timeout_s=START_S, what="the new leader to act")
     print(f"takeover after SIGKILL: {takeover_s:.2f}s (lease {LEASE_S:g}s, retry {RETRY_S:g}s)")
     # The last renewal was at most one retry period before the kill; the standby polls every retry period.
-    assert takeover_s <= LEASE_S + 2 * RETRY_S + 0.5
+    assert takeover_s <= LEASE_S + 2 * RETRY_S + SCHEDULING_S
 
 
 def test_sigterm_releases_the_lease_for_an_immediate_handover(
@@ -288,14 +293,14 @@ def test_sigterm_releases_the_lease_for_an_immediate_handover(
     processes: list[ControllerProcess], tmp_path: Path,
 ) -> None:
     a, b = start_pair(scene, control_plane, processes, tmp_path)
-    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=30, what="a lease holder")
+    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=START_S, what="a lease holder")
     leader, follower = (a, b) if leader_id == a.identity else (b, a)
-    eventually(lambda: follower.logged("leader_election_started"), timeout_s=15, what="the standby to campaign")
+    eventually(lambda: follower.logged("leader_election_started"), timeout_s=START_S, what="the standby to campaign")
 
-    eventually(lambda: leader.logged("cycle"), timeout_s=10, what="the leader's first cycle")
+    eventually(lambda: leader.logged("cycle"), timeout_s=START_S, what="the leader's first cycle")
 
     leader.popen.send_signal(signal.SIGTERM)
-    assert leader.popen.wait(timeout=15) == 0  # the cycle in progress finished, then a clean exit
+    assert leader.popen.wait(timeout=START_S) == 0  # the cycle in progress finished, then a clean exit
     [released] = leader.logged("lease_released")
     eventually(lambda: holder(kube_api_client, scene) == follower.identity, timeout_s=3 * LEASE_S,
                what="the standby to hold the lease")
@@ -303,7 +308,7 @@ def test_sigterm_releases_the_lease_for_an_immediate_handover(
     handover_s = (started - released).total_seconds()
     print(f"handover after the release: {handover_s:.2f}s (lease {LEASE_S:g}s, retry {RETRY_S:g}s)")
     # The standby polls every retry period; it does not wait for the lease to expire.
-    assert 0 <= handover_s <= 2 * RETRY_S + 0.5 < LEASE_S
+    assert 0 <= handover_s <= 2 * RETRY_S + SCHEDULING_S < LEASE_S
 
 
 def _kubeconfig_via(control_plane: kube.ControlPlane, port: int, path: Path) -> Path:
@@ -323,16 +328,16 @@ def test_a_partitioned_leader_stops_acting_before_the_new_leader_starts(
         via_proxy = _kubeconfig_via(control_plane, proxy.port, tmp_path / "via-proxy.kubeconfig")
         a = ControllerProcess(identity="controller-a", kubeconfig=via_proxy, namespace=scene, workdir=tmp_path)
         processes.append(a)
-        eventually(lambda: holder(kube_api_client, scene) == a.identity, timeout_s=30, what="A to lead")
+        eventually(lambda: holder(kube_api_client, scene) == a.identity, timeout_s=START_S, what="A to lead")
         b = ControllerProcess(identity="controller-b", kubeconfig=control_plane.kubeconfig_path, namespace=scene,
                               workdir=tmp_path)
         processes.append(b)
-        eventually(lambda: b.logged("leader_election_started"), timeout_s=15, what="B to campaign")
+        eventually(lambda: b.logged("leader_election_started"), timeout_s=START_S, what="B to campaign")
 
         proxy.cut()  # A can no longer renew; its requests hang until their timeouts
         eventually(lambda: holder(kube_api_client, scene) == b.identity, timeout_s=4 * LEASE_S,
                    what="B to take over")
-        eventually(lambda: a.popen.poll() is not None, timeout_s=15, what="A to exit")
+        eventually(lambda: a.popen.poll() is not None, timeout_s=START_S, what="A to exit")
     finally:
         proxy.close()
 
@@ -349,10 +354,10 @@ def test_a_paused_leader_does_not_act_when_it_wakes_up_deposed(
 ) -> None:
     """A stop-the-world pause (SIGSTOP) outlasting the lease: on waking, the old leader must not write."""
     a, b = start_pair(scene, control_plane, processes, tmp_path)
-    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=30, what="a lease holder")
+    leader_id = eventually(lambda: holder(kube_api_client, scene), timeout_s=START_S, what="a lease holder")
     leader, follower = (a, b) if leader_id == a.identity else (b, a)
-    eventually(lambda: follower.logged("leader_election_started"), timeout_s=15, what="the standby to campaign")
-    eventually(lambda: leader.logged("cycle"), timeout_s=10, what="the leader's first cycle")
+    eventually(lambda: follower.logged("leader_election_started"), timeout_s=START_S, what="the standby to campaign")
+    eventually(lambda: leader.logged("cycle"), timeout_s=START_S, what="the leader's first cycle")
 
     leader.popen.send_signal(signal.SIGSTOP)
     eventually(lambda: holder(kube_api_client, scene) == follower.identity, timeout_s=3 * LEASE_S,
@@ -361,7 +366,7 @@ def test_a_paused_leader_does_not_act_when_it_wakes_up_deposed(
     reset_replicas(kube_api_client, scene)
     woke = dt.datetime.now(dt.UTC)
     leader.popen.send_signal(signal.SIGCONT)
-    assert leader.popen.wait(timeout=15) == 1
+    assert leader.popen.wait(timeout=START_S) == 1
     scale = kube_client.AppsV1Api(kube_api_client).read_namespaced_deployment_scale("decode", scene)
     follower.popen.send_signal(signal.SIGCONT)
 
