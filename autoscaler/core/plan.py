@@ -705,7 +705,9 @@ def _ready_hold(sized: tuple[tuple[float, float], ...], demand: float, *, now: f
     earlier high within the last lead time (a dip: a replica released in it and needed again is back a lead time
     later, and the recommendations of the dip, not the demand's recovery, are what the scale-down window
     sees), else 0 (the scale-down window alone; a mix that needs fewer replicas for a steady or rising demand
-    is no dip)."""
+    is no dip). Outside a dip a variant's recommendations are kept only for the scale-down window (and the newest
+    one before it), so when a dip starts the hold sees those, not the whole lead time's: a demand that fell
+    slowly for longer than the window is held at less than its high."""
     kept = tuple((t, d) for t, d in sized if now - lead_s - 1e-9 <= t < now) + ((now, demand),)
     peak, fell = 0.0, False
     for _, d in kept:
