@@ -77,16 +77,33 @@ class Behavior:
 
 def stabilise(
     *, recommended: int, current: int, history: tuple[Recommendation, ...], now: float, behavior: Behavior,
-    idle: bool = False, retain_s: float = 0.0,
+    idle: bool = False, retain_s: float = 0.0, ready: int | None = None, lead_s: float = 0.0,
 ) -> tuple[DecisionStep, tuple[Recommendation, ...]]:
     """Apply the scale-up and scale-down windows. Returns the step and the pruned, extended history.
 
     ``idle`` is recorded with the recommendation; ``retain_s`` keeps entries longer than the windows need
     (the scale-to-zero idle window reads them).
+
+    ``lead_s`` (the time a new replica takes to serve, node included) with ``ready`` (the replicas serving):
+    a ready replica is held for the scale-down window or the lead time, whichever is longer, since one released
+    and asked for again within the lead time is back only a lead time later (on the 70B Azure load x8 a replica
+    released at minute 6 and re-ordered at minute 12 was ready at minute 30, after the hour's peak had begun);
+    replicas not ready yet serve nothing, and go within the scale-down window as before.
     """
-    kept = remember(history, Recommendation(now, recommended, idle), behavior=behavior, retain_s=retain_s)
+    kept = remember(history, Recommendation(now, recommended, idle), behavior=behavior,
+                    retain_s=max(retain_s, lead_s))
     up_window = [r.replicas for r in kept if now - r.at <= behavior.scale_up_window_s]
     down_window = [r.replicas for r in kept if now - r.at <= behavior.scale_down_window_s]
+    if ready is not None and lead_s > behavior.scale_down_window_s and recommended < current:
+        ready_window = [r.replicas for r in kept if now - r.at <= lead_s]
+        held_ready = min(ready, max(ready_window))
+        value = max(min(current, max(down_window)), held_ready)
+        if value > recommended:
+            return DecisionStep("stabilise", value, Reason.SCALE_DOWN_STABILISED,
+                                f"down to {recommended} held at {value}: ready replicas for the {lead_s:g}s lead "
+                                f"time, others for the {behavior.scale_down_window_s:g}s window",
+                                constrained=True), kept
+        return DecisionStep("stabilise", recommended, Reason.DESIRED_WITHIN_RANGE, "stable"), kept
 
     if recommended > current:
         value = max(current, min(up_window))

@@ -66,12 +66,15 @@ def decide(
     replicas: ReplicaCounts | None = None,
     last_scaled_at: float | None = None,
     variant_policy: VariantPolicy | None = None,
+    lead_s: float = 0.0,
 ) -> tuple[Decision, tuple[Recommendation, ...]]:
     """Decide the replicas of one variant. Pure: same inputs, same output.
 
     ``prediction``: the predictive target (None = reactive only). ``replicas``: ready/starting/unschedulable
     pods (None = unknown: no starting guard). ``last_scaled_at``: time of the last scale event (None = no
-    cooldown). ``variant_policy``: bounds, schedule and scale-to-zero from the policy file.
+    cooldown). ``variant_policy``: bounds, schedule and scale-to-zero from the policy file. ``lead_s``: how long a
+    new replica takes to serve (the planner's lead time; 0 = unknown): ready replicas are held at least that long
+    before a scale-down (:func:`autoscaler.core.behavior.stabilise`).
     """
     behavior = policy.behavior
     fresh = signals.freshness is Freshness.FRESH
@@ -96,11 +99,12 @@ def decide(
         steps.append(combined)
     value = combined.replicas
 
-    retain_s = bounds.idle_window_s if bounds.scale_to_zero else 0.0
+    retain_s = max(bounds.idle_window_s if bounds.scale_to_zero else 0.0, lead_s)
     if fresh:
         idle = combining.is_idle(signals=signals, prediction=prediction)
         stabilised, history = stabilise(recommended=value, current=current, history=history, now=now,
-                                        behavior=behavior, idle=idle, retain_s=retain_s)
+                                        behavior=behavior, idle=idle, retain_s=retain_s,
+                                        ready=replicas.ready if replicas is not None else None, lead_s=lead_s)
         steps.append(stabilised)
         value = stabilised.replicas
         if bounds.scale_to_zero:

@@ -98,6 +98,7 @@ def decide_fleet(
     now: float,
     method: Method = "auto",
     predictive_floors: Mapping[VariantRef, Prediction] | None = None,
+    lead_times: Mapping[str, float] | None = None,
 ) -> FleetDecision:
     """Decide all variants. ``demands``: per model, req/s to provision for (the forecast's upper quantile at
     the provisioning horizon); a model absent or None has no forecast and is decided reactively.
@@ -105,6 +106,9 @@ def decide_fleet(
     ``predictive_floors``: other predictive targets per variant (e.g. the decode replicas early rejection's
     prediction says the load already committed to decode will need); the larger of it and the allocation's
     target is used. They are not checked against the bounds before the last stage trims scale-ups.
+
+    ``lead_times``: per model, how long a new replica takes to serve (the planner's lead time); a model's ready
+    replicas are held at least that long before a scale-down.
     """
     prepared = [_prepare(item, policy=policy, demands=demands, now=now) for item in variants]
     conditions = [Condition(p.excluded[0], str(p.item.spec.ref), p.excluded[1]) for p in prepared if p.excluded]
@@ -137,6 +141,7 @@ def decide_fleet(
                 spec=p.item.spec, signals=p.item.signals, current=p.item.current, history=p.item.history,
                 policy=scaling, now=now, prediction=prediction, replicas=p.item.replicas,
                 last_scaled_at=p.item.last_scaled_at, variant_policy=policy.variant_policy(p.item.spec),
+                lead_s=(lead_times or {}).get(p.item.spec.model, 0.0),
             )
         except (ValueError, ArithmeticError) as exc:  # this variant's numbers: hold it, decide the others
             decision, histories[p.item.spec.ref] = held(p.item.spec.ref, p.item.current, exc), p.item.history

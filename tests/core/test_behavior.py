@@ -78,3 +78,30 @@ def test_clamps_to_bounds(desired, expected, reason):
 def test_rejects_negative_behavior_values():
     with pytest.raises(ValueError, match="max_step_up"):
         Behavior(max_step_up=-1)
+
+
+def test_a_ready_replica_is_held_for_the_lead_time_when_it_is_longer_than_the_scale_down_window():
+    # Recommended 7 at t=0, 6 since: after the 300 s window, before the 1020 s lead time.
+    history = hist((0, 7), (200, 6), (400, 6))
+    step, kept = stabilise(recommended=6, current=7, history=history, now=600.0,
+                           behavior=Behavior(scale_down_window_s=300), ready=7, lead_s=1020.0)
+    assert (step.replicas, step.reason) == (7, Reason.SCALE_DOWN_STABILISED)
+    assert kept[0] == Recommendation(0, 7)  # the history is kept for the lead time, not the window alone
+    later, _ = stabilise(recommended=6, current=7, history=kept, now=1100.0,
+                         behavior=Behavior(scale_down_window_s=300), ready=7, lead_s=1020.0)
+    assert later.replicas == 6
+
+
+def test_a_replica_not_ready_yet_goes_after_the_scale_down_window_whatever_the_lead_time():
+    # 8 replicas, 6 ready: the two starting ones serve nothing; only the 300 s window holds them.
+    history = hist((0, 8), (200, 6), (400, 6))
+    step, _ = stabilise(recommended=6, current=8, history=history, now=600.0,
+                        behavior=Behavior(scale_down_window_s=300), ready=6, lead_s=1020.0)
+    assert step.replicas == 6
+
+
+def test_without_a_lead_time_the_scale_down_window_alone_holds_ready_replicas():
+    history = hist((0, 7), (200, 6), (400, 6))
+    step, _ = stabilise(recommended=6, current=7, history=history, now=600.0,
+                        behavior=Behavior(scale_down_window_s=300), ready=7)
+    assert step.replicas == 6

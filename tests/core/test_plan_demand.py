@@ -196,3 +196,28 @@ def test_early_rejection_admits_what_the_ready_entry_serves_within_the_slo_once_
     assert outlook.admission_ratio < slack.outlooks[MODEL].admission_ratio
     # A pool meeting its TTFT at that load (an engine faster than the profile) is not held to the model.
     assert "ready within the SLO" not in slack.outlooks[MODEL].admission.reason
+
+
+@pytest.mark.parametrize(
+    ("sized", "held"),
+    [
+        pytest.param(((400.0, 20.0), (700.0, 20.0)), True, id="demand-down-from-its-high-within-the-lead-time"),
+        pytest.param(((400.0, 10.0), (700.0, 10.0)), False, id="steady-demand-fewer-replicas-for-the-mix"),
+        pytest.param(((100.0, 20.0), (200.0, 20.0)), False, id="the-high-is-older-than-the-lead-time"),
+    ],
+)
+def test_ready_replicas_are_held_for_the_lead_time_after_a_dip_in_demand(sized, held):
+    from autoscaler.core.behavior import Recommendation
+
+    # Nodes on demand: a new replica waits 600 s for a node and 90 s for its pod (lead 705 s, beyond the 300 s
+    # window). 8 prefill replicas, all ready, were recommended 600 s ago; 10 req/s now need fewer.
+    config = replace(LONG_REACH, nodes_on_demand=True)
+    policy = replace(POLICY, behavior=replace(POLICY.behavior, scale_down_window_s=300.0))
+    prefill = spec(Role.PREFILL).ref
+    state = PlannerState(histories={prefill: (Recommendation(400.0, 8),)}, sized_history={MODEL: sized})
+    obs = pools(rps=10.0, current=8, counts=ReplicaCounts(ready=8, starting=0, unschedulable=0))
+    result, after = plan_cycle(observations=obs, state=state, profiles=PROFILES, policy=policy, config=config,
+                               now=1000.0)
+    assert result.outlooks[MODEL].horizon_s == pytest.approx(705.0)
+    assert (result.decision(prefill).desired == 8) is held
+    assert after.sized_history[MODEL][-1][0] == 1000.0

@@ -189,3 +189,24 @@ def test_scale_to_zero_variant_keeps_its_minimum_while_its_model_has_demand():
                 variant("d-a100", Role.DECODE, "A100", capacity=5.0, price=1.0, current=1, low=0)]
     fleet = decide_fleet(variants=variants, demands={"llama": 4.0}, policy=policy(models=models), now=0.0)
     assert desired(fleet) == {"d-h100": 1, "d-a100": 0}
+
+
+def test_a_models_lead_time_holds_its_ready_replicas_past_the_scale_down_window():
+    from autoscaler.core.types import ReplicaCounts
+
+    slow = policy(behavior=Behavior(scale_down_window_s=300, max_step_down=0))
+
+    def run(lead_times):
+        histories, current, seen = {}, 4, []
+        for cycle, demand in enumerate([20.0] + [10.0] * 8):  # 4 replicas' worth, then 2's, every 100 s
+            item = VariantInput(spec=spec("d", Role.DECODE, "H100"), signals=CALM, current=current,
+                                history=histories.get(VariantRef("ns", "d"), ()), capacity_rps=5.0,
+                                replicas=ReplicaCounts(ready=current, starting=0, unschedulable=0))
+            fleet = decide_fleet(variants=[item], demands={"llama": demand}, policy=slow, now=cycle * 100.0,
+                                 lead_times=lead_times)
+            histories, current = fleet.histories, fleet.decisions[0].desired
+            seen.append(current)
+        return seen
+
+    assert run(None) == [4, 4, 4, 4, 2, 2, 2, 2, 2]  # the 300 s window alone
+    assert run({"llama": 700.0}) == [4, 4, 4, 4, 4, 4, 4, 4, 2]  # a replica back takes 700 s: held that long
