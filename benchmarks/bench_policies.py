@@ -65,7 +65,10 @@ class BenchScenario:
     scenario: Scenario
     about: str
     resample_engine: str | None = None
-    """The engine the resamples run on when not the point's (``coarse`` on the 70B hours: 4-5x cheaper)."""
+    """The engine the resamples run on when not the point's: ``coarse`` on the one-hour traces, 4-5x cheaper than
+    the per-step engine the points run on (validated against it within 0.3 point and 3% GPU-hours,
+    ``tests/core/test_sim_coarse.py``; the intervals from both engines on the same draws are compared in the
+    README)."""
     resample_reach_s: float | None = None
     """A local block bootstrap (each minute drawn within this reach of its own) where the trace's shape in time
     is the scenario: the surge, the daily cycle. None: minutes drawn from the whole trace."""
@@ -99,11 +102,12 @@ def _servegen() -> Trace:
 
 _70B = "llama-3.1-70b/h100-tp4"
 SCENARIOS = (
-    BenchScenario("azure-conv", _azure, Scenario(), "Azure conv, 8B/H100, TTFT 1 s"),
+    BenchScenario("azure-conv", _azure, Scenario(), "Azure conv, 8B/H100, TTFT 1 s", resample_engine="coarse"),
     BenchScenario("mooncake-conversation", lambda: read_trace(TRACES / "mooncake_conversation_trace.jsonl"),
-                  Scenario(slo_ttft_s=10.0), "Mooncake conversation, 8B/H100, TTFT 10 s"),
+                  Scenario(slo_ttft_s=10.0), "Mooncake conversation, 8B/H100, TTFT 10 s", resample_engine="coarse"),
     BenchScenario(HELD_OUT, lambda: read_trace(TRACES / "mooncake_synthetic_trace.jsonl"),
-                  Scenario(slo_ttft_s=10.0), "Mooncake synthetic (held out), 8B/H100, TTFT 10 s"),
+                  Scenario(slo_ttft_s=10.0), "Mooncake synthetic (held out), 8B/H100, TTFT 10 s",
+                  resample_engine="coarse"),
     BenchScenario("azure-load8-70b", _azure_load(8.0), Scenario(profile=_70B, load_scale=8.0),
                   "Azure conv at load x8, 70B/H100-TP4, TTFT 1 s", resample_engine="coarse"),
     BenchScenario("azure-surge-70b", _surge, Scenario(profile=_70B, extra=(("surge", "load x4, x12 (min 20-35), x4"),)),
@@ -161,8 +165,9 @@ def run_cell(name: str, error: float, policies: tuple[str, ...], resample: int,
         report["wall_s"] = round(time.perf_counter() - started, 1)
     for policy in resamples or {}:  # how each interval was drawn, beside it
         report["policies"][policy]["resample"].update(
-            count=count, engine=engine, blocks="1 min" + (f", local within {bench.resample_reach_s:g} s"
-                                                          if bench.resample_reach_s is not None else ""))
+            count=count, engine=engine,
+            blocks=(f"1-minute blocks each drawn within {bench.resample_reach_s:g} s of its place"
+                    if bench.resample_reach_s is not None else "1-minute blocks drawn from the whole trace"))
     if kept is not None and not resample_only:  # a rerun of some policies replaces theirs and keeps the others'
         report["policies"] = {**{k: v for k, v in kept["policies"].items() if k not in report["policies"]},
                               **report["policies"]}
@@ -228,7 +233,26 @@ def markdown(reports: list[dict[str, Any]]) -> str:
         lines.append(f"| {report['trace']} | {error:g}x | {100 * feasible:.2f}% | " + " | ".join(cells) + " |")
         notes.append(f"- {report['trace']} @ {error:g}x: default {verdict(report)}.")
     return "\n".join(lines) + "\n\nGPU-hours / share of requests within both SLOs" \
-        " [90% bootstrap interval of GPU-h; of attainment], where resampled.\n\n" + "\n".join(notes) + "\n"
+        " [90% bootstrap interval of GPU-h; of attainment], where resampled.\n\n" + _how_resampled(reports) \
+        + "\n".join(notes) + "\n"
+
+
+def _how_resampled(reports: list[dict[str, Any]]) -> str:
+    """Per scenario, how its intervals were drawn (resamples, engine, blocks), from the cells' own records."""
+    ways: dict[str, set[str]] = {}
+    for report in reports:
+        point = report["scenario"].get("engine_mode", "step")
+        for entry in report["policies"].values():
+            spread = entry.get("resample")
+            if spread:
+                engine = spread.get("engine", point)
+                text = (f"K={spread.get('count', report['scenario'].get('resample'))}, {engine} engine"
+                        + (f" (the point: {point})" if engine != point else "")
+                        + f", {spread.get('blocks', '1-minute blocks drawn from the whole trace')}")
+                ways.setdefault(report["trace"], set()).add(text)
+    if not ways:
+        return ""
+    return "Intervals: " + "; ".join(f"{name}: {' / '.join(sorted(texts))}" for name, texts in ways.items()) + ".\n\n"
 
 
 def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
