@@ -55,6 +55,12 @@ MATRIX = RESULTS / "matrix"
 PEERS = ("default", "hpa-tuned", "wva", "dynamo", "best-static", "static-peak")
 ERRORS = (1.0, 0.7, 1.3)
 HELD_OUT = "mooncake-synthetic"
+COARSE_RESAMPLED = ("wva", "dynamo", "static-peak")
+"""The policies whose resamples may run on a scenario's ``resample_engine`` (coarse) while the point runs per-step:
+on one load x8 draw their coarse and per-step runs agree within 0.6% GPU-h and 0.03 point. Not ``best-static``
+(its search sits on the 0.5-point threshold, where the coarse engine found a fleet 8% cheaper than the per-step
+one), ``hpa-tuned`` (whether it runs away differs draw by draw: 79 against 153 GPU-h on one draw, though the
+intervals agree within a few points), nor ``default``."""
 SEED = 0
 
 
@@ -65,10 +71,9 @@ class BenchScenario:
     scenario: Scenario
     about: str
     resample_engine: str | None = None
-    """The engine the resamples run on when not the point's: ``coarse`` on the one-hour traces, 4-5x cheaper than
-    the per-step engine the points run on (validated against it within 0.3 point and 3% GPU-hours,
-    ``tests/core/test_sim_coarse.py``; the intervals from both engines on the same draws are compared in the
-    README)."""
+    """The engine the resamples of :data:`COARSE_RESAMPLED` run on when not the point's: ``coarse`` on the 70B
+    hours, about 3x cheaper than the per-step engine their points run on (validated against it within 0.3 point
+    and 3% GPU-hours, ``tests/core/test_sim_coarse.py``; both engines on the same draw compared in the README)."""
     resample_reach_s: float | None = None
     """A local block bootstrap (each minute drawn within this reach of its own) where the trace's shape in time
     is the scenario: the surge, the daily cycle. None: minutes drawn from the whole trace."""
@@ -102,12 +107,11 @@ def _servegen() -> Trace:
 
 _70B = "llama-3.1-70b/h100-tp4"
 SCENARIOS = (
-    BenchScenario("azure-conv", _azure, Scenario(), "Azure conv, 8B/H100, TTFT 1 s", resample_engine="coarse"),
+    BenchScenario("azure-conv", _azure, Scenario(), "Azure conv, 8B/H100, TTFT 1 s"),
     BenchScenario("mooncake-conversation", lambda: read_trace(TRACES / "mooncake_conversation_trace.jsonl"),
-                  Scenario(slo_ttft_s=10.0), "Mooncake conversation, 8B/H100, TTFT 10 s", resample_engine="coarse"),
+                  Scenario(slo_ttft_s=10.0), "Mooncake conversation, 8B/H100, TTFT 10 s"),
     BenchScenario(HELD_OUT, lambda: read_trace(TRACES / "mooncake_synthetic_trace.jsonl"),
-                  Scenario(slo_ttft_s=10.0), "Mooncake synthetic (held out), 8B/H100, TTFT 10 s",
-                  resample_engine="coarse"),
+                  Scenario(slo_ttft_s=10.0), "Mooncake synthetic (held out), 8B/H100, TTFT 10 s"),
     BenchScenario("azure-load8-70b", _azure_load(8.0), Scenario(profile=_70B, load_scale=8.0),
                   "Azure conv at load x8, 70B/H100-TP4, TTFT 1 s", resample_engine="coarse"),
     BenchScenario("azure-surge-70b", _surge, Scenario(profile=_70B, extra=(("surge", "load x4, x12 (min 20-35), x4"),)),
@@ -125,7 +129,7 @@ def cell_path(name: str, error: float) -> Path:
 
 
 def run_cell(name: str, error: float, policies: tuple[str, ...], resample: int,
-             resample_only: bool = False) -> dict[str, Any]:
+             resample_only: bool = False, resample_engine: str | None = None) -> dict[str, Any]:
     """One scenario at one engine error under every policy: the ``simulate --json`` report, written to disk.
 
     A cell already on disk keeps the policies not run now. With ``resample_only`` the points on disk are kept
@@ -148,10 +152,14 @@ def run_cell(name: str, error: float, policies: tuple[str, ...], resample: int,
     started = time.perf_counter()
     starts = WarmStarts()  # best-static's resamples search from its fleet on the trace (or on the resample before)
     results = [] if resample_only else run_policies(trace, scenario, list(policies), profile=profile, make=starts)
-    engine = bench.resample_engine or scenario.engine_mode
-    resamples = (run_resamples(trace, dataclasses.replace(scenario, engine_mode=engine), list(policies),
-                               profile=profile, count=count, seed=SEED, reach_s=bench.resample_reach_s, make=starts)
-                 if count else None)
+    engines = {p: scenario.engine_mode if scenario.engine_mode == "coarse"  # the two days never run per-step
+               else resample_engine or (bench.resample_engine if p in COARSE_RESAMPLED else None) or "step"
+               for p in policies}
+    resamples: dict[str, Any] | None = None
+    for engine in sorted(set(engines.values())) if count else ():  # the same draws (seeds) on either engine
+        resamples = {**(resamples or {}), **run_resamples(
+            trace, dataclasses.replace(scenario, engine_mode=engine), [p for p in policies if engines[p] == engine],
+            profile=profile, count=count, seed=SEED, reach_s=bench.resample_reach_s, make=starts)}
     if resample_only:
         report = kept
         assert report is not None and resamples is not None
@@ -165,7 +173,7 @@ def run_cell(name: str, error: float, policies: tuple[str, ...], resample: int,
         report["wall_s"] = round(time.perf_counter() - started, 1)
     for policy in resamples or {}:  # how each interval was drawn, beside it
         report["policies"][policy]["resample"].update(
-            count=count, engine=engine,
+            count=count, engine=engines[policy],
             blocks=(f"1-minute blocks each drawn within {bench.resample_reach_s:g} s of its place"
                     if bench.resample_reach_s is not None else "1-minute blocks drawn from the whole trace"))
     if kept is not None and not resample_only:  # a rerun of some policies replaces theirs and keeps the others'
@@ -238,21 +246,25 @@ def markdown(reports: list[dict[str, Any]]) -> str:
 
 
 def _how_resampled(reports: list[dict[str, Any]]) -> str:
-    """Per scenario, how its intervals were drawn (resamples, engine, blocks), from the cells' own records."""
-    ways: dict[str, set[str]] = {}
+    """Per row, how its intervals were drawn (resamples, engine, blocks) and for which policies, from the cells'
+    own records."""
+    rows = []
     for report in reports:
         point = report["scenario"].get("engine_mode", "step")
-        for entry in report["policies"].values():
+        ways: dict[str, list[str]] = {}
+        for policy, entry in report["policies"].items():
             spread = entry.get("resample")
             if spread:
                 engine = spread.get("engine", point)
                 text = (f"K={spread.get('count', report['scenario'].get('resample'))}, {engine} engine"
                         + (f" (the point: {point})" if engine != point else "")
                         + f", {spread.get('blocks', '1-minute blocks drawn from the whole trace')}")
-                ways.setdefault(report["trace"], set()).add(text)
-    if not ways:
-        return ""
-    return "Intervals: " + "; ".join(f"{name}: {' / '.join(sorted(texts))}" for name, texts in ways.items()) + ".\n\n"
+                ways.setdefault(text, []).append(policy)
+        if ways:
+            error = report["scenario"].get("engine_prefill_error", 1.0)
+            rows.append(f"- {report['trace']} @ {error:g}x: "
+                        + "; ".join(f"{', '.join(names)}: {text}" for text, names in ways.items()))
+    return ("Intervals, as drawn:\n\n" + "\n".join(rows) + "\n\n") if rows else ""
 
 
 def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -310,6 +322,9 @@ def main() -> None:
                         help="block-bootstrap resamples per cell (at most a scenario's max_resample)")
     parser.add_argument("--resample-only", action="store_true",
                         help="keep the points on disk; (re)compute only the resamples' intervals")
+    parser.add_argument("--resample-engine", choices=("step", "coarse"),
+                        help="the engine of the resamples on the one-hour scenarios (default: per-step, the coarse engine "
+                             "for COARSE_RESAMPLED on the 70B hours); the two-day scenario stays coarse")
     parser.add_argument("--jobs", type=int, default=2, help="cells run at once (processes)")
     parser.add_argument("--table-only", action="store_true", help="rebuild policies.md from the cells on disk")
     args = parser.parse_args()
@@ -320,7 +335,8 @@ def main() -> None:
     if not args.table_only:
         cells = [(n, e) for e in errors for n in names]
         with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            futures = {pool.submit(run_cell, n, e, policies, args.resample, args.resample_only): (n, e) for n, e in cells}
+            futures = {pool.submit(run_cell, n, e, policies, args.resample, args.resample_only,
+                                   args.resample_engine): (n, e) for n, e in cells}
             for done, future in enumerate(as_completed(futures), 1):
                 n, e = futures[future]
                 report = future.result()
