@@ -341,20 +341,32 @@ def load_scale(trace: Trace, factor: float, *, seed: int | Sequence[int]) -> Tra
     return trace._replace(order=rows, arrival_s=arrival[order], hash_ids=None)
 
 
-def block_bootstrap(trace: Trace, *, seed: int | Sequence[int], block_s: float = MINUTE_S) -> Trace:
+def block_bootstrap(trace: Trace, *, seed: int | Sequence[int], block_s: float = MINUTE_S,
+                    reach_s: float | None = None) -> Trace:
     """A block-bootstrap resample: the trace cut into ``block_s`` blocks from arrival 0, and as many blocks drawn
     with replacement (seeded) laid end to end, each keeping its requests' times within the block and their lengths.
 
     The result has the same number of blocks, so about the same duration and (in expectation) the same requests;
     within-block burstiness is kept, the order of blocks is not (so the slow cycle of a long trace is blurred:
     resample a window when that matters). The last, partial block is drawn like the others.
+
+    With ``reach_s`` the draw is local: block i is drawn among the blocks starting within ``reach_s`` of its own
+    start (fewer at the ends), so what happens at a time of day, or in a surge, stays about then; a daily cycle
+    or a surge that is the point of a trace survives the resample (a local block bootstrap). 0 is the trace.
     """
     _positive(block_s, "block_s")
+    if reach_s is not None and not (math.isfinite(reach_s) and reach_s >= 0):
+        raise ValueError(f"reach_s must be a finite number >= 0, got {reach_s}")
     rng = np.random.default_rng(seed)
     blocks = max(1, math.ceil((trace.duration_s + 1e-9) / block_s))
     edges = np.searchsorted(trace.arrival_s, np.arange(blocks + 1) * block_s, side="left")
     edges[-1] = len(trace)
-    drawn = rng.integers(0, blocks, size=blocks)
+    if reach_s is None:
+        drawn = rng.integers(0, blocks, size=blocks)
+    else:
+        reach = math.floor(reach_s / block_s + 1e-9)
+        own = np.arange(blocks)
+        drawn = rng.integers(np.maximum(own - reach, 0), np.minimum(own + reach, blocks - 1) + 1)
     counts = edges[drawn + 1] - edges[drawn]
     total = int(counts.sum())
     starts_out = np.cumsum(counts) - counts

@@ -161,6 +161,11 @@ class BestStatic:
     """A constant fleet, the cheapest that reaches the feasible share minus 0.5 point on this very replay."""
 
     margin: float = MARGIN
+    near: Sizing | None = None
+    """A fleet found on a similar trace (the previous bootstrap resample): the search then starts there and moves
+    by single replicas on this replay's own engine (:func:`_settle`) instead of searching from the capacity model's
+    peak; it finds the same fleet whenever the two traces' best fleets are neighbours (on the resamples of one
+    trace, they are), for a few replays instead of tens."""
     name: str = "best-static"
     instant_capacity: bool = False
     search: StaticSearch | None = field(default=None, init=False, repr=False)
@@ -169,8 +174,12 @@ class BestStatic:
         from autoscaler.sim.baselines import StaticPeak
 
         trace = _trace_proper(ctx)
-        self.search = find_best_static_fast(trace, ctx.scenario, ctx.profile, start=StaticPeak().initial(ctx),
-                                            margin=self.margin)
+        if self.near is not None:
+            self.search = _settle(trace, ctx.scenario, ctx.profile, StaticSearch(self.near, 0.0, reached=False),
+                                  margin=self.margin)
+        else:
+            self.search = find_best_static_fast(trace, ctx.scenario, ctx.profile, start=StaticPeak().initial(ctx),
+                                                margin=self.margin)
         return self.search.fleet
 
     def start(self, ctx: SimContext) -> None:

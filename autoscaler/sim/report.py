@@ -36,10 +36,11 @@ from rich.table import Table
 
 from autoscaler.core.types import Role
 from autoscaler.perf.profile import PerformanceProfile
+from autoscaler.sim.best_static import BestStatic
 from autoscaler.sim.bounds import StartupBound, clairvoyant_with_startup
 from autoscaler.sim.plots import plot_cost_vs_attainment, plot_timelines
 from autoscaler.sim.policies import make_policy
-from autoscaler.sim.runner import RunResult, simulate
+from autoscaler.sim.runner import RunResult, SimPolicy, simulate
 from autoscaler.sim.scenario import Scenario
 from autoscaler.traces import Trace, block_bootstrap
 
@@ -47,8 +48,19 @@ CLAIRVOYANT = "clairvoyant-model"
 """The policy the JSON's ``oracle_with_startup`` and ``gpu_hours_vs_oracle*`` extras are computed from (the keys
 keep their old name): clairvoyant on the project's own capacity model, not a bound, so no headline uses them."""
 
-__all__ = ["CLAIRVOYANT", "RESAMPLED", "oracle_with_startup", "percentile_interval", "print_table", "report_json",
-           "resample_summary", "run_policies", "run_resamples", "write_plots"]
+__all__ = [
+    "CLAIRVOYANT",
+    "RESAMPLED",
+    "WarmStarts",
+    "oracle_with_startup",
+    "percentile_interval",
+    "print_table",
+    "report_json",
+    "resample_summary",
+    "run_policies",
+    "run_resamples",
+    "write_plots",
+]
 
 Progress = Callable[[str, float], None]  # (policy, simulated seconds done)
 ResampleProgress = Callable[[str, int, float], None]  # (policy, resample index, simulated seconds done)
@@ -57,12 +69,29 @@ RESAMPLED = ("gpu_hours", "attainment", "ttft_attainment", "itl_attainment")
 """The fields of a policy's result summarised over the resamples."""
 
 
+class WarmStarts:
+    """Makes the policies for a run of similar traces (a trace, then its bootstrap resamples): as
+    :func:`make_policy`, except that ``best-static`` searches from the fleet it found on the trace before
+    (:attr:`autoscaler.sim.best_static.BestStatic.near`); the first one made searches in full."""
+
+    def __init__(self) -> None:
+        self._last: BestStatic | None = None
+
+    def __call__(self, name: str) -> SimPolicy:
+        if name != "best-static":
+            return make_policy(name)
+        near = self._last.search.fleet if self._last is not None and self._last.search is not None else None
+        self._last = BestStatic(near=near)
+        return self._last
+
+
 def run_policies(trace: Trace, scenario: Scenario, names: Sequence[str], *, profile: PerformanceProfile,
-                 progress: Progress | None = None) -> list[RunResult]:
-    """Every named policy on the same trace and scenario, in order."""
+                 progress: Progress | None = None,
+                 make: Callable[[str], SimPolicy] = make_policy) -> list[RunResult]:
+    """Every named policy on the same trace and scenario, in order (each made by ``make``)."""
     results = []
     for name in names:
-        policy = make_policy(name)
+        policy = make(name)
 
         def tick(done: float, name: str = name) -> None:
             if progress is not None:
@@ -73,19 +102,24 @@ def run_policies(trace: Trace, scenario: Scenario, names: Sequence[str], *, prof
 
 
 def run_resamples(trace: Trace, scenario: Scenario, names: Sequence[str], *, profile: PerformanceProfile,
-                  count: int, seed: int, progress: ResampleProgress | None = None) -> dict[str, list[RunResult]]:
+                  count: int, seed: int, progress: ResampleProgress | None = None, reach_s: float | None = None,
+                  make: Callable[[str], SimPolicy] | None = None) -> dict[str, list[RunResult]]:
     """Every named policy on each of ``count`` block-bootstrap resamples of ``trace`` (resample k drawn with the
-    seed ``(seed, k)``, the same for every policy): per policy, its results in resample order."""
+    seed ``(seed, k)``, the same for every policy; with ``reach_s``, a local draw, see
+    :func:`autoscaler.traces.block_bootstrap`): per policy, its results in resample order. Policies are made by
+    ``make``, by default a fresh :class:`WarmStarts` (pass the one the trace's own run used to start ``best-static``
+    from its fleet there)."""
     out: dict[str, list[RunResult]] = {name: [] for name in names}
+    make = make if make is not None else WarmStarts()
     for k in range(count):
-        resampled = block_bootstrap(trace, seed=(seed, k))
+        resampled = block_bootstrap(trace, seed=(seed, k), reach_s=reach_s)
 
         def tick(name: str, done: float, k: int = k) -> None:
             if progress is not None:
                 progress(name, k, done)
 
-        for name, result in zip(names, run_policies(resampled, scenario, names, profile=profile, progress=tick),
-                                strict=True):
+        for name, result in zip(names, run_policies(resampled, scenario, names, profile=profile, progress=tick,
+                                                    make=make), strict=True):
             out[name].append(result)
     return out
 

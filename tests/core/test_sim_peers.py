@@ -203,6 +203,28 @@ def test_best_static_searched_on_the_coarse_engine_is_settled_minimal_on_the_per
     assert run.both_attainment >= search.target and run.scale_actions == 0
 
 
+def test_best_static_started_from_a_far_fleet_settles_on_the_full_searchs_fleet():
+    from autoscaler.sim.best_static import BestStatic
+    from autoscaler.sim.report import WarmStarts
+
+    trace = poisson_trace(rate_rps=12.0, duration_s=180.0, prompt_tokens=3000, mean_output_tokens=120, seed=5)
+    scenario = Scenario(**FAST)
+    full = simulate(trace, scenario, make_policy("best-static"))
+    fleet = (full.timeline.prefill_replicas[0], full.timeline.decode_replicas[0])
+    start = (fleet[0] + 2, max(1, fleet[1] - 1))
+    near = BestStatic(near=Sizing(*start))
+    run = simulate(trace, scenario, near)
+    assert near.search is not None and start in near.search.tried and len(near.search.tried) < 12
+    assert (run.timeline.prefill_replicas[0], run.timeline.decode_replicas[0]) == fleet
+    starts = WarmStarts()  # the first best-static searches in full; the next starts where it ended
+    first, second = starts("best-static"), starts("best-static")
+    assert isinstance(first, BestStatic) and first.near is None
+    assert isinstance(second, BestStatic) and second.near is None  # the first has not run yet: nothing to start from
+    simulate(trace, scenario, second)
+    third = starts("best-static")
+    assert isinstance(third, BestStatic) and third.near == Sizing(*fleet)
+
+
 def test_the_standard_set_is_default_and_the_peers_with_the_clairvoyant_model_last():
     assert STANDARD == ("default", "hpa-tuned", "wva", "dynamo", "best-static", "static-peak", "saturation",
                         "clairvoyant-model")

@@ -92,3 +92,31 @@ def test_block_bootstrap_resamples_differ_by_seed_and_repeat_for_the_same_seed(a
     a, b, c = (block_bootstrap(azure, seed=seed) for seed in ((0, 0), (0, 0), (1, 0)))
     np.testing.assert_array_equal(a.arrival_s, b.arrival_s)
     assert not np.array_equal(a.arrival_s, c.arrival_s)
+
+
+def test_a_local_block_bootstrap_draws_each_minute_from_within_its_reach(azure: Trace) -> None:
+    minutes = len(per_minute(azure))
+    offsets = {}
+    for m in range(minutes):
+        sel = (azure.arrival_s // 60).astype(int) == m
+        offsets[m] = (tuple(np.round(azure.arrival_s[sel] - 60 * m, 6)), tuple(azure.input_tokens[sel]))
+    resampled = block_bootstrap(azure, seed=(0, 1), reach_s=300.0)
+    moved = 0
+    for m in range(len(per_minute(resampled))):
+        sel = (resampled.arrival_s // 60).astype(int) == m
+        block = (tuple(np.round(resampled.arrival_s[sel] - 60 * m, 6)), tuple(resampled.input_tokens[sel]))
+        sources = [s for s in range(max(0, m - 5), min(minutes, m + 6)) if offsets[s] == block]
+        assert sources, f"minute {m} is not one of the minutes within 5 of it"
+        moved += m not in sources
+    assert moved > minutes // 2  # it does resample (a minute stays put with chance 1/11)
+
+
+def test_a_local_block_bootstrap_of_reach_0_is_the_trace_itself(azure: Trace) -> None:
+    same = block_bootstrap(azure, seed=4, reach_s=0.0)
+    np.testing.assert_array_equal(same.arrival_s, azure.arrival_s)
+    np.testing.assert_array_equal(same.output_tokens, azure.output_tokens)
+
+
+def test_a_negative_reach_is_refused_naming_it(azure: Trace) -> None:
+    with pytest.raises(ValueError, match="reach_s"):
+        block_bootstrap(azure, seed=0, reach_s=-60.0)
