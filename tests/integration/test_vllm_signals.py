@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pytest
@@ -67,16 +67,38 @@ def sample_quantile(values: Iterable[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def served_rate(engine_before: Engine, engine_after: Engine) -> float:
-    """Requests the engine finished for a reason that means served work.
+SERVED_REASONS = ("stop", "length", "repetition")
+"""(vLLM 0.32 counts no ``abort`` for a client that hangs up: that request never reaches the finished-request
+stats. The served-reasons filter is checked on exported ``abort``/``error`` series in
+tests/integration/test_signal_semantics.py.)"""
 
-    (vLLM 0.32 counts no ``abort`` for a client that hangs up: that request never reaches the finished-request
-    stats. The served-reasons filter is checked on exported ``abort``/``error`` series in
-    tests/integration/test_signal_semantics.py.)"""
-    served = sum(engine_after.value("vllm:request_success_total", finished_reason=r)
-                 - engine_before.value("vllm:request_success_total", finished_reason=r)
-                 for r in ("stop", "length", "repetition"))
-    return served / (engine_after.at - engine_before.at)
+
+def served(engine: Engine) -> float:
+    """Requests the engine finished for a reason that means served work, up to that scrape."""
+    return sum(engine.value("vllm:request_success_total", finished_reason=r) for r in SERVED_REASONS)
+
+
+def extrapolation(stamps: list[float], *, start: float, end: float) -> float:
+    """What ``rate()`` multiplies the slope between a range's first and last sample by (Prometheus
+    promql/functions.go, extrapolatedRate): each end is extended to the range's edge when the gap is under 1.1
+    average scrape intervals, else by half an interval; the extended span is then divided by the range."""
+    sampled = stamps[-1] - stamps[0]
+    interval = sampled / (len(stamps) - 1)
+    to_start, to_end = stamps[0] - start, end - stamps[-1]
+    to_start = to_start if to_start < 1.1 * interval else interval / 2
+    to_end = to_end if to_end < 1.1 * interval else interval / 2
+    return (sampled + to_start + to_end) / (end - start)
+
+
+def interpolated(samples: list[Engine], t: float, value: Callable[[Engine], float]) -> float:
+    """``value`` of the engine at wall time ``t``, interpolated between the two samples either side of it (a
+    counter steps by a batch's requests several times a second: the nearest sample alone can be a batch off)."""
+    before = max((e for e in samples if e.at <= t), key=lambda e: e.at)
+    after = min((e for e in samples if e.at >= t), key=lambda e: e.at)
+    if after.at == before.at:
+        return value(before)
+    share = (t - before.at) / (after.at - before.at)
+    return value(before) + share * (value(after) - value(before))
 
 
 def wait_until(condition, *, timeout_s: float, what: str, poll_s: float = 0.5) -> None:  # type: ignore[no-untyped-def]
@@ -129,6 +151,9 @@ class Window:
     after: Engine  # and at the evaluation instant
     at: float
     samples: list[Engine]  # every engine sample of the run
+    scraped: list[float]
+    """When the scrapes in the rate window were taken: ``rate()`` is the counter's slope between the first and
+    the last, extrapolated (:func:`extrapolation`), so the engine is compared over the same span."""
 
 
 def measure_window(stack, variant, instance, source) -> Window:  # type: ignore[no-untyped-def]
@@ -147,13 +172,17 @@ def measure_window(stack, variant, instance, source) -> Window:  # type: ignore[
         at = source.server_time()
         spec = stack.spec_of(variant)
         signals = source.collect_all([spec], now=at).variants[spec]
-        time.sleep(0.6)  # noqa: one more engine sample past the evaluation instant, for the nearest-sample lookup
+        series = stack.prometheus.query(
+            f'vllm:request_success_total{{namespace="{stack.namespace}",finished_reason="length"}}[{WINDOW_S}s]', at=at)
+        stamps = [float(t) for t, _ in series[0]["values"]]
+        time.sleep(0.6)  # noqa: one more engine sample past the evaluation instant, for the interpolation
     finally:
         sampler.stop()
         load.stop()
     assert not load.errors, load.errors[:3]
+    assert len(stamps) >= WINDOW_S / 2 / 2, f"scrapes missed: {len(stamps)} in {WINDOW_S} s"
     return Window(signals=signals, load=load, before=sampler.at(at - WINDOW_S), after=sampler.at(at), at=at,
-                  samples=list(sampler.snapshots))
+                  samples=list(sampler.snapshots), scraped=stamps)
 
 
 def test_every_signal_read_from_a_real_vllm_under_load_agrees_with_the_engine_and_the_load_generator(serving):  # type: ignore[no-untyped-def]
@@ -162,22 +191,30 @@ def test_every_signal_read_from_a_real_vllm_under_load_agrees_with_the_engine_an
     assert signals.freshness is Freshness.FRESH, signals.note
     assert signals.pods == 1
 
-    # Rates: the engine's counters over the same window, and the requests the load generator saw finish.
-    served: list[Served] = load.served_between(w.at - WINDOW_S, w.at)
-    engine_rate = served_rate(before, after)
-    client_rate = len(served) / WINDOW_S
-    assert signals.completions_per_s == pytest.approx(engine_rate, rel=0.05)
+    # Rates: the engine's counters between the window's first and last scrape (what rate() measures), and the
+    # requests the load generator saw finish between them.
+    t0, t1 = w.scraped[0], w.scraped[-1]
+    span = t1 - t0
+    stretch = extrapolation(w.scraped, start=w.at - WINDOW_S, end=w.at)
+
+    def engine_rate(value: Callable[[Engine], float]) -> float:
+        return (interpolated(w.samples, t1, value) - interpolated(w.samples, t0, value)) / span * stretch
+    finished: list[Served] = load.served_between(t0, t1)
+    client_rate = len(finished) / span * stretch
+    assert signals.completions_per_s == pytest.approx(engine_rate(served), rel=0.05)
     assert signals.completions_per_s == pytest.approx(client_rate, rel=0.05)
-    engine_gen = (after.value("vllm:generation_tokens_total") - before.value("vllm:generation_tokens_total")) / (
-        after.at - before.at)
-    assert signals.generation_tokens_per_s == pytest.approx(engine_gen, rel=0.05)
+    assert signals.generation_tokens_per_s == pytest.approx(
+        engine_rate(lambda e: e.value("vllm:generation_tokens_total")), rel=0.05)
     assert signals.generation_tokens_per_s == pytest.approx(client_rate * OUTPUT, rel=0.05)
+    assert signals.prompt_tokens_per_s == pytest.approx(
+        engine_rate(lambda e: e.value("vllm:prompt_tokens_total")), rel=0.05)
     assert signals.prompt_tokens_per_s == pytest.approx(client_rate * PROMPT, rel=0.05)
 
     # Token means exact: every request has the same lengths.
+    in_window = load.served_between(w.at - WINDOW_S, w.at)
     assert signals.prompt_tokens_mean == PROMPT
     assert signals.generation_tokens_mean == OUTPUT
-    assert all(r.tokens == OUTPUT for r in served)
+    assert all(r.tokens == OUTPUT for r in in_window)
     token_bounds = sorted(before.buckets("vllm:request_prompt_tokens"))
     assert within_one_bucket(token_bounds, signals.prompt_tokens_p90, PROMPT)
 
@@ -188,7 +225,7 @@ def test_every_signal_read_from_a_real_vllm_under_load_agrees_with_the_engine_an
     itl_engine = delta_buckets(before, after, "vllm:inter_token_latency_seconds")
     first_tokens = [r.ttft_s for r in load.records
                     if r.first_token is not None and w.at - WINDOW_S <= r.first_token < w.at]
-    gaps = [g for r in served for g in r.gaps]
+    gaps = [g for r in in_window for g in r.gaps]
     for q in (0.5, 0.9):
         ttft, itl = signals.ttft_quantile_s(q), dict(signals.itl_quantiles_s).get(q)
         assert ttft is not None and itl is not None
