@@ -145,12 +145,14 @@ def vllm_module_stack(vllm_engine: VllmEngine, kube_api_client: kube_client.ApiC
 
 
 def collect_until(source: PrometheusSignalSource, specs: Sequence[VariantSpec],
-                  known: Callable[[VariantSignals], bool], *, timeout_s: float = 120.0) -> dict[VariantSpec, VariantSignals]:
+                  known: Callable[[VariantSignals], bool], *, timeout_s: float = 120.0,
+                  at: float | None = None) -> dict[VariantSpec, VariantSignals]:
     """Collect until ``known`` holds for every variant: on a crowded machine one query can time out and leave a
-    signal unknown for that collection (the controller would read it next cycle)."""
+    signal unknown for that collection (the controller would read it next cycle). Each collection evaluates at
+    ``at`` when given (the same windows every time), else at its own now."""
     deadline = time.monotonic() + timeout_s
     while True:
-        collected = source.collect_all(list(specs), now=time.time()).variants
+        collected = source.collect_all(list(specs), now=time.time() if at is None else at).variants
         if all(known(collected[s]) for s in specs) or time.monotonic() > deadline:
             return collected
         time.sleep(1.0)
