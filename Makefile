@@ -43,7 +43,7 @@ demo: $(if $(filter vllm,$(ENGINE)),setup-vllm,setup)
 	$(BIN)/variant-autoscaler demo --duration $(DURATION) --engine $(ENGINE)
 
 # Every test, the real-vLLM ones (marked vllm) included: setup-vllm installs the CPU engine once (cached), and with
-# CI=true a missing engine fails them. VAS_SKIP_VLLM=1 opts out (they skip). The vllm part takes 13.5-15 minutes
+# CI=true a missing engine fails them. VAS_SKIP_VLLM=1 opts out (they skip). The vllm part takes 11.5-15 minutes
 # here (engines start in 1-4 minutes on this loaded 2-core machine; at most 2 instances at once, ~3.5 GB each);
 # the whole run about 28 minutes.
 test: setup-vllm
