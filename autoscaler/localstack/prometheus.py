@@ -235,9 +235,10 @@ class PrometheusServer:
             raise StackError(f"prometheus {path} {params}: {body.get('error', body)}")
         return body["data"]
 
-    def query(self, promql: str) -> list[Sample]:
-        """Instant query at the current time; the vector's samples (a scalar comes back as one sample)."""
-        data = self._api("/api/v1/query", {"query": promql})
+    def query(self, promql: str, *, at: float | None = None) -> list[Sample]:
+        """Instant query at ``at`` (default: the current time); the vector's samples (a scalar comes back as one
+        sample, a range selector as its series with their raw ``values``)."""
+        data = self._api("/api/v1/query", {"query": promql, **({"time": f"{at:.3f}"} if at is not None else {})})
         if data["resultType"] in ("scalar", "string"):
             return [{"metric": {}, "value": data["result"]}]
         result: list[Sample] = data["result"]

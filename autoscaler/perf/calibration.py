@@ -15,7 +15,8 @@ How, and why:
   GC pauses, scrape glitches) instead of chasing them.
 - **Bounded and blended.** Each multiplier is clipped to ``[1/3, 3]`` (a profile off by more than 3x is a
   wrong profile, not a calibration job), then blended with the prior by sample count:
-  ``theta = w*fit + (1-w)*1`` with ``w = n / (n + prior_samples)``.
+  ``theta = w*fit + (1-w)*1`` with ``w = n / (n + prior_samples)`` (toward the observed common scale instead of
+  1 when the prior's scale is no information: a scratch profile's).
 - **Warm-up excluded.** Samples flagged ``warming_up`` (first requests after start: CUDA graph capture,
   torch.compile, cold caches) are dropped, as Dynamo's planner learned the hard way (ai-dynamo/dynamo#12430).
 
@@ -113,6 +114,11 @@ class CalibrationSettings:
     the prior and mispredicted a single prompt by 32%; its decode windows at 6e-3, where the shape fit tripled
     ``beta``, cut ``gamma`` and the early rejection it fed cost 4 points of attainment. Windows over prompts of
     16-16,000 tokens sit at 1.5e-2, over decode batches of 1-256 at 3e-2: there the terms are told apart."""
+    prior_scale_known: bool = True
+    """Whether the prior's scale is information: a shipped profile's is (the blend pulls toward it), a scratch
+    profile's is not (a generic shape borrowed from another model and accelerator, off by up to an order of
+    magnitude): then the blend pulls toward the observed common scale and only the prior's shape is kept. Pulled
+    toward a scale 7x too slow, 40 windows of a CPU vLLM left the fit 30% slow (issue 15)."""
     shape_shrinkage: float = 0.001
     """Ridge penalty on the shape correction (term multipliers apart from their common scale), relative to each
     term's weight in the data: directions the data barely span keep the prior's shape."""
@@ -205,7 +211,8 @@ def _calibrate(stage: Stage, names: tuple[str, ...], prior: tuple[float, ...], f
     theta = _multipliers(contributions, observed, scale=correction, settings=settings)
     theta = np.clip(theta, 1.0 / settings.bound, settings.bound)
     weight = n / (n + settings.prior_samples)
-    theta = weight * theta + (1.0 - weight)
+    anchor = 1.0 if settings.prior_scale_known else min(max(correction, 1.0 / settings.bound), settings.bound)
+    theta = weight * theta + (1.0 - weight) * anchor
     fitted = prior_arr * theta
     errors = np.abs(observed - features @ fitted)
     return Calibration(stage, names, prior, tuple(float(x) for x in fitted), correction, n, excluded,

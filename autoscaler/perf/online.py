@@ -217,7 +217,9 @@ def calibrated_profiles(state: OnlineCalibration, *, profiles: Mapping[str, Perf
         observations = [o for _, o in window]
         fit_settings = settings.fit
         if name.startswith(SCRATCH_PREFIX):
-            fit_settings = dataclasses.replace(fit_settings, bound=max(fit_settings.bound, settings.scratch_bound))
+            # Only the borrowed shape is a prior: its scale is some other model's (see scratch_prior).
+            fit_settings = dataclasses.replace(fit_settings, bound=max(fit_settings.bound, settings.scratch_bound),
+                                               prior_scale_known=False)
         if stage is Stage.DECODE:
             fit = calibrate_decode(profile=prior, observations=[o for o in observations
                                                                 if isinstance(o, DecodeObservation)],

@@ -3,6 +3,8 @@ decided reactively until both stages are learnt."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from autoscaler.core.types import Freshness, Role, VariantSignals
@@ -75,3 +77,21 @@ def test_a_scratch_profile_is_planned_with_only_once_both_stages_are_learnt(cycl
     assert (PRIOR.name in usable) is kept
     assert usable["llama-3.1-8b/h100"] is REFERENCE  # shipped profiles are never held back
     assert {r.stage for r in reports} == ({Stage.PREFILL, Stage.DECODE} if len(roles) == 2 else {Stage.PREFILL})
+
+
+def test_a_scratch_profiles_borrowed_scale_does_not_pull_the_fit_but_a_shipped_profiles_does():
+    # An engine 7x faster than the reference's scale, same shape; 12 windows at one operating point, a heavy
+    # prior weight: a shipped prior's scale holds the fit back, a scratch prior's (some other model's) must not.
+    truth = dataclasses.replace(REFERENCE, prefill_a=REFERENCE.prefill_a / 7, prefill_b=REFERENCE.prefill_b / 7,
+                                prefill_c=REFERENCE.prefill_c / 7)
+    heavy = OnlineSettings(fit=CalibrationSettings(prior_samples=12))
+    state = OnlineCalibration()
+    for i in range(12):
+        state = observe(state, profile=PRIOR, role=Role.PREFILL, signals=window(truth, batch=20.0, prompt=3000.0),
+                        now=15.0 * i)
+    shipped_state = OnlineCalibration(windows={(REFERENCE.name, k[1]): v for k, v in state.windows.items()})
+    scratch, _ = calibrated_profiles(state, profiles={PRIOR.name: PRIOR}, settings=heavy)
+    shipped, _ = calibrated_profiles(shipped_state, profiles={REFERENCE.name: REFERENCE}, settings=heavy)
+    assert scratch[PRIOR.name].prefill_time(3000.0) == pytest.approx(truth.prefill_time(3000.0), rel=0.02)
+    # The shipped prior is trusted: half the weight stays on its 7x-slower scale (the bound allows 1/3 of it).
+    assert shipped[REFERENCE.name].prefill_time(3000.0) > 2 * truth.prefill_time(3000.0)

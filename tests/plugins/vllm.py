@@ -39,8 +39,8 @@ from tests.plugins.require import require
 __all__ = ["LoadGenerator", "Served", "collect_until", "one_variant", "scrape", "stream_completion"]
 
 MAX_INSTANCES = 2
-START_TIMEOUT_S = 420.0
-SCRAPE_INTERVAL_S = 2.0  # a cold start on a loaded 2-core machine (imports, process spawns) takes minutes
+START_TIMEOUT_S = 600.0  # a cold start on a loaded 2-core machine (imports, process spawns) takes 1.5-4 minutes
+SCRAPE_INTERVAL_S = 2.0
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +110,12 @@ def _make_stack(api: kube_client.ApiClient, engine: VllmEngine, directory: Path,
     stack.callback(server.stop)
     for v in variants:
         pods.wait_ready(v, replicas.get(v.deployment, 1), timeout_s=START_TIMEOUT_S)
-    return VllmStack(namespace=ns, pods=pods, prometheus=server, api=api, variants=variants)
+    made = VllmStack(namespace=ns, pods=pods, prometheus=server, api=api, variants=variants)
+    # Ready to a test once Prometheus has scraped every pod: a counter's first sample is its baseline, and what
+    # a pod served before it no rate() can see. (A disaggregated pair's prefill requests, one token each, were
+    # all served before their pod's first scrape in 3 of 5 runs: the prefill pod read no request at all.)
+    made.wait_for_scrape(pods=[i.pod for v in variants for i in pods.ready(v)], after=0.0, timeout_s=60.0)
+    return made
 
 
 StackFactory = Callable[..., VllmStack]
@@ -140,12 +145,14 @@ def vllm_module_stack(vllm_engine: VllmEngine, kube_api_client: kube_client.ApiC
 
 
 def collect_until(source: PrometheusSignalSource, specs: Sequence[VariantSpec],
-                  known: Callable[[VariantSignals], bool], *, timeout_s: float = 120.0) -> dict[VariantSpec, VariantSignals]:
+                  known: Callable[[VariantSignals], bool], *, timeout_s: float = 120.0,
+                  at: float | None = None) -> dict[VariantSpec, VariantSignals]:
     """Collect until ``known`` holds for every variant: on a crowded machine one query can time out and leave a
-    signal unknown for that collection (the controller would read it next cycle)."""
+    signal unknown for that collection (the controller would read it next cycle). Each collection evaluates at
+    ``at`` when given (the same windows every time), else at its own now."""
     deadline = time.monotonic() + timeout_s
     while True:
-        collected = source.collect_all(list(specs), now=time.time()).variants
+        collected = source.collect_all(list(specs), now=time.time() if at is None else at).variants
         if all(known(collected[s]) for s in specs) or time.monotonic() > deadline:
             return collected
         time.sleep(1.0)
