@@ -188,7 +188,9 @@ def measure_window(stack, variant, instance, source) -> Window:  # type: ignore[
             f'{name}{{namespace="{stack.namespace}"{extra}}}[{CYCLE_S}s]', at=at)[0]["values"]]
             for name, extra in (("vllm:num_requests_running", ""),
                                 ("vllm:num_requests_waiting_by_reason", ',reason="capacity"'))}
-        time.sleep(0.6)  # noqa: one more engine sample past the evaluation instant, for the interpolation
+        # One engine sample past the evaluation instant, for the interpolation.
+        wait_until(lambda: any(e.at >= at for e in sampler.snapshots), timeout_s=60,
+                   what="an engine sample after the evaluation instant")
     finally:
         sampler.stop()
         load.stop()
