@@ -10,7 +10,7 @@ TRACE    ?= autoscaler/data/traces/mooncake_conversation_trace.jsonl
 # Mooncake prompts average 12k tokens: TTFT within 10 s is the long-context target (1 s for short prompts).
 SLO_TTFT ?= 10
 
-.PHONY: setup setup-vllm run demo test test-vllm test-core bench clean
+.PHONY: setup setup-core setup-vllm run demo test test-vllm test-core bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-# Everything `make test` and `make demo` need: the venv, Prometheus and the Kubernetes binaries.
-setup: $(VENV)/.installed
+# Everything `make test` and `make demo` need: the venv, Prometheus, the Kubernetes binaries (setup-core) and the
+# CPU vLLM with its tiny model (setup-vllm).
+setup: setup-vllm
+
+setup-core: $(VENV)/.installed
 	@bash scripts/ensure-system-deps.sh
 	$(BIN)/python -m autoscaler.localstack.assets
 
@@ -29,7 +32,7 @@ setup: $(VENV)/.installed
 # 0.1 s warm) with the tiny model the tests marked vllm and `make demo ENGINE=vllm` serve (scripts/setup-vllm.sh).
 # VAS_VLLM_PYTHON=<python with vllm> uses an installed vLLM instead; VAS_SKIP_VLLM=1 skips it, and the tests marked
 # vllm then skip (without it, a missing engine skips them locally and fails them with CI=true).
-setup-vllm: setup
+setup-vllm: setup-core
 	@PYTHON=$(PYTHON) bash scripts/setup-vllm.sh
 
 # Main job without a cluster: replay a shipped trace through the simulator under the default policy and every
@@ -39,14 +42,14 @@ run: $(VENV)/.installed
 
 # The live local stack: kube-apiserver/etcd, Prometheus and the vLLM emulator, autoscaled by the real loop.
 # ENGINE=vllm: real CPU vLLM instances serving the tiny model instead of the emulator (at most 2 at once).
-demo: $(if $(filter vllm,$(ENGINE)),setup-vllm,setup)
+demo: setup
 	$(BIN)/variant-autoscaler demo --duration $(DURATION) --engine $(ENGINE)
 
 # Every test, the real-vLLM ones (marked vllm) included: setup-vllm installs the CPU engine once (cached), and with
 # CI=true a missing engine fails them. VAS_SKIP_VLLM=1 opts out (they skip). The vllm part takes 11.5-15 minutes
 # here (engines start in 1-4 minutes on this loaded 2-core machine; at most 2 instances at once, ~3.5 GB each);
 # the whole run about 28 minutes.
-test: setup-vllm
+test: setup
 	$(BIN)/python -m pytest
 
 # Only the tests marked vllm.
