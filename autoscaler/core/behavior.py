@@ -94,17 +94,6 @@ def stabilise(
                     retain_s=max(retain_s, lead_s))
     up_window = [r.replicas for r in kept if now - r.at <= behavior.scale_up_window_s]
     down_window = [r.replicas for r in kept if now - r.at <= behavior.scale_down_window_s]
-    if ready is not None and lead_s > behavior.scale_down_window_s and recommended < current:
-        ready_window = [r.replicas for r in kept if now - r.at <= lead_s]
-        held_ready = min(ready, max(ready_window))
-        value = max(min(current, max(down_window)), held_ready)
-        if value > recommended:
-            return DecisionStep("stabilise", value, Reason.SCALE_DOWN_STABILISED,
-                                f"down to {recommended} held at {value}: ready replicas for the {lead_s:g}s lead "
-                                f"time, others for the {behavior.scale_down_window_s:g}s window",
-                                constrained=True), kept
-        return DecisionStep("stabilise", recommended, Reason.DESIRED_WITHIN_RANGE, "stable"), kept
-
     if recommended > current:
         value = max(current, min(up_window))
         if value < recommended:
@@ -113,10 +102,14 @@ def stabilise(
                                 constrained=True), kept
     elif recommended < current:
         value = min(current, max(down_window))
+        held_for = f" for {behavior.scale_down_window_s:g}s window"
+        if ready is not None and lead_s > behavior.scale_down_window_s:
+            value = max(value, min(ready, max(r.replicas for r in kept if now - r.at <= lead_s)))
+            held_for = (f": ready replicas for the {lead_s:g}s lead time, others for the "
+                        f"{behavior.scale_down_window_s:g}s window")
         if value > recommended:
             return DecisionStep("stabilise", value, Reason.SCALE_DOWN_STABILISED,
-                                f"down to {recommended} held at {value} for {behavior.scale_down_window_s:g}s window",
-                                constrained=True), kept
+                                f"down to {recommended} held at {value}{held_for}", constrained=True), kept
     return DecisionStep("stabilise", recommended, Reason.DESIRED_WITHIN_RANGE, "stable"), kept
 
 
