@@ -198,10 +198,18 @@ def _cell(entry: dict[str, Any]) -> str:
     return text
 
 
+OUTDONE_POINTS = 1.0
+OUTDONE_COST = 1.2
+"""A peer that reaches more than this many points above ``default`` on at most this multiple of its GPU-hours has
+done better in any reading of the trade-off (the surge: 43 points more on 1.15x), even though it costs more; the
+verdict names it."""
+
+
 def verdict(report: dict[str, Any]) -> str:
     """``default`` against the ceiling and the peers, in the terms of issue 14's goal: within 0.5 point of the
     ceiling, and at most 0.85x the GPU-hours of the cheapest peer whose attainment is no more than 0.2 point
-    below its own. A peer with at least its attainment on no more GPU-hours beats it, and the verdict says so."""
+    below its own. A peer with at least its attainment on no more GPU-hours beats it, and one far above it on a
+    little more (:data:`OUTDONE_POINTS`, :data:`OUTDONE_COST`) outdoes it: the verdict says both."""
     policies = report["policies"]
     default = policies.get("default")
     if default is None:
@@ -213,17 +221,27 @@ def verdict(report: dict[str, Any]) -> str:
     peers = {name: p for name, p in policies.items() if name != "default"}
     beaten_by = sorted(name for name, p in peers.items()
                        if p["attainment"] >= default["attainment"] and p["gpu_hours"] <= default["gpu_hours"] * 0.995)
+    outdone_by = sorted((name, 100 * (p["attainment"] - default["attainment"]), p["gpu_hours"] / default["gpu_hours"])
+                        for name, p in peers.items() if name not in beaten_by and default["gpu_hours"] > 0
+                        and 100 * (p["attainment"] - default["attainment"]) > OUTDONE_POINTS
+                        and p["gpu_hours"] <= default["gpu_hours"] * OUTDONE_COST)
     matching = [(p["gpu_hours"], name) for name, p in peers.items()
                 if p["attainment"] >= default["attainment"] - 0.002]
     if matching:
         cost, name = min(matching)
         ratio = default["gpu_hours"] / cost if cost > 0 else math.inf
-        parts.append(f"{ratio:.2f}x the GPU-h of {name}, the cheapest peer within 0.2 pt of its attainment"
+        above = 100 * (peers[name]["attainment"] - default["attainment"])
+        parts.append(f"{ratio:.2f}x the GPU-h of {name}, the cheapest peer at most 0.2 pt below its attainment"
+                     + (f" (which reaches {above:.2f} pt more)"
+                        if above > 0.5 and name not in {n for n, _, _ in outdone_by} else "")
                      + (" (goal met)" if ratio <= 0.85 and gap <= 0.5 else ""))
     else:
         parts.append("no peer within 0.2 pt of its attainment")
     if beaten_by:
         parts.append(f"**loses**: {', '.join(beaten_by)} reach(es) at least its attainment on fewer GPU-h")
+    if outdone_by:
+        parts.append("**outdone**: " + ", ".join(f"{name} reaches {points:.2f} pt more on {cost:.2f}x its GPU-h"
+                                                 for name, points, cost in outdone_by))
     return "; ".join(parts)
 
 

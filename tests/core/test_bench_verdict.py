@@ -1,0 +1,46 @@
+"""The benchmark's verdict line says plainly where ``default`` loses: to a peer at least as good on fewer GPU-hours,
+and to one far better on a little more (``benchmarks/bench_policies.py``, whose lines the README quotes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_policies.py"
+_spec = importlib.util.spec_from_file_location("bench_policies", SCRIPT)
+assert _spec is not None and _spec.loader is not None
+bench = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("bench_policies", bench)  # its dataclasses look their module up by name
+_spec.loader.exec_module(bench)
+
+
+def _report(**policies: tuple[float, float]) -> dict:
+    return {"policies": {name: {"gpu_hours": gpu_hours, "attainment": attainment, "feasible_fraction": 1.0}
+                         for name, (gpu_hours, attainment) in policies.items()}}
+
+
+def test_a_peer_far_above_default_on_a_little_more_gpu_time_is_named_as_outdoing_it():
+    line = bench.verdict(_report(default=(54.15, 0.5620), **{"best-static": (62.44, 0.9993)}))
+    assert "**outdone**: best-static reaches 43.73 pt more on 1.15x its GPU-h" in line
+    assert "which reaches" not in line  # said once, by the flag
+    assert "**loses**" not in line
+
+
+def test_a_peer_far_above_default_on_much_more_gpu_time_is_not_called_outdoing_it():
+    line = bench.verdict(_report(default=(30.0, 0.90), **{"static-peak": (60.0, 0.999)}))
+    assert "**outdone**" not in line
+    assert "0.50x the GPU-h of static-peak, the cheapest peer at most 0.2 pt below its attainment" \
+        " (which reaches 9.90 pt more)" in line
+
+
+def test_a_peer_as_good_on_fewer_gpu_hours_beats_default_and_is_not_also_called_outdoing_it():
+    line = bench.verdict(_report(default=(73.76, 0.9674), **{"best-static": (62.51, 0.9984)}))
+    assert "**loses**: best-static" in line
+    assert "**outdone**" not in line
+
+
+def test_default_close_to_the_ceiling_and_cheap_meets_the_goal_with_no_flag():
+    line = bench.verdict(_report(default=(5.0, 0.999), hpa=(6.5, 0.9985)))
+    assert line.startswith("0.10 pt below the ceiling;")
+    assert "(goal met)" in line and "**" not in line
