@@ -192,10 +192,20 @@ def throughput_replicas(profile: PerformanceProfile, fit: PrefillFit, *, demand_
 
 @dataclass
 class Dynamo:
-    """Dynamo's SLA planner (throughput-based, disaggregated) every ``adjustment_interval_s``."""
+    """Dynamo's SLA planner (throughput-based, disaggregated) every ``adjustment_interval_s``
+    (``throughput_adjustment_interval``), sizing for the targets it is given: ``ttft_target_factor`` and
+    ``itl_target_factor`` times the scenario's SLOs (``ttft``/``itl`` in ``config/planner_config.py``, which an
+    operator may set tighter than the real SLO to buy headroom). The scenario's SLOs stay the judge."""
 
     adjustment_interval_s: float = 180.0
     predictor: str = "constant"
+    ttft_target_factor: float = 1.0
+    """The planner's ``ttft`` as a multiple of the scenario's TTFT SLO. In Dynamo's throughput sizing it acts only
+    as a latency floor, ``ceil(predicted_ttft / ttft)`` prefill replicas, when the mean prompt's wall time exceeds
+    it: a factor well below 1 is what makes it bite (Dynamo's own default, 500 ms, is 0.05 of a 10 s SLO)."""
+    itl_target_factor: float = 1.0
+    """The planner's ``itl`` as a multiple of the scenario's ITL SLO: the decode batch is the largest whose step
+    time meets it, so a tighter one means smaller batches and more decode replicas."""
     name: str = "dynamo"
     instant_capacity: bool = False
     _ctx: SimContext | None = field(default=None, init=False, repr=False)
@@ -206,6 +216,10 @@ class Dynamo:
     def __post_init__(self) -> None:
         if self.predictor not in ("constant", "kalman"):
             raise ValueError(f"predictor must be 'constant' or 'kalman', got {self.predictor!r}")
+        for name in ("adjustment_interval_s", "ttft_target_factor", "itl_target_factor"):
+            value = getattr(self, name)
+            if not 0.0 < value < math.inf:  # NaN fails the comparison too
+                raise ValueError(f"Dynamo.{name} must be a finite number > 0, got {value!r}")
 
     def initial(self, ctx: SimContext) -> Sizing | None:
         return None
@@ -250,7 +264,8 @@ class Dynamo:
         s = ctx.scenario
         fit = fit_prefill(ctx.profile, ctx.trace.input_tokens[:ctx.cluster.arrived])
         sizing = throughput_replicas(ctx.profile, fit, demand_rps=num_req / interval, isl=isl, osl=max(osl, 1.0),
-                                     ttft_s=s.slo_ttft_s, itl_s=s.slo_itl_s)
+                                     ttft_s=s.slo_ttft_s * self.ttft_target_factor,
+                                     itl_s=s.slo_itl_s * self.itl_target_factor)
         if sizing is None or now < ctx.live_from_s - 1e-9:
             return
         for role in (Role.PREFILL, Role.DECODE):

@@ -49,12 +49,33 @@ WVA_CHART_HPA = HpaBehavior(up=HpaRules(240.0, (HpaPolicy(PolicyKind.PODS, 10, 1
 
 @dataclass(frozen=True, slots=True)
 class WvaThresholds:
-    """The saturation scaling config's ``default`` entry as shipped."""
+    """One entry of the saturation scaling ConfigMap (``kvCacheThreshold``, ``queueLengthThreshold``,
+    ``kvSpareTrigger``, ``queueSpareTrigger``); the defaults are the shipped ``default`` entry.
+
+    Checked as WVA's ``SaturationScalingConfig.Validate`` checks it (``internal/interfaces/saturation_scaling.go``,
+    read in the fork zdtsw/llm-d-workload-variant-autoscaler at 42ce1a7f1c36), a little stricter where WVA's
+    bound admits a degenerate analyzer: the KV threshold in (0, 1] (at 0 every replica is saturated), the queue
+    threshold > 0, the KV spare trigger in [0, 1] and at most the KV threshold, the queue spare trigger >= 0."""
 
     kv_cache_threshold: float = 0.80
     queue_length_threshold: float = 5.0
     kv_spare_trigger: float = 0.1
     queue_spare_trigger: float = 3.0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("kv_cache_threshold", self.kv_cache_threshold, 0.0 < self.kv_cache_threshold <= 1.0, "in (0, 1]"),
+            ("queue_length_threshold", self.queue_length_threshold, 0.0 < self.queue_length_threshold < math.inf,
+             "> 0"),
+            ("kv_spare_trigger", self.kv_spare_trigger, 0.0 <= self.kv_spare_trigger <= 1.0, "in [0, 1]"),
+            ("queue_spare_trigger", self.queue_spare_trigger, 0.0 <= self.queue_spare_trigger < math.inf, ">= 0"),
+        )
+        for name, value, ok, bound in checks:
+            if not ok:  # NaN fails every comparison, so it lands here too
+                raise ValueError(f"WvaThresholds.{name} must be {bound}, got {value!r}")
+        if self.kv_spare_trigger > self.kv_cache_threshold:
+            raise ValueError(f"WvaThresholds.kv_spare_trigger ({self.kv_spare_trigger!r}) must be at most "
+                             f"kv_cache_threshold ({self.kv_cache_threshold!r})")
 
 
 def saturation_target(*, kv: list[float], queue: list[float], current: int, ready: int, desired: int,
