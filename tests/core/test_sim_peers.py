@@ -13,6 +13,7 @@ import pytest
 from autoscaler.perf.profiles import default_profiles
 from autoscaler.sim.best_static import find_best_static, find_best_static_fast, replay_fixed
 from autoscaler.sim.dynamo import (
+    Dynamo,
     PrefillFit,
     decode_engine_rps,
     fit_prefill,
@@ -131,6 +132,25 @@ def test_wva_in_the_simulator_never_adds_more_than_one_replica_per_control_inter
     assert max(result.timeline.prefill_replicas) > result.timeline.prefill_replicas[0]
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    pytest.param("kv_cache_threshold", 0.0, id="kv-threshold-zero"),
+    pytest.param("kv_cache_threshold", 1.2, id="kv-threshold-above-one"),
+    pytest.param("kv_cache_threshold", math.nan, id="kv-threshold-nan"),
+    pytest.param("queue_length_threshold", 0.0, id="queue-threshold-zero"),
+    pytest.param("kv_spare_trigger", -0.1, id="kv-spare-negative"),
+    pytest.param("kv_spare_trigger", 1.5, id="kv-spare-above-one"),
+    pytest.param("queue_spare_trigger", -1.0, id="queue-spare-negative"),
+])
+def test_wva_thresholds_outside_their_range_fail_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"^WvaThresholds\.{field} must be"):
+        WvaThresholds(**{field: value})
+
+
+def test_a_wva_kv_spare_trigger_above_the_kv_threshold_fails_naming_both():
+    with pytest.raises(ValueError, match=r"kv_spare_trigger \(0\.6\) must be at most kv_cache_threshold \(0\.5\)"):
+        WvaThresholds(kv_cache_threshold=0.5, kv_spare_trigger=0.6)
+
+
 # ---------------------------------------------------------------- Dynamo's throughput sizing
 
 LINEAR = replace(PROFILE, prefill_a=0.01, prefill_b=1e-4, prefill_c=0.0, decode_alpha=0.01, decode_beta=1e-4,
@@ -168,6 +188,42 @@ def test_dynamo_replicas_are_demand_over_engine_rate_rounded_up_with_a_ttft_floo
     # A prompt whose prefill alone takes 2.1x the TTFT target: at least 3 replicas whatever the demand.
     slow = throughput_replicas(LINEAR, fit, demand_rps=0.01, isl=20900.0, osl=200.0, ttft_s=1.0, itl_s=0.05)
     assert slow is not None and slow.prefill == 3
+
+
+def _dynamo_fleet(trace, scenario, **targets):
+    result = simulate(trace, scenario, Dynamo(adjustment_interval_s=60.0, **targets))
+    return result.timeline.prefill_replicas, result.timeline.decode_replicas
+
+
+def test_a_tighter_ttft_target_gives_dynamo_at_least_as_many_prefill_replicas():
+    # 8000-token prompts take about 0.5 s to prefill: inside a 10 s target, twice a 0.2 s one (factor 0.02).
+    trace = poisson_trace(rate_rps=1.0, duration_s=600.0, prompt_tokens=8000, mean_output_tokens=100, seed=4)
+    scenario = Scenario(**FAST, slo_ttft_s=10.0)
+    loose, _ = _dynamo_fleet(trace, scenario)
+    tight, _ = _dynamo_fleet(trace, scenario, ttft_target_factor=0.02)
+    assert all(t >= lo for t, lo in zip(tight, loose, strict=True))
+    assert max(tight) > max(loose)
+
+
+def test_a_tighter_itl_target_gives_dynamo_at_least_as_many_decode_replicas():
+    # At 50 ms a decode engine takes about 46 requests/s of this mix; at 10 ms (factor 0.2) about 19.
+    trace = poisson_trace(rate_rps=30.0, duration_s=300.0, prompt_tokens=1000, mean_output_tokens=200, seed=4)
+    _, loose = _dynamo_fleet(trace, Scenario(**FAST))
+    _, tight = _dynamo_fleet(trace, Scenario(**FAST), itl_target_factor=0.2)
+    assert all(t >= lo for t, lo in zip(tight, loose, strict=True))
+    assert max(tight) > max(loose)
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    pytest.param("ttft_target_factor", 0.0, id="ttft-factor-zero"),
+    pytest.param("ttft_target_factor", -0.5, id="ttft-factor-negative"),
+    pytest.param("itl_target_factor", 0.0, id="itl-factor-zero"),
+    pytest.param("itl_target_factor", math.nan, id="itl-factor-nan"),
+    pytest.param("adjustment_interval_s", 0.0, id="interval-zero"),
+])
+def test_dynamo_refuses_a_target_factor_or_interval_that_is_not_positive_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"^Dynamo\.{field} must be a finite number > 0"):
+        Dynamo(**{field: value})
 
 
 # ---------------------------------------------------------------- best-static
