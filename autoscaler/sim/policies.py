@@ -12,12 +12,17 @@ from collections.abc import Callable
 from autoscaler.errors import ConfigError
 from autoscaler.sim.runner import SimPolicy
 
-__all__ = ["ABLATIONS", "BASELINES", "NAIVE", "STANDARD", "check_names", "make_policy", "policy_names",
+__all__ = ["ABLATIONS", "BASELINES", "NAIVE", "RELEASED", "STANDARD", "check_names", "make_policy", "policy_names",
            "register"]
 
 BASELINES = ("hpa-tuned", "wva", "dynamo", "best-static", "static-peak", "saturation")
 """The peers ``default`` is compared with, each configured as its users would (``best-static`` and ``hpa-tuned``
-are the references: the cheapest constant fleet near the ceiling, and HPAs tuned on the shipped traces)."""
+are the references: the cheapest constant fleet near the ceiling, and HPAs tuned on the shipped traces). ``wva``
+and ``dynamo`` run the settings their sweeps chose with the budget ``hpa-tuned`` got (``benchmarks/sweep_wva.py``,
+``benchmarks/sweep_dynamo.py``); :data:`RELEASED` runs them as shipped."""
+RELEASED = ("wva-released", "dynamo-released")
+"""WVA with its shipped saturation ConfigMap, Dynamo's planner told exactly the SLOs: what the tuned ``wva`` and
+``dynamo`` are measured against in their sweeps."""
 STANDARD = ("default", *BASELINES, "clairvoyant-model")
 """What ``simulate`` runs when no ``--policy`` is given, in report order. ``clairvoyant-model`` is last: it shows
 agreement with the project's own capacity model, not a bound."""
@@ -59,15 +64,29 @@ def _hpa_naive(metric: str) -> Callable[[], SimPolicy]:
 
 
 def _wva() -> SimPolicy:
+    from autoscaler.sim.wva import WVA_TUNED, Wva
+
+    return Wva(thresholds=WVA_TUNED)
+
+
+def _wva_released() -> SimPolicy:
     from autoscaler.sim.wva import Wva
 
-    return Wva()
+    return Wva(name="wva-released")
 
 
 def _dynamo() -> SimPolicy:
+    from autoscaler.sim import dynamo
+
+    return dynamo.Dynamo(ttft_target_factor=dynamo.DYNAMO_TUNED_TTFT_TARGET_FACTOR,
+                         itl_target_factor=dynamo.DYNAMO_TUNED_ITL_TARGET_FACTOR,
+                         adjustment_interval_s=dynamo.DYNAMO_TUNED_ADJUSTMENT_INTERVAL_S)
+
+
+def _dynamo_released() -> SimPolicy:
     from autoscaler.sim.dynamo import Dynamo
 
-    return Dynamo()
+    return Dynamo(name="dynamo-released")
 
 
 def _best_static() -> SimPolicy:
@@ -103,6 +122,8 @@ _FACTORIES: dict[str, Callable[[], SimPolicy]] = {
     "static-peak": _static_peak,
     "saturation": _saturation,
     "clairvoyant-model": _clairvoyant_model,
+    "wva-released": _wva_released,
+    "dynamo-released": _dynamo_released,
     "hpa-queue-naive": _hpa_naive("queue"),
     "hpa-kv-naive": _hpa_naive("kv"),
     "default-no-rejection": _controller("default-no-rejection", apply_admission=False),

@@ -39,7 +39,7 @@ from autoscaler.sim.hpa import TOLERANCE, HpaBehavior, HpaPolicy, HpaRules, HpaS
 from autoscaler.sim.runner import SimContext
 from autoscaler.sim.sizing import Sizing
 
-__all__ = ["WVA_CHART_HPA", "Wva", "WvaThresholds", "saturation_target"]
+__all__ = ["WVA_CHART_HPA", "WVA_TUNED", "Wva", "WvaThresholds", "saturation_target"]
 
 ROLES = (Role.PREFILL, Role.DECODE)
 MIN_NON_SATURATED_FOR_SCALE_DOWN = 2  # internal/saturation/constants.go
@@ -76,6 +76,16 @@ class WvaThresholds:
         if self.kv_spare_trigger > self.kv_cache_threshold:
             raise ValueError(f"WvaThresholds.kv_spare_trigger ({self.kv_spare_trigger!r}) must be at most "
                              f"kv_cache_threshold ({self.kv_cache_threshold!r})")
+
+
+WVA_TUNED = WvaThresholds(kv_cache_threshold=0.6, queue_length_threshold=5.0, kv_spare_trigger=0.2,
+                          queue_spare_trigger=4.0)
+"""The thresholds ``wva`` runs with: chosen by ``benchmarks/sweep_wva.py`` (result:
+``benchmarks/results/sweep_wva.json``, rule and choice in its ``chosen`` entry, the shipped setting in
+``released``), the cheapest of its 16 ConfigMap settings within 0.5 point of the best on every tuning trace.
+Against the shipped ``default`` entry (KV 0.80, queue 5, spare triggers 0.1 and 3), GPU-hours / attainment:
+Azure conv 2.48 / 100% (shipped 1.95 / 100%), Mooncake conversation 7.41 / 90.32% (5.95 / 44.55%), held-out
+Mooncake synthetic 2.02 / 46.96% (1.77 / 46.96%). ``wva-released`` runs the shipped entry."""
 
 
 def saturation_target(*, kv: list[float], queue: list[float], current: int, ready: int, desired: int,
@@ -119,7 +129,8 @@ def external_average_value_replicas(*, metric: float, target: float, current: in
 
 @dataclass
 class Wva:
-    """WVA's V1 saturation analyzer per pool, its desired replicas applied through the chart's HPA."""
+    """WVA's V1 saturation analyzer per pool, its desired replicas applied through the chart's HPA; ``thresholds``
+    default to the shipped ConfigMap entry (the ``wva`` policy runs :data:`WVA_TUNED`)."""
 
     thresholds: WvaThresholds = field(default_factory=WvaThresholds)
     interval_s: float = 60.0

@@ -5,8 +5,10 @@ the best static fleet found with the simulator in the loop."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -224,6 +226,29 @@ def test_a_tighter_itl_target_gives_dynamo_at_least_as_many_decode_replicas():
 def test_dynamo_refuses_a_target_factor_or_interval_that_is_not_positive_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"^Dynamo\.{field} must be a finite number > 0"):
         Dynamo(**{field: value})
+
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+@pytest.mark.parametrize(("tuned", "released", "sweep", "fields"), [
+    pytest.param("wva", "wva-released", "sweep_wva.json",
+                 ("kv_cache_threshold", "queue_length_threshold", "kv_spare_trigger", "queue_spare_trigger"),
+                 id="wva"),
+    pytest.param("dynamo", "dynamo-released", "sweep_dynamo.json",
+                 ("ttft_target_factor", "itl_target_factor", "adjustment_interval_s"), id="dynamo"),
+])
+def test_the_tuned_peers_run_the_setting_their_sweep_chose_and_the_released_ones_the_shipped_one(
+        tuned, released, sweep, fields):
+    result = json.loads((RESULTS / sweep).read_text())
+
+    def knobs(policy):
+        source = getattr(policy, "thresholds", policy)
+        return {f: getattr(source, f) for f in fields}
+
+    assert knobs(make_policy(tuned)) == {f: result["chosen"][f] for f in fields}
+    assert knobs(make_policy(released)) == {f: result["released"][f] for f in fields}
+    assert make_policy(released).name == released
 
 
 # ---------------------------------------------------------------- best-static
