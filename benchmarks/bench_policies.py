@@ -10,8 +10,10 @@ What is compared, and with what:
   of the *true* engine. No policy can attain more.
 - **The references** are ``best-static`` (the cheapest constant fleet within 0.5 point of the ceiling, found with
   the simulated engine in the loop) and the tuned peers: ``hpa-tuned`` (two HPAs, targets and windows from
-  ``benchmarks/sweep_hpa.py``), ``wva`` (llm-d WVA's saturation analyzer as released), ``dynamo`` (Dynamo's SLA
-  planner); ``static-peak`` (the capacity model's peak fleet) is kept. Nothing is divided by the clairvoyant model.
+  ``benchmarks/sweep_hpa.py``), ``wva`` (llm-d WVA's saturation analyzer, ConfigMap thresholds from
+  ``benchmarks/sweep_wva.py``), ``dynamo`` (Dynamo's SLA planner, its ``ttft``/``itl`` targets from
+  ``benchmarks/sweep_dynamo.py``), each tuned with the same 16-setting budget; ``static-peak`` (the capacity
+  model's peak fleet) is kept. Nothing is divided by the clairvoyant model.
 - **Load that keeps the clock.** Bigger fleets come from ``load_scale`` (N times the requests, minute by minute,
   on the trace's own clock), never from compressing time.
 
@@ -294,37 +296,60 @@ def frontier(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return best
 
 
-def plot_frontiers(report: dict[str, Any], sweep: dict[str, Any] | None, path: Path) -> Path:
-    """Cost against attainment for one cell: each policy a point, ``hpa-tuned``'s sweep (its 16 settings on this
-    trace, ``benchmarks/sweep_hpa.py``) as its trade-off frontier, and the ceiling as a line."""
+SWEEPS = {"hpa-tuned": "sweep_hpa.json", "wva": "sweep_wva.json", "dynamo": "sweep_dynamo.json"}
+"""Each tunable peer's sweep (``benchmarks/sweep_*.py``), drawn as its trade-off frontier."""
+
+
+def load_sweeps() -> dict[str, dict[str, Any]]:
+    """The sweeps on disk, by the policy they tuned."""
+    return {peer: json.loads((RESULTS / file).read_text()) for peer, file in SWEEPS.items()
+            if (RESULTS / file).exists()}
+
+
+def sweep_points(sweep: dict[str, Any], trace: str) -> list[tuple[float, float]]:
+    """A sweep's (GPU-hours, attainment %) on one trace, one point per setting (none if it was not replayed)."""
+    return [(s["results"][trace]["gpu_hours"], 100 * s["results"][trace]["attainment"])
+            for s in sweep["settings"] if trace in s.get("results", {})]
+
+
+def plot_frontiers(report: dict[str, Any], sweeps: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Cost against attainment for one cell: each policy a point, each tuned peer's sweep (its 16 settings on this
+    trace) as its trade-off frontier in the peer's colour, and the ceiling as a line. Two panels on the same axes:
+    the whole range (where the peers' sweeps lie) and a zoom on the top 10 points below the ceiling."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharex=True)
     name = report["trace"]
-    if sweep is not None:
-        points = [(s["results"][name]["gpu_hours"], 100 * s["results"][name]["attainment"])
-                  for s in sweep["settings"] if name in s.get("results", {})]
-        if points:
-            ax.scatter(*zip(*points, strict=True), s=12, color="0.6", label="hpa sweep (16 settings)")
-            ax.plot(*zip(*frontier(points), strict=True), color="0.4", lw=1, label="hpa sweep frontier")
-    for policy, entry in report["policies"].items():
-        marker, size = ("*", 220) if policy == "default" else ("o", 45)
-        ax.scatter([entry["gpu_hours"]], [100 * entry["attainment"]], marker=marker, s=size, zorder=3,
-                   label=f"{policy} ({entry['gpu_hours']:.1f} GPU-h, {100 * entry['attainment']:.1f}%)")
+    colours = {policy: f"C{i}" for i, policy in enumerate(report["policies"])}
     feasible = 100 * next(iter(report["policies"].values()))["feasible_fraction"]
-    ax.axhline(feasible, color="k", ls=":", lw=1, label=f"ceiling {feasible:.2f}%")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.set_xlabel("GPU-hours (log; points below the axis are listed in the legend)")
-    ax.set_ylabel("requests within both SLOs, %")
-    ax.set_ylim(max(0.0, min(90.0, feasible - 10)), 100.5)
-    ax.set_title(f"{name}, engine {report['scenario'].get('engine_prefill_error', 1.0):g}x the profile")
-    ax.legend(fontsize=7, loc="lower right")
+    for ax, low in zip(axes, (0.0, max(0.0, min(90.0, feasible - 10))), strict=True):
+        for peer, sweep in sweeps.items():
+            points = sweep_points(sweep, name)
+            if points:
+                colour = colours.get(peer, "0.4")
+                ax.scatter(*zip(*points, strict=True), s=10, color=colour, alpha=0.35)
+                ax.plot(*zip(*frontier(points), strict=True), color=colour, lw=1, alpha=0.7,
+                        label=f"{peer} sweep frontier ({len(points)} settings)")
+        for policy, entry in report["policies"].items():
+            marker, size = ("*", 220) if policy == "default" else ("o", 45)
+            ax.scatter([entry["gpu_hours"]], [100 * entry["attainment"]], marker=marker, s=size, zorder=3,
+                       color=colours[policy],
+                       label=f"{policy} ({entry['gpu_hours']:.1f} GPU-h, {100 * entry['attainment']:.1f}%)")
+        ax.axhline(feasible, color="k", ls=":", lw=1, label=f"ceiling {feasible:.2f}%")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_xlabel("GPU-hours (log)")
+        ax.set_ylim(low, 100.5)
+    axes[0].set_ylabel("requests within both SLOs, %")
+    axes[0].set_title("all")
+    axes[1].set_title(f"zoom: {axes[1].get_ylim()[0]:.1f}-100% (points below are in the legend)")
+    axes[1].legend(fontsize=6.5, loc="lower right")
+    fig.suptitle(f"{name}, engine {report['scenario'].get('engine_prefill_error', 1.0):g}x the profile")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -363,11 +388,10 @@ def main() -> None:
     reports = [json.loads(cell_path(s.name, e).read_text()) for e in ERRORS for s in SCENARIOS
                if cell_path(s.name, e).exists()]
     (RESULTS / "policies.md").write_text(markdown(reports))
-    sweep_file = RESULTS / "sweep_hpa.json"
-    sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
+    sweeps = load_sweeps()
     for report in reports:
         if report["scenario"].get("engine_prefill_error", 1.0) == 1.0:
-            plot_frontiers(report, sweep, RESULTS / f"{report['trace']}_frontier.png")
+            plot_frontiers(report, sweeps, RESULTS / f"{report['trace']}_frontier.png")
     print(f"total {time.perf_counter() - started:.0f} s; table in {RESULTS / 'policies.md'}")
 
 
