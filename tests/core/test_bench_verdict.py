@@ -44,3 +44,17 @@ def test_default_close_to_the_ceiling_and_cheap_meets_the_goal_with_no_flag():
     line = bench.verdict(_report(default=(5.0, 0.999), hpa=(6.5, 0.9985)))
     assert line.startswith("0.10 pt below the ceiling;")
     assert "(goal met)" in line and "**" not in line
+
+
+def test_the_peers_as_released_get_a_table_of_their_own_under_the_main_one_and_only_where_they_ran():
+    tuned = {"trace": "t", "scenario": {"engine_prefill_error": 1.0},
+             **_report(default=(5.0, 0.99), wva=(6.0, 0.95), **{"wva-released": (4.0, 0.995)})}
+    alone = {"trace": "u", "scenario": {"engine_prefill_error": 0.7}, **_report(default=(5.0, 0.99))}
+    text = bench.markdown([tuned, alone])
+    main, _, rest = text.partition("\n\n")
+    assert "| t | 1x | 100.00% | 5.00 / 99.00% | - | 6.00 / 95.00% |" in main
+    assert "wva-released" not in main and "| u | 0.7x |" in main
+    released = rest[rest.index("| scenario | engine | feasible | wva-released | dynamo-released |"):]
+    assert "| t | 1x | 100.00% | 4.00 / 99.50% | - |" in released
+    assert "| u |" not in released
+    assert "**loses**: wva-released" in text  # every peer run counts in the verdict
