@@ -12,8 +12,8 @@ from collections.abc import Callable
 from autoscaler.errors import ConfigError
 from autoscaler.sim.runner import SimPolicy
 
-__all__ = ["ABLATIONS", "BASELINES", "NAIVE", "RELEASED", "STANDARD", "check_names", "make_policy", "policy_names",
-           "register"]
+__all__ = ["ABLATIONS", "BASELINES", "DEFAULT_MODES", "NAIVE", "RELEASED", "STANDARD", "check_names", "make_policy",
+           "policy_names", "register"]
 
 BASELINES = ("hpa-tuned", "wva", "dynamo", "best-static", "static-peak", "saturation")
 """The peers ``default`` is compared with, each configured as its users would (``best-static`` and ``hpa-tuned``
@@ -23,6 +23,9 @@ and ``dynamo`` run the settings their sweeps chose with the budget ``hpa-tuned``
 RELEASED = ("wva-released", "dynamo-released")
 """WVA with its shipped saturation ConfigMap, Dynamo's planner told exactly the SLOs: what the tuned ``wva`` and
 ``dynamo`` are measured against in their sweeps."""
+DEFAULT_MODES = ("dynamo-load",)
+"""Peers in the mode their current release defaults to where it is not the one tuned above: Dynamo's planner with
+``optimization_target="throughput"``, load-based easy mode on static queue and KV thresholds every 5 s."""
 STANDARD = ("default", *BASELINES, "clairvoyant-model")
 """What ``simulate`` runs when no ``--policy`` is given, in report order. ``clairvoyant-model`` is last: it shows
 agreement with the project's own capacity model, not a bound."""
@@ -89,6 +92,12 @@ def _dynamo_released() -> SimPolicy:
     return Dynamo(name="dynamo-released")
 
 
+def _dynamo_load() -> SimPolicy:
+    from autoscaler.sim.dynamo_load import DynamoLoad
+
+    return DynamoLoad()
+
+
 def _best_static() -> SimPolicy:
     from autoscaler.sim.best_static import BestStatic
 
@@ -124,6 +133,7 @@ _FACTORIES: dict[str, Callable[[], SimPolicy]] = {
     "clairvoyant-model": _clairvoyant_model,
     "wva-released": _wva_released,
     "dynamo-released": _dynamo_released,
+    "dynamo-load": _dynamo_load,
     "hpa-queue-naive": _hpa_naive("queue"),
     "hpa-kv-naive": _hpa_naive("kv"),
     "default-no-rejection": _controller("default-no-rejection", apply_admission=False),

@@ -195,6 +195,10 @@ def simulate(
     end = extended.duration_s + scenario.tail_s
     tick_s = scenario.run_tick_s
     ticks_per_cycle = round(scenario.interval_s / tick_s)
+    # A policy whose own loop is faster than the control interval (Dynamo's 5 s load loop) says so with
+    # ``cycle_s``; it runs on that grid (at most once per simulation step), the timeline stays on the interval's.
+    cycle_s = getattr(policy, "cycle_s", None)
+    ticks_per_policy = max(1, round(cycle_s / tick_s)) if cycle_s else ticks_per_cycle
     timeline = Timeline()
     gpu_seconds_before, actions_before, measuring = 0.0, 0, False
     # Signals of idle engines at time 0 say nothing: the loop starts once a rate window of traffic has passed,
@@ -208,11 +212,13 @@ def simulate(
             break
         if not measuring and now >= offset - 1e-9:
             gpu_seconds_before, actions_before, measuring = cluster.gpu_seconds(), len(ctx.scaler.events), True
-        if tick % ticks_per_cycle == 0 and now >= control_from - 1e-9:
+        acts, records = tick % ticks_per_policy == 0, tick % ticks_per_cycle == 0
+        if (acts or records) and now >= control_from - 1e-9:
             clock.t = now
-            policy.cycle(now)
-            cluster.settle()
-            if measuring:
+            if acts:
+                policy.cycle(now)
+                cluster.settle()
+            if records and measuring:
                 _record(timeline, cluster, now - offset)
                 if progress is not None:
                     progress(now - offset)
