@@ -55,8 +55,9 @@ TRACES = Path(__file__).resolve().parents[1] / "autoscaler" / "data" / "traces"
 RESULTS = Path(__file__).resolve().parent / "results"
 MATRIX = RESULTS / "matrix"
 PEERS = ("default", "hpa-tuned", "wva", "dynamo", "best-static", "static-peak")
-RELEASED = ("wva-released", "dynamo-released")
-"""The tuned peers as shipped (their sweeps' ``released`` setting), in a table of their own under the main one."""
+RELEASED = ("wva-released", "dynamo-released", "dynamo-load")
+"""In a table of their own under the main one: the tuned peers as released (their sweeps' ``released`` setting),
+and Dynamo's planner in its current default mode (``dynamo-load``: load-based, static thresholds)."""
 ERRORS = (1.0, 0.7, 1.3)
 HELD_OUT = "mooncake-synthetic"
 COARSE_RESAMPLED = ("wva", "dynamo", "static-peak")
@@ -257,7 +258,8 @@ def markdown(reports: list[dict[str, Any]]) -> str:
     released = _table(reports, RELEASED)
     return _table(reports, PEERS) + "\n\nGPU-hours / share of requests within both SLOs" \
         " [90% bootstrap interval of GPU-h; of attainment], where resampled.\n\n" \
-        + (f"The tuned peers as released (the setting their sweep started from):\n\n{released}\n\n" if released else "") \
+        + (f"The tuned peers as released (the setting their sweep started from), and Dynamo's planner in its current"
+           f" default mode (load-based):\n\n{released}\n\n" if released else "") \
         + _how_resampled(reports) + "\n".join(notes) + "\n"
 
 

@@ -54,7 +54,7 @@ def test_the_peers_as_released_get_a_table_of_their_own_under_the_main_one_and_o
     main, _, rest = text.partition("\n\n")
     assert "| t | 1x | 100.00% | 5.00 / 99.00% | - | 6.00 / 95.00% |" in main
     assert "wva-released" not in main and "| u | 0.7x |" in main
-    released = rest[rest.index("| scenario | engine | feasible | wva-released | dynamo-released |"):]
-    assert "| t | 1x | 100.00% | 4.00 / 99.50% | - |" in released
+    released = rest[rest.index("| scenario | engine | feasible | wva-released | dynamo-released | dynamo-load |"):]
+    assert "| t | 1x | 100.00% | 4.00 / 99.50% | - | - |" in released
     assert "| u |" not in released
     assert "**loses**: wva-released" in text  # every peer run counts in the verdict
