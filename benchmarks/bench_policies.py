@@ -38,11 +38,14 @@ Run: ``python benchmarks/bench_policies.py [--scenario NAME ...] [--error 1.0 --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,28 +169,46 @@ def run_cell(name: str, error: float, policies: tuple[str, ...], resample: int,
             trace, dataclasses.replace(scenario, engine_mode=engine), [p for p in policies if engines[p] == engine],
             profile=profile, count=count, seed=SEED, reach_s=bench.resample_reach_s, make=starts)}
     if resample_only:
-        report = kept
-        assert report is not None and resamples is not None
-        for policy, runs in resamples.items():
-            report["policies"][policy]["resample"] = resample_summary(runs)
-        report["resample_wall_s"] = round(time.perf_counter() - started, 1)
+        assert resamples is not None
+        wall = {"resample_wall_s": round(time.perf_counter() - started, 1)}
+        new = {policy: resample_summary(runs) for policy, runs in resamples.items()}
     else:
         report = report_json(trace_name=name, trace=trace, scenario=scenario, profile=profile, results=results,
                              resamples=resamples)
         report["about"] = bench.about
         report["wall_s"] = round(time.perf_counter() - started, 1)
-    for policy in resamples or {}:  # how each interval was drawn, beside it
-        report["policies"][policy]["resample"].update(
-            count=count, engine=engines[policy],
-            blocks=(f"1-minute blocks each drawn within {bench.resample_reach_s:g} s of its place"
-                    if bench.resample_reach_s is not None else "1-minute blocks drawn from the whole trace"))
-    if kept is not None and not resample_only:  # a rerun of some policies replaces theirs and keeps the others'
-        report["policies"] = {**{k: v for k, v in kept["policies"].items() if k not in report["policies"]},
-                              **report["policies"]}
-    report["policies"] = {k: report["policies"][k] for k in sorted(report["policies"], key=_order)}
+        new = {policy: report["policies"][policy].get("resample") for policy in resamples or {}}
+    for policy, spread in new.items():  # how each interval was drawn, beside it
+        assert spread is not None
+        spread.update(count=count, engine=engines[policy],
+                      blocks=(f"1-minute blocks each drawn within {bench.resample_reach_s:g} s of its place"
+                              if bench.resample_reach_s is not None else "1-minute blocks drawn from the whole trace"))
     MATRIX.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+    with _cell_lock():  # other runs (other policies, other processes) may have written this cell since it was read
+        latest = json.loads(path.read_text()) if path.exists() else None
+        if resample_only:
+            assert latest is not None
+            report = {**latest, **wall}
+            for policy, spread in new.items():
+                report["policies"][policy]["resample"] = spread
+        elif latest is not None:  # a rerun of some policies replaces theirs and keeps the others'
+            report["policies"] = {**{k: v for k, v in latest["policies"].items() if k not in report["policies"]},
+                                  **report["policies"]}
+        report["policies"] = {k: report["policies"][k] for k in sorted(report["policies"], key=_order)}
+        path.write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+@contextlib.contextmanager
+def _cell_lock() -> Iterator[None]:
+    """The matrix directory locked (``flock``) while a cell is read, merged and written: runs of other policies on
+    the same cell, in other processes, then keep each other's entries."""
+    fd = os.open(MATRIX, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _order(policy: str) -> int:

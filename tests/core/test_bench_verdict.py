@@ -58,3 +58,34 @@ def test_the_peers_as_released_get_a_table_of_their_own_under_the_main_one_and_o
     assert "| t | 1x | 100.00% | 4.00 / 99.50% | - | - |" in released
     assert "| u |" not in released
     assert "**loses**: wva-released" in text  # every peer run counts in the verdict
+
+
+def test_a_cell_another_run_wrote_while_this_one_ran_keeps_both_runs_policies(tmp_path, monkeypatch):
+    """Runs of different policies on one cell go side by side (two streams on two cores); the second to finish
+    must not write back the cell as it read it at its start."""
+    import dataclasses
+    import json
+
+    import autoscaler.sim.report as sim_report
+
+    monkeypatch.setattr(bench, "MATRIX", tmp_path)
+    short = dataclasses.replace(bench.BY_NAME["azure-conv"],
+                                trace=lambda: bench.window(bench._azure(), start_s=0.0, end_s=300.0))
+    monkeypatch.setitem(bench.BY_NAME, "azure-conv", short)
+    path = bench.cell_path("azure-conv", 1.0)
+    path.write_text(json.dumps({"trace": "azure-conv", "policies": {"wva": {"gpu_hours": 1.0, "attainment": 0.5}}}))
+    real = sim_report.run_policies
+
+    def another_run_finishes_meanwhile(*args, **kwargs):
+        results = real(*args, **kwargs)
+        cell = json.loads(path.read_text())
+        cell["policies"]["dynamo"] = {"gpu_hours": 2.0, "attainment": 0.25}
+        path.write_text(json.dumps(cell))
+        return results
+
+    monkeypatch.setattr(sim_report, "run_policies", another_run_finishes_meanwhile)
+    bench.run_cell("azure-conv", 1.0, ("static-peak",), resample=0)
+    policies = json.loads(path.read_text())["policies"]
+    assert set(policies) == {"wva", "dynamo", "static-peak"}
+    assert policies["dynamo"] == {"gpu_hours": 2.0, "attainment": 0.25}
+    assert policies["static-peak"]["gpu_hours"] > 0
