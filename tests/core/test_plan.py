@@ -20,6 +20,7 @@ from autoscaler.core.types import (
 )
 from autoscaler.forecast import ForecastConfig
 from autoscaler.perf.profiles import default_profiles
+from tests.core.history_series import history_series
 
 PROFILES = default_profiles()
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
@@ -155,20 +156,11 @@ def test_admission_ratio_is_reported_for_a_disaggregated_model():
 
 
 def test_warm_start_teaches_the_forecaster_the_recent_past():
-    from dataclasses import dataclass
-
     from autoscaler.core.plan import warm_start
-
-    @dataclass(frozen=True)
-    class History:
-        timestamps: tuple[float, ...]
-        completions_per_s: tuple[float | None, ...]
-        prompt_tokens_mean: tuple[float | None, ...]
-        generation_tokens_mean: tuple[float | None, ...]
 
     n = 60
     ts = tuple(1000.0 + 15 * i for i in range(n))
-    ramp = History(ts, tuple(1.0 + 0.5 * i for i in range(n)), (1000.0,) * n, (200.0,) * n)
+    ramp = history_series(ts, tuple(1.0 + 0.5 * i for i in range(n)), (1000.0,) * n, (200.0,) * n)
     warmed = warm_start(state=PlannerState(), histories={spec(Role.PREFILL): ramp, spec(Role.DECODE): ramp},
                         config=CONFIG)
     now = ts[-1] + 15
@@ -180,19 +172,10 @@ def test_warm_start_teaches_the_forecaster_the_recent_past():
 
 
 def test_warm_start_skips_misaligned_histories():
-    from dataclasses import dataclass
-
     from autoscaler.core.plan import warm_start
 
-    @dataclass(frozen=True)
-    class History:
-        timestamps: tuple[float, ...]
-        completions_per_s: tuple[float | None, ...]
-        prompt_tokens_mean: tuple[float | None, ...]
-        generation_tokens_mean: tuple[float | None, ...]
-
-    a = History((1.0, 2.0), (1.0, 1.0), (10.0, 10.0), (5.0, 5.0))
-    b = History((1.0, 3.0), (1.0, 1.0), (10.0, 10.0), (5.0, 5.0))
+    a = history_series((1.0, 2.0), (1.0, 1.0), (10.0, 10.0), (5.0, 5.0))
+    b = history_series((1.0, 3.0), (1.0, 1.0), (10.0, 10.0), (5.0, 5.0))
     warmed = warm_start(state=PlannerState(), histories={spec(Role.PREFILL): a, spec(Role.DECODE): b},
                         config=CONFIG)
     assert MODEL not in warmed.mixes

@@ -4,13 +4,14 @@ answers, and takes the older past in at once: yesterday at this hour is known fr
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from autoscaler.controller.loop import WARM_START_POINTS, Controller
 from autoscaler.core.decide import ScalingPolicy
 from autoscaler.core.plan import PlannerConfig, PlannerState, warm_start
 from autoscaler.core.types import Role, ScaleTarget, VariantRef, VariantSignals, VariantSpec
 from autoscaler.forecast import ForecastConfig, Method
+from autoscaler.signals.history import HistorySeries
+from tests.core.history_series import history_series
 
 DAY = 86400.0
 STEP = 15.0
@@ -28,17 +29,9 @@ def daily_rate(t: float) -> float:
     return 5.0 + 4.0 * math.sin(2 * math.pi * t / DAY)
 
 
-@dataclass(frozen=True)
-class History:
-    timestamps: tuple[float, ...]
-    completions_per_s: tuple[float | None, ...]
-    prompt_tokens_mean: tuple[float | None, ...]
-    generation_tokens_mean: tuple[float | None, ...]
-
-
-def history(start: float, end: float) -> History:
+def history(start: float, end: float) -> HistorySeries:
     ts = tuple(start + i * STEP for i in range(int((end - start) / STEP + 1e-9) + 1))
-    return History(ts, tuple(daily_rate(t) for t in ts), (1000.0,) * len(ts), (200.0,) * len(ts))
+    return history_series(ts, tuple(daily_rate(t) for t in ts), (1000.0,) * len(ts), (200.0,) * len(ts))
 
 
 def test_two_days_of_history_warm_the_forecaster_with_yesterday_and_score_the_last_hour():
