@@ -191,18 +191,19 @@ def update_matrix(report: dict[str, Any]) -> Path:
     profile and engine; its ``load_scale`` field is a label): its policies replace theirs in that cell, the
     others are kept, so the README table gets the two-day row from here."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_policies import _order, cell_path
+    from bench_policies import cell_path, update_cell
 
-    path = cell_path("servegen-2d-70b", 1.0)
-    cell = json.loads(path.read_text()) if path.exists() else {
-        "trace": "servegen-2d-70b", "requests": report["requests"], "duration_s": report["duration_h"] * 3600.0,
-        "scenario": {**report["scenario"], "load_scale": report["load_scale"]}, "policies": {}}
     fresh = {name: {k: v for k, v in entry.items() if k not in BENCH_FIELDS}
              for name, entry in report["policies"].items()}
-    merged = {**cell["policies"], **fresh}
-    cell["policies"] = {k: merged[k] for k in sorted(merged, key=_order)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cell, indent=1) + "\n")
+
+    def merged(cell: dict[str, Any] | None) -> dict[str, Any]:
+        cell = cell or {"trace": "servegen-2d-70b", "requests": report["requests"],
+                        "duration_s": report["duration_h"] * 3600.0,
+                        "scenario": {**report["scenario"], "load_scale": report["load_scale"]}, "policies": {}}
+        return {**cell, "policies": {**cell["policies"], **fresh}}
+
+    path = cell_path("servegen-2d-70b", 1.0)
+    update_cell(path, merged)
     return path
 
 

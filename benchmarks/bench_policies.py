@@ -38,19 +38,19 @@ Run: ``python benchmarks/bench_policies.py [--scenario NAME ...] [--error 1.0 --
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import fcntl
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoscaler.sim import policies as policy_sets
 from autoscaler.sim.scenario import Scenario
 from autoscaler.traces import Trace, load_scale, read_trace, splice, window
 
@@ -58,7 +58,7 @@ TRACES = Path(__file__).resolve().parents[1] / "autoscaler" / "data" / "traces"
 RESULTS = Path(__file__).resolve().parent / "results"
 MATRIX = RESULTS / "matrix"
 PEERS = ("default", "hpa-tuned", "wva", "dynamo", "best-static", "static-peak")
-RELEASED = ("wva-released", "dynamo-released", "dynamo-load")
+RELEASED = (*policy_sets.RELEASED, *policy_sets.DEFAULT_MODES)
 """In a table of their own under the main one: the tuned peers as released (their sweeps' ``released`` setting),
 and Dynamo's planner in its current default mode (``dynamo-load``: load-based, static thresholds)."""
 ERRORS = (1.0, 0.7, 1.3)
@@ -183,32 +183,34 @@ def run_cell(name: str, error: float, policies: tuple[str, ...], resample: int,
         spread.update(count=count, engine=engines[policy],
                       blocks=(f"1-minute blocks each drawn within {bench.resample_reach_s:g} s of its place"
                               if bench.resample_reach_s is not None else "1-minute blocks drawn from the whole trace"))
-    MATRIX.mkdir(parents=True, exist_ok=True)
-    with _cell_lock():  # other runs (other policies, other processes) may have written this cell since it was read
-        latest = json.loads(path.read_text()) if path.exists() else None
+
+    def merged(latest: dict[str, Any] | None) -> dict[str, Any]:
         if resample_only:
             assert latest is not None
-            report = {**latest, **wall}
             for policy, spread in new.items():
-                report["policies"][policy]["resample"] = spread
-        elif latest is not None:  # a rerun of some policies replaces theirs and keeps the others'
-            report["policies"] = {**{k: v for k, v in latest["policies"].items() if k not in report["policies"]},
-                                  **report["policies"]}
-        report["policies"] = {k: report["policies"][k] for k in sorted(report["policies"], key=_order)}
-        path.write_text(json.dumps(report, indent=1) + "\n")
-    return report
+                latest["policies"][policy]["resample"] = spread
+            return {**latest, **wall}
+        # A rerun of some policies replaces theirs and keeps the others'.
+        others = {k: v for k, v in (latest or {"policies": {}})["policies"].items() if k not in report["policies"]}
+        return {**report, "policies": {**others, **report["policies"]}}
+
+    return update_cell(path, merged)
 
 
-@contextlib.contextmanager
-def _cell_lock() -> Iterator[None]:
-    """The matrix directory locked (``flock``) while a cell is read, merged and written: runs of other policies on
-    the same cell, in other processes, then keep each other's entries."""
-    fd = os.open(MATRIX, os.O_RDONLY)
+def update_cell(path: Path, change: Callable[[dict[str, Any] | None], dict[str, Any]]) -> dict[str, Any]:
+    """The cell at ``path`` (None when there is none) changed by ``change`` and written back, its policies in table
+    order; read, changed and written with the matrix directory locked (``flock``), so that runs of other policies
+    on the same cell, in other processes (``bench_long_replay.py`` too), keep each other's entries."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        cell = change(json.loads(path.read_text()) if path.exists() else None)
+        cell["policies"] = {k: cell["policies"][k] for k in sorted(cell["policies"], key=_order)}
+        path.write_text(json.dumps(cell, indent=1) + "\n")
     finally:
         os.close(fd)  # releases the lock
+    return cell
 
 
 def _order(policy: str) -> int:

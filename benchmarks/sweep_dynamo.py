@@ -1,6 +1,6 @@
 """Tune ``dynamo`` with the budget ``hpa-tuned`` and the default's knobs got: 16 settings of the SLA planner's
 arguments, on the shipped one-hour traces, one of them held out; the chosen values are pinned in
-``autoscaler/sim/dynamo.py`` (:data:`autoscaler.sim.dynamo.DYNAMO_TUNED`).
+``autoscaler/sim/dynamo.py`` (``DYNAMO_TUNED_TTFT_TARGET_FACTOR`` and its two neighbours).
 
 The knobs are planner arguments (ai-dynamo/dynamo, ``components/src/dynamo/planner/config/planner_config.py``
 and ``config/defaults.py``): the targets ``ttft`` and ``itl`` (ms; defaults 500 and 50) and
