@@ -189,7 +189,9 @@ BENCH_FIELDS = ("cpu_s", "trace_load_s", "simulate_wall_s", "peak_rss_mb", "requ
 def update_matrix(report: dict[str, Any]) -> Path:
     """This replay is ``bench_policies.py``'s ``servegen-2d-70b`` cell at engine 1.0x (same trace, load, seed,
     profile and engine; its ``load_scale`` field is a label): its policies replace theirs in that cell, the
-    others are kept, so the README table gets the two-day row from here."""
+    others are kept, so the README table gets the two-day row from here. A policy's bootstrap interval
+    (``resample``, from ``bench_policies.py --resample``) is kept while the rerun lands on the same point (GPU-hours
+    and attainment) it was drawn around, and dropped when the point moved."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_policies import cell_path, update_cell
 
@@ -200,11 +202,17 @@ def update_matrix(report: dict[str, Any]) -> Path:
         cell = cell or {"trace": "servegen-2d-70b", "requests": report["requests"],
                         "duration_s": report["duration_h"] * 3600.0,
                         "scenario": {**report["scenario"], "load_scale": report["load_scale"]}, "policies": {}}
-        return {**cell, "policies": {**cell["policies"], **fresh}}
+        return {**cell, "policies": {**cell["policies"], **{name: _keep_interval(cell["policies"].get(name), entry)
+                                                            for name, entry in fresh.items()}}}
 
     path = cell_path("servegen-2d-70b", 1.0)
     update_cell(path, merged)
     return path
+
+
+def _keep_interval(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    same_point = old is not None and all(old.get(k) == new.get(k) for k in ("gpu_hours", "attainment"))
+    return {**new, "resample": old["resample"]} if same_point and old and "resample" in old else new
 
 
 def schedule_s(durations: list[float], workers: int) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -24,6 +24,7 @@ from autoscaler.traces import Trace, window
 
 __all__ = ["RunResult", "SimContext", "SimPolicy", "Timeline", "simulate", "warm_start_sizing", "with_warmup"]
 
+GIVE_UP_CHECK_S = 300.0  # how often a replay with a miss budget counts its certain misses
 WARM_START_S = 300.0  # every dynamic policy starts sized for the first five minutes, as if already running
 DEFAULT_KV_BYTES_PER_TOKEN = 131072  # Llama-3.1-8B BF16, when a profile file does not say
 
@@ -160,9 +161,20 @@ def simulate(
     progress: Callable[[float], None] | None = None,
     keep_cluster: bool = False,
     record_latencies: bool = False,
+    miss_budget: float | None = None,
 ) -> RunResult:
     """Replay ``trace`` under ``policy``; ``progress`` gets the simulated seconds of the trace done so far.
     ``keep_cluster`` returns the cluster with the result; ``record_latencies`` keeps every decode step's ITL.
+
+    ``miss_budget``: for a caller that only asks whether the attainment reaches a target (``best-static``'s
+    search), the replay gives up as soon as more than this many measured requests have certainly missed an SLO
+    (checked every simulated ``GIVE_UP_CHECK_S``), which makes the final attainment lower than
+    ``1 - miss_budget / requests`` whatever follows. Such a result says ``gave_up_at_s`` in ``extra``; its
+    ``both_attainment`` is then that upper bound, its other figures cover only the part replayed.
+
+    A policy that has already made this very replay (``best-static``: its search replayed the fleet it chose, and
+    replays are deterministic) hands it back from ``replayed()`` after ``initial``, and it is returned under the
+    policy's name instead of being made twice.
 
     The run starts ``Scenario.warmup_s`` early on a copy of the trace's beginning, with the warm-start replicas
     and the control loop running, so that every policy is in its steady state (histories, forecasts, windows)
@@ -188,6 +200,12 @@ def simulate(
                      measured_from_s=offset)
 
     sizing = policy.initial(ctx) or warm_start_sizing(trace=trace, scenario=scenario, profile=profile)
+    made = getattr(policy, "replayed", None)
+    done = made() if made is not None and not (keep_cluster or record_latencies) else None
+    if done is not None:
+        if progress is not None:
+            progress(trace.duration_s)
+        return replace(done, policy=policy.name, wall_s=time.perf_counter() - started, extra=dict(done.extra))
     for role in (Role.PREFILL, Role.DECODE):
         cluster.warm_start(role, sizing.of(role))
     policy.start(ctx)
@@ -205,6 +223,8 @@ def simulate(
     # observes for a scale-down window, then acts.
     control_from = min(math.ceil(scenario.rate_window_s / scenario.interval_s) * scenario.interval_s, offset)
     ctx.live_from_s = min(offset, control_from + OBSERVE_S)
+    ticks_per_check = round(GIVE_UP_CHECK_S / tick_s)
+    gave_up_at, misses, tally = None, 0, MissTally(first=skipped)
     tick = 0
     while True:
         now = tick * tick_s
@@ -222,6 +242,11 @@ def simulate(
                 _record(timeline, cluster, now - offset)
                 if progress is not None:
                     progress(now - offset)
+        if miss_budget is not None and measuring and tick % ticks_per_check == 0:
+            misses = tally.count(cluster, extended.arrival_s, now=now, scenario=scenario)
+            if misses > miss_budget:
+                gave_up_at = now - offset
+                break
         cluster.step(now + tick_s)
         tick += 1
     finished_at = cluster.now
@@ -231,9 +256,58 @@ def simulate(
                    gpu_seconds=cluster.gpu_seconds(until=finished_at) - gpu_seconds_before,
                    scale_actions=len(ctx.scaler.events) - actions_before, finished_at=finished_at,
                    wall_s=time.perf_counter() - started, kv_bytes=kv_bytes)
+    if gave_up_at is not None:
+        n = max(result.requests, 1)
+        result.both_attainment = 1.0 - misses / n
+        result.extra["gave_up_at_s"] = gave_up_at
+        result.extra["certain_misses"] = misses
     if keep_cluster:
         result.cluster, result.measured = cluster, measured
     return result
+
+
+def certain_misses(cluster: SimCluster, arrival_s: np.ndarray, *, first: int, now: float, scenario: Scenario,
+                   end: int | None = None) -> int:
+    """Requests of index ``first`` to ``end`` (default: every arrived one) that have already missed an SLO for good
+    at ``now``: rejected, first token later than the TTFT target, or finished with a mean ITL over it.
+
+    The first token is known once the request finishes; before that it comes after the prefill pod's (a lower
+    bound once prefilled) and, not yet prefilled, after ``now``: a request is late as soon as that bound is."""
+    out = cluster.outcomes
+    end = cluster.arrived if end is None else end
+    if end <= first:
+        return 0
+    arrived = slice(first, end)
+    prefilled = out.prefilled_s[arrived]
+    first_token = out.first_token_s[arrived]
+    earliest = np.where(np.isnan(first_token), np.where(np.isnan(prefilled), now, prefilled), first_token)
+    late = earliest - arrival_s[arrived] > scenario.slo_ttft_s
+    gaps = np.maximum(out.generated[arrived] - 1, 1)
+    with np.errstate(invalid="ignore"):
+        itl = (out.finish_s[arrived] - out.first_token_s[arrived]) / gaps
+        slow = (out.generated[arrived] > 1) & (itl > scenario.slo_itl_s)  # NaN (unfinished) compares False
+    return int((out.rejected[arrived] | late | slow).sum())
+
+
+@dataclass
+class MissTally:
+    """:func:`certain_misses` from ``first`` on, counted as a replay goes: the requests that are done for good
+    (finished or rejected) at the head are counted once and passed over, so each count looks only at the few
+    still in flight and a check can be frequent even with millions of requests behind it."""
+
+    first: int
+    done_misses: int = 0
+
+    def count(self, cluster: SimCluster, arrival_s: np.ndarray, *, now: float, scenario: Scenario) -> int:
+        out, end = cluster.outcomes, cluster.arrived
+        if end > self.first:
+            head = slice(self.first, end)
+            done = out.rejected[head] | ~np.isnan(out.finish_s[head])
+            settled = self.first + (int(np.argmin(done)) if not done.all() else end - self.first)
+            self.done_misses += certain_misses(cluster, arrival_s, first=self.first, now=now, scenario=scenario,
+                                               end=settled)
+            self.first = settled
+        return self.done_misses + certain_misses(cluster, arrival_s, first=self.first, now=now, scenario=scenario)
 
 
 def _record(timeline: Timeline, cluster: SimCluster, t: float) -> None:

@@ -267,6 +267,85 @@ def test_best_static_reaches_its_target_and_one_replica_fewer_in_either_pool_doe
         assert replay_fixed(trace, scenario, PROFILE, p, d - 1).both_attainment < search.target
 
 
+def test_a_replay_with_a_miss_budget_stops_once_the_fleet_certainly_misses_and_its_bound_holds(monkeypatch):
+    from autoscaler.sim import runner
+    from autoscaler.sim.baselines import Fixed
+
+    monkeypatch.setattr(runner, "GIVE_UP_CHECK_S", 30.0)
+    trace = poisson_trace(rate_rps=12.0, duration_s=600.0, prompt_tokens=3000, mean_output_tokens=120, seed=5)
+    scenario = Scenario(**FAST)
+    full = simulate(trace, scenario, Fixed(prefill=1, decode=1))
+    assert full.both_attainment < 0.5  # far too small a fleet
+    budget = 0.05 * len(trace)
+    quick = simulate(trace, scenario, Fixed(prefill=1, decode=1), miss_budget=budget)
+    assert quick.extra["gave_up_at_s"] < 0.5 * trace.duration_s
+    # an upper bound on the attainment, and below the target the budget stands for
+    assert full.both_attainment <= quick.both_attainment < 1.0 - budget / len(trace)
+    ample = simulate(trace, scenario, Fixed(prefill=6, decode=6))
+    within = simulate(trace, scenario, Fixed(prefill=6, decode=6), miss_budget=budget)
+    assert "gave_up_at_s" not in within.extra
+    assert {k: v for k, v in within.summary().items() if k != "wall_s"} == \
+        {k: v for k, v in ample.summary().items() if k != "wall_s"}
+
+
+@pytest.mark.parametrize("fleet", [(1, 1), (1, 3), (2, 1), (2, 2), (3, 2)])
+def test_certain_misses_never_exceed_the_final_ones_and_end_as_every_request_outside_an_slo(fleet):
+    """Counted each cycle of a replay whose tight ITL target makes some fleets miss on ITL alone."""
+    import numpy as np
+
+    from autoscaler.sim.baselines import Fixed
+    from autoscaler.sim.runner import MissTally, certain_misses
+
+    counted: list[int] = []
+    tallied: list[int] = []
+
+    class Counting(Fixed):
+        def start(self, ctx):
+            self.ctx = ctx
+
+        def cycle(self, now):
+            ctx = self.ctx
+            first = int(np.searchsorted(ctx.trace.arrival_s, ctx.measured_from_s))
+            self.tally = getattr(self, "tally", None) or MissTally(first=first)
+            counted.append(certain_misses(ctx.cluster, ctx.trace.arrival_s, first=first, now=now,
+                                          scenario=ctx.scenario))
+            # the running tally passes over the requests done for good and counts the same
+            assert self.tally.count(ctx.cluster, ctx.trace.arrival_s, now=now, scenario=ctx.scenario) == counted[-1]
+            tallied.append(self.tally.first)
+
+    trace = poisson_trace(rate_rps=8.0, duration_s=300.0, prompt_tokens=3000, mean_output_tokens=400, seed=5)
+    scenario = Scenario(**FAST, slo_itl_s=0.01)
+    run = simulate(trace, scenario, Counting(*fleet), keep_cluster=True)
+    assert run.cluster is not None and run.measured is not None
+    final = round((1.0 - run.both_attainment) * run.requests)
+    assert counted == sorted(counted) and max(counted) <= final
+    assert tallied[-1] > tallied[0]  # the tally did pass over finished requests
+    end = certain_misses(run.cluster, run.cluster.trace.arrival_s, first=int(run.measured.argmax()),
+                         now=run.cluster.now, scenario=scenario)
+    assert end == final
+
+
+def test_best_static_runs_as_the_replay_its_search_made_of_the_fleet_it_chose():
+    from autoscaler.sim import best_static
+    from autoscaler.sim.baselines import Fixed
+
+    trace = poisson_trace(rate_rps=12.0, duration_s=180.0, prompt_tokens=3000, mean_output_tokens=120, seed=7)
+    scenario = Scenario(**FAST)
+    policy = best_static.BestStatic()
+    run = simulate(trace, scenario, policy)
+    assert policy.search is not None and run.policy == "best-static"
+    made = best_static._CACHE[policy._replay_key]
+    assert run.timeline is made.timeline  # not replayed again
+    fleet = policy.search.fleet
+    fresh = simulate(trace, scenario, Fixed(prefill=fleet.prefill, decode=fleet.decode))
+    searched = run.summary()
+    assert searched.pop("search_replays") == policy.search.replays >= len(policy.search.tried) >= 2
+    assert searched.pop("search_replays_stopped_early") == policy.search.stopped_early
+    assert {k: v for k, v in searched.items() if k != "wall_s"} == \
+        {k: v for k, v in fresh.summary().items() if k != "wall_s"}
+    assert fresh.timeline.gpus == run.timeline.gpus and fresh.timeline.attainment == run.timeline.attainment
+
+
 def test_best_static_searched_on_the_coarse_engine_is_settled_minimal_on_the_per_step_engine():
     trace = poisson_trace(rate_rps=12.0, duration_s=180.0, prompt_tokens=3000, mean_output_tokens=120, seed=5)
     scenario = Scenario(**FAST)
