@@ -30,7 +30,7 @@ from autoscaler.sim.hpa import (
     pod_metric_replicas,
 )
 from autoscaler.sim.runner import SimContext
-from autoscaler.sim.sizing import Sizing, mix_of, size_pools
+from autoscaler.sim.sizing import Sizing, mix_of, size_pools, window_mixes
 
 __all__ = ["ClairvoyantModel", "Fixed", "HpaPools", "StaticPeak", "hpa_naive", "hpa_tuned", "size_window"]
 
@@ -86,9 +86,20 @@ class StaticPeak:
     instant_capacity: bool = False
 
     def initial(self, ctx: SimContext) -> Sizing:
-        starts = np.arange(0.0, max(ctx.trace.duration_s, self.window_s), self.window_s)
-        whole = max(ctx.trace.duration_s, self.window_s)
-        sizes = [size_window(ctx, float(t), float(t) + self.window_s, mix_window_s=whole) for t in starts]
+        """Each window sized as :func:`size_window` sizes it with a trace-long mix window, the mixes taken all at
+        once (:func:`window_mixes`: the same values, without a partition of millions of prompts per window)."""
+        trace, s = ctx.trace, ctx.scenario
+        starts = np.arange(0.0, max(trace.duration_s, self.window_s), self.window_s)
+        ends = starts + self.window_s
+        pad = max(0.0, (max(trace.duration_s, self.window_s) - self.window_s) / 2)
+        lo, hi = np.searchsorted(trace.arrival_s, starts, side="left"), np.searchsorted(trace.arrival_s, ends, side="left")
+        mlo = np.searchsorted(trace.arrival_s, starts - pad, side="left")
+        mhi = np.searchsorted(trace.arrival_s, ends + pad, side="left")
+        rates = (hi - lo).astype(float) / self.window_s
+        mixes = window_mixes(trace.input_tokens, np.maximum(trace.output_tokens, 1), lo=mlo, hi=mhi, rates_rps=rates)
+        sizes = [size_pools(mix=mix, rate_rps=float(rate), profile=ctx.profile, slo=s.slo,
+                            min_replicas=s.min_replicas, max_replicas=s.max_replicas)
+                 for mix, rate in zip(mixes, rates.tolist(), strict=True)]
         return Sizing(max(z.prefill for z in sizes), max(z.decode for z in sizes))
 
     def start(self, ctx: SimContext) -> None:

@@ -56,6 +56,54 @@ def mix_of(prompts: np.ndarray, outputs: np.ndarray, *, rate_rps: float) -> Traf
                       mean_output_tokens=max(1.0, float(np.mean(outputs))), request_rate_rps=rate_rps)
 
 
+def window_mixes(prompts: np.ndarray, outputs: np.ndarray, *, lo: np.ndarray, hi: np.ndarray,
+                 rates_rps: np.ndarray) -> list[TrafficMix | None]:
+    """:func:`mix_of` of ``prompts[lo[i]:hi[i]]`` (and outputs) for every window ``i``, the same to the last bit,
+    for windows whose bounds never move back (``lo`` and ``hi`` non-decreasing) over integer token counts.
+
+    ``static-peak`` sizes each minute of a trace for the mix of a trace-long window around it: millions of prompts
+    per window on a two-day replay, where a partition per window cost a minute. Here the windows' prompts are
+    counted per distinct length as the windows slide (each prompt enters and leaves once), and the p90 is read
+    from the running counts; means are exact integer sums over the count (float64 sums of integers are exact
+    below 2**53, in any order, as ``np.mean``'s are), and the p90 interpolates between the two order statistics
+    with NumPy's arithmetic for its default (linear) method."""
+    if not (np.issubdtype(prompts.dtype, np.integer) and np.issubdtype(outputs.dtype, np.integer)):
+        raise TypeError("window_mixes needs integer token counts")
+    if np.any(np.diff(lo) < 0) or np.any(np.diff(hi) < 0) or np.any(hi < lo):
+        raise ValueError("window_mixes needs windows that only move forward")
+    values, index = np.unique(prompts, return_inverse=True)
+    prompt_sums = np.concatenate([[0], np.cumsum(prompts, dtype=np.int64)])
+    output_sums = np.concatenate([[0], np.cumsum(outputs, dtype=np.int64)])
+    counts = np.zeros(len(values), dtype=np.int64)
+    at_lo = at_hi = 0
+    out: list[TrafficMix | None] = []
+    for a, b, rate in zip(lo.tolist(), hi.tolist(), rates_rps.tolist(), strict=True):
+        counts += np.bincount(index[at_hi:max(at_hi, b)], minlength=len(values))
+        counts -= np.bincount(index[at_lo:a], minlength=len(values))
+        at_lo, at_hi = a, max(at_hi, b)
+        n = b - a
+        if n == 0:
+            out.append(None)
+            continue
+        mean = max(1.0, float(prompt_sums[b] - prompt_sums[a]) / n)
+        p90 = _linear_quantile(values, np.cumsum(counts), n, 0.9)
+        out.append(TrafficMix(mean_input_tokens=mean, p90_input_tokens=max(mean, p90),
+                              mean_output_tokens=max(1.0, float(output_sums[b] - output_sums[a]) / n),
+                              request_rate_rps=rate))
+    return out
+
+
+def _linear_quantile(values: np.ndarray, cumulative: np.ndarray, n: int, q: float) -> float:
+    """``np.quantile(x, q)`` of ``n`` samples given as ``cumulative`` counts per sorted distinct value."""
+    virtual = (n - 1) * q  # NumPy's virtual index for its linear method
+    below = math.floor(virtual)
+    gamma = virtual - below
+    below = min(max(below, 0), n - 1)
+    a, b = (int(values[np.searchsorted(cumulative, k, side="right")]) for k in (below, min(below + 1, n - 1)))
+    diff = b - a
+    return float(b - diff * (1.0 - gamma)) if gamma >= 0.5 else float(a + diff * gamma)
+
+
 @dataclass(frozen=True, slots=True)
 class Sizing:
     prefill: int

@@ -388,3 +388,46 @@ def test_best_static_started_from_a_far_fleet_settles_on_the_full_searchs_fleet(
 def test_the_standard_set_is_default_and_the_peers_with_the_clairvoyant_model_last():
     assert STANDARD == ("default", "hpa-tuned", "wva", "dynamo", "best-static", "static-peak", "saturation",
                         "clairvoyant-model")
+
+
+# ---------------------------------------------------------------- static-peak's mixes
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_window_mixes_are_mix_of_each_window_to_the_last_bit(seed):
+    import numpy as np
+
+    from autoscaler.sim.sizing import mix_of, window_mixes
+
+    rng = np.random.default_rng(seed)
+    n = 5000
+    prompts = rng.lognormal(7.0, 1.2, n).astype(np.int64) + 1
+    prompts[rng.random(n) < 0.3] = 1024  # ties, as real traces have
+    outputs = rng.integers(0, 900, n)
+    lo = np.sort(rng.integers(0, n, 300))
+    hi = np.maximum(lo, np.sort(rng.integers(0, n + 1, 300)))
+    hi[:5] = lo[:5]  # empty windows
+    lo[-3:] = hi[-3:] = n
+    rates = rng.random(300) * 10
+    fast = window_mixes(prompts, np.maximum(outputs, 1), lo=lo, hi=hi, rates_rps=rates)
+    for a, b, rate, got in zip(lo, hi, rates, fast, strict=True):
+        assert got == mix_of(prompts[a:b], np.maximum(outputs[a:b], 1), rate_rps=float(rate)), (a, b)
+    with pytest.raises(ValueError, match="forward"):
+        window_mixes(prompts, outputs, lo=lo[::-1].copy(), hi=hi[::-1].copy(), rates_rps=rates)
+
+
+def test_static_peak_sizes_every_minute_as_size_window_does():
+    from autoscaler.sim.baselines import StaticPeak, size_window
+    from autoscaler.sim.runner import SimContext
+    from autoscaler.traces import load_scale, read_trace
+
+    trace = load_scale(read_trace(Path(__file__).resolve().parents[2] / "autoscaler/data/traces/azure_llm_2023_conv.csv"),
+                       8, seed=0)
+    scenario = Scenario(profile="llama-3.1-70b/h100-tp4")
+    ctx = SimContext(cluster=None, scenario=scenario, profile=default_profiles()["llama-3.1-70b/h100-tp4"],  # type: ignore[arg-type]
+                     trace=trace, clock=None, variants=None, signals=None, scaler=None)  # type: ignore[arg-type]
+    whole = trace.duration_s
+    starts = [60.0 * k for k in range(int(whole // 60) + 1)]
+    slow = [size_window(ctx, t, t + 60.0, mix_window_s=whole) for t in starts]
+    expected = (max(z.prefill for z in slow), max(z.decode for z in slow))
+    got = StaticPeak().initial(ctx)
+    assert (got.prefill, got.decode) == expected and expected[0] > 1
