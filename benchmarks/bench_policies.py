@@ -26,7 +26,7 @@ Scenarios (SLOs per request: its own TTFT, its own mean ITL <= 50 ms):
 - ``azure-load8-70b``: the Azure trace at load x8 (same hour), Llama-3.1-70B / H100 TP4: tens of GPUs;
 - ``azure-surge-70b``: the Azure hour at load x4, its minutes 20-35 at x12, then x4 again, 70B TP4;
 - ``servegen-2d-70b``: two days of a production fleet (ServeGen, Alibaba) at load x4 on 70B TP4, on the coarse
-  engine (validated against the per-step engine in ``tests/core/test_coarse_engine.py``).
+  engine (validated against the per-step engine in ``tests/core/test_sim_coarse.py``).
 
 Each (scenario, engine error) cell is one process (two at a time on two cores); its JSON goes to
 ``benchmarks/results/matrix/`` and the table to ``benchmarks/results/policies.md``, which the README quotes.
