@@ -43,3 +43,18 @@ def test_a_rerun_two_day_replay_keeps_other_policies_and_an_interval_drawn_aroun
     assert cell["default"]["resample"] == interval and "cpu_s" not in cell["default"]
     assert "resample" not in cell["best-static"] and cell["best-static"]["gpu_hours"] == 570.0
     assert cell["static-peak"] == on_disk["policies"]["static-peak"]
+
+
+def test_the_ablation_table_gives_each_part_against_default_and_skips_what_was_not_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_ablations
+
+    base = {"gpu_hours": 10.0, "attainment": 0.95}
+    table = bench_ablations.markdown({
+        "azure-conv": {"default": base, "default-no-rejection": {"gpu_hours": 12.0, "attainment": 0.9612}},
+        "mooncake-synthetic": {"default": None, "default-gateway": {"gpu_hours": 2.0, "attainment": 0.997}},
+    }).splitlines()
+    assert table[0] == "| scenario | default | default-no-rejection | default-mean-forecast | default-gateway |"
+    assert table[2] == "| azure-conv | 10.00 / 95.00% | 12.00 / 96.12% (1.20×, +1.12 pt) | - | - |"
+    assert table[3] == "| mooncake-synthetic | - | - | - | 2.00 / 99.70% |"
+    assert len(table) == 4  # scenarios with no results have no row
