@@ -179,8 +179,19 @@ def measure_window(stack, variant, instance, source) -> Window:  # type: ignore[
         wait_until(lambda: time.time() - settled >= WINDOW_S + 1, timeout_s=WINDOW_S + 5, what="one window")
         stack.wait_for_scrape(pods=[instance.pod], after=time.time() - 0.5)
         at = source.server_time()
+        # A scrape that started before ``at`` may still be writing its samples: wait for one taken after ``at``
+        # (a target's scrapes are appended in order), so the product's queries and the test's below see the same
+        # samples up to ``at`` (one run read 5 running samples and the next query 6).
+        stack.wait_for_scrape(pods=[instance.pod], after=at)
         spec = stack.spec_of(variant)
-        signals = source.collect_all([spec], now=at).variants[spec]
+        # The source evaluates at Prometheus's time() read when it collects; hold it at ``at`` so that its
+        # queries and the test's see the same instant (a few milliseconds apart, a scrape at a window's edge
+        # fell in one and not the other).
+        source.server_time = lambda: at
+        try:
+            signals = source.collect_all([spec], now=at).variants[spec]
+        finally:
+            del source.server_time
         series = stack.prometheus.query(
             f'vllm:request_success_total{{namespace="{stack.namespace}",finished_reason="length"}}[{WINDOW_S}s]', at=at)
         stamps = [float(t) for t, _ in series[0]["values"]]
