@@ -211,8 +211,9 @@ def update_matrix(report: dict[str, Any]) -> Path:
 
 
 def _keep_interval(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
-    same_point = old is not None and all(old.get(k) == new.get(k) for k in ("gpu_hours", "attainment"))
-    return {**new, "resample": old["resample"]} if same_point and old and "resample" in old else new
+    if old is None or "resample" not in old or any(old.get(k) != new.get(k) for k in ("gpu_hours", "attainment")):
+        return new
+    return {**new, "resample": old["resample"]}
 
 
 def schedule_s(durations: list[float], workers: int) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 
 from autoscaler.core.saturation import SaturationThresholds
 from autoscaler.core.types import Role
+from autoscaler.perf.capacity import TrafficMix
 from autoscaler.sim.hpa import (
     HpaBehavior,
     HpaPolicy,
@@ -31,6 +32,7 @@ from autoscaler.sim.hpa import (
 )
 from autoscaler.sim.runner import SimContext
 from autoscaler.sim.sizing import Sizing, mix_of, size_pools, window_mixes
+from autoscaler.traces import Trace
 
 __all__ = ["ClairvoyantModel", "Fixed", "HpaPools", "StaticPeak", "hpa_naive", "hpa_tuned", "size_window"]
 
@@ -44,13 +46,28 @@ on it: a 15 s interval holds a few dozen requests, too few for a stable p90 prom
 
 def size_window(ctx: SimContext, start: float, end: float, *, mix_window_s: float = MIX_WINDOW_S) -> Sizing:
     """The capacity model's replicas for the requests actually arriving in ``[start, end)``."""
-    trace, s = ctx.trace, ctx.scenario
-    lo, hi = np.searchsorted(trace.arrival_s, [start, end], side="left")
-    pad = max(0.0, (mix_window_s - (end - start)) / 2)
-    mlo, mhi = np.searchsorted(trace.arrival_s, [start - pad, end + pad], side="left")
-    rate = float(hi - lo) / (end - start)
-    mix = mix_of(trace.input_tokens[mlo:mhi], np.maximum(trace.output_tokens[mlo:mhi], 1), rate_rps=rate)
-    return size_pools(mix=mix, rate_rps=rate, profile=ctx.profile, slo=s.slo, min_replicas=s.min_replicas,
+    trace = ctx.trace
+    mlo, mhi, rates = _windows(trace, np.array([start]), np.array([end]), mix_window_s=mix_window_s)
+    a, b, rate = int(mlo[0]), int(mhi[0]), float(rates[0])
+    return _sized(ctx, mix_of(trace.input_tokens[a:b], np.maximum(trace.output_tokens[a:b], 1), rate_rps=rate),
+                  rate)
+
+
+def _windows(trace: Trace, starts: np.ndarray, ends: np.ndarray, *,
+             mix_window_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window ``[start, end)``: the index range of the requests in its mix window (``mix_window_s`` wide,
+    centred on it, never narrower than the window), and its arrival rate."""
+    lo = np.searchsorted(trace.arrival_s, starts, side="left")
+    hi = np.searchsorted(trace.arrival_s, ends, side="left")
+    pad = np.maximum(0.0, (mix_window_s - (ends - starts)) / 2)
+    mlo = np.searchsorted(trace.arrival_s, starts - pad, side="left")
+    mhi = np.searchsorted(trace.arrival_s, ends + pad, side="left")
+    return mlo, mhi, (hi - lo) / (ends - starts)
+
+
+def _sized(ctx: SimContext, mix: TrafficMix | None, rate_rps: float) -> Sizing:
+    s = ctx.scenario
+    return size_pools(mix=mix, rate_rps=rate_rps, profile=ctx.profile, slo=s.slo, min_replicas=s.min_replicas,
                       max_replicas=s.max_replicas)
 
 
@@ -88,18 +105,12 @@ class StaticPeak:
     def initial(self, ctx: SimContext) -> Sizing:
         """Each window sized as :func:`size_window` sizes it with a trace-long mix window, the mixes taken all at
         once (:func:`window_mixes`: the same values, without a partition of millions of prompts per window)."""
-        trace, s = ctx.trace, ctx.scenario
-        starts = np.arange(0.0, max(trace.duration_s, self.window_s), self.window_s)
-        ends = starts + self.window_s
-        pad = max(0.0, (max(trace.duration_s, self.window_s) - self.window_s) / 2)
-        lo, hi = np.searchsorted(trace.arrival_s, starts, side="left"), np.searchsorted(trace.arrival_s, ends, side="left")
-        mlo = np.searchsorted(trace.arrival_s, starts - pad, side="left")
-        mhi = np.searchsorted(trace.arrival_s, ends + pad, side="left")
-        rates = (hi - lo).astype(float) / self.window_s
+        trace = ctx.trace
+        whole = max(trace.duration_s, self.window_s)
+        starts = np.arange(0.0, whole, self.window_s)
+        mlo, mhi, rates = _windows(trace, starts, starts + self.window_s, mix_window_s=whole)
         mixes = window_mixes(trace.input_tokens, np.maximum(trace.output_tokens, 1), lo=mlo, hi=mhi, rates_rps=rates)
-        sizes = [size_pools(mix=mix, rate_rps=float(rate), profile=ctx.profile, slo=s.slo,
-                            min_replicas=s.min_replicas, max_replicas=s.max_replicas)
-                 for mix, rate in zip(mixes, rates.tolist(), strict=True)]
+        sizes = [_sized(ctx, mix, rate) for mix, rate in zip(mixes, rates.tolist(), strict=True)]
         return Sizing(max(z.prefill for z in sizes), max(z.decode for z in sizes))
 
     def start(self, ctx: SimContext) -> None:
